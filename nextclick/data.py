@@ -1,0 +1,199 @@
+"""Prepared datasets on disk and conversion of click frames to :class:`Sessions`.
+
+A prepared dataset is a directory::
+
+    meta.json            format, split kind, item vocabulary (index 0 = padding), statistics,
+                         and the report of every preprocessing step
+    train.parquet        SessionId, ItemId, Time (+ UserId)   -- original ids, not indices
+    test.parquet
+    train_tr.parquet     (time split) training part for tuning
+    valid.parquet        (time split: validation part for tuning; leave-one-out: validation)
+
+Leaf-level module: polars + numpy, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from nextclick.errors import NextclickError
+from nextclick.io import ReadOptions, read_clicks
+from nextclick.sessions import Sessions
+from nextclick.vocab import ItemVocab
+
+log = logging.getLogger(__name__)
+
+META = "meta.json"
+DATASET_FORMAT = "nextclick-dataset"
+ROLES = ("train", "test", "train_tr", "valid")
+
+
+def sort_clicks(df: pl.DataFrame) -> pl.DataFrame:
+    """Sessions contiguous, clicks in time order; ties keep file order."""
+    return df.sort(["SessionId", "Time"], maintain_order=True)
+
+
+def frame_stats(df: pl.DataFrame) -> dict[str, int]:
+    return {
+        "events": int(df.height),
+        "sessions": int(df.get_column("SessionId").n_unique()) if df.height else 0,
+        "items": int(df.get_column("ItemId").n_unique()) if df.height else 0,
+    }
+
+
+def frame_to_sessions(df: pl.DataFrame, vocab: ItemVocab, last_only: bool = False) -> Sessions:
+    """Convert a canonical click frame whose items are all in ``vocab`` into :class:`Sessions`."""
+    df = sort_clicks(df)
+    items = vocab.encode(df.get_column("ItemId").to_numpy())
+    if items.size and items.min() == 0:
+        raise ValueError("frame_to_sessions: frame holds items outside the vocabulary; use encode_clicks")
+    sid = df.get_column("SessionId").to_numpy()
+    if sid.size:
+        starts = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+        offsets = np.concatenate([[0], starts, [sid.size]]).astype(np.int64)
+        session_ids = sid[offsets[:-1]]
+    else:
+        offsets, session_ids = np.zeros(1, np.int64), sid
+    return Sessions(
+        items=items,
+        offsets=offsets,
+        n_items=vocab.n_items,
+        session_ids=session_ids,
+        times=df.get_column("Time").to_numpy().astype(np.float64),
+        last_only=last_only,
+        vocab=vocab,
+    )
+
+
+@dataclass
+class EncodeReport:
+    """What :func:`encode_clicks` removed to fit data to a model's vocabulary."""
+
+    unknown_events: int = 0
+    short_sessions: int = 0
+    short_session_events: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "unknown_item_events_removed": self.unknown_events,
+            "short_sessions_removed": self.short_sessions,
+            "short_session_events_removed": self.short_session_events,
+        }
+
+
+def encode_clicks(df: pl.DataFrame, vocab: ItemVocab, last_only: bool = False, min_len: int = 2) -> tuple[Sessions, EncodeReport]:
+    """Map a click frame onto ``vocab``: clicks on unknown items are removed, then sessions left
+    shorter than ``min_len`` (the GRU4Rec evaluation protocol). Both counts are reported."""
+    rep = EncodeReport()
+    known = vocab.encode(df.get_column("ItemId").to_numpy()) > 0
+    rep.unknown_events = int((~known).sum())
+    if rep.unknown_events:
+        df = df.filter(pl.Series(known))
+    if min_len > 1 and df.height:
+        n = df.select(pl.len().over("SessionId")).to_series()
+        short = n < min_len
+        if short.any():
+            rep.short_session_events = int(short.sum())
+            rep.short_sessions = int(df.filter(short).get_column("SessionId").n_unique())
+            df = df.filter(~short)
+    for k, v in rep.as_dict().items():
+        if v:
+            log.info("%s: %d", k.replace("_", " "), v)
+    return frame_to_sessions(df, vocab, last_only=last_only), rep
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset directory."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Dataset:
+        path = Path(path)
+        meta_path = path / META
+        if not meta_path.exists():
+            raise NextclickError(f"{path}: not a prepared dataset directory (no {META}); run `nextclick prepare` first")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != DATASET_FORMAT:
+            raise NextclickError(f"{meta_path}: not a nextclick dataset (format={meta.get('format')!r})")
+        return cls(path, meta)
+
+    @property
+    def vocab(self) -> ItemVocab:
+        return ItemVocab.from_json(self.meta["vocab"])
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.meta["files"])
+
+    def frame(self, role: str) -> pl.DataFrame:
+        if role not in self.meta["files"]:
+            raise NextclickError(f"{self.path}: has no {role!r} split (it has {self.roles})")
+        return pl.read_parquet(self.path / self.meta["files"][role])
+
+    def last_only(self, role: str) -> bool:
+        return bool(self.meta.get("last_only", {}).get(role, False))
+
+    def sessions(self, role: str, vocab: ItemVocab | None = None) -> tuple[Sessions, EncodeReport]:
+        return encode_clicks(self.frame(role), vocab or self.vocab, last_only=self.last_only(role))
+
+
+def write_dataset(path: str | Path, frames: dict[str, pl.DataFrame], vocab: ItemVocab, meta: dict[str, Any]) -> Dataset:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for role, df in frames.items():
+        files[role] = f"{role}.parquet"
+        sort_clicks(df).write_parquet(path / files[role])
+    full = {
+        "format": DATASET_FORMAT,
+        "version": 1,
+        **meta,
+        "files": files,
+        "stats": {role: frame_stats(df) for role, df in frames.items()},
+        "vocab": vocab.to_json(),
+    }
+    (path / META).write_text(json.dumps(full, indent=1))
+    return Dataset(path, full)
+
+
+def load_sessions(
+    data: str | Path,
+    role: str,
+    vocab: ItemVocab | None = None,
+    read_opts: ReadOptions | None = None,
+) -> tuple[Sessions, EncodeReport]:
+    """Load DATA for ``role`` ("train", "valid", "test", ...).
+
+    DATA is a prepared dataset directory (its ``role`` split is used), one of the parquet files
+    inside it, or a click file with SessionId / ItemId / Time columns. Without ``vocab`` (training),
+    the dataset's vocabulary is used, or one is fitted on the click file.
+    """
+    path = Path(data)
+    if path.is_dir():
+        ds = Dataset.open(path)
+        return ds.sessions(role, vocab)
+    if path.suffix == ".parquet" and (path.parent / META).exists():
+        ds = Dataset.open(path.parent)
+        r = next((k for k, f in ds.meta["files"].items() if f == path.name), None)
+        if r is not None:
+            return ds.sessions(r, vocab)
+    opts = read_opts or ReadOptions()
+    if vocab is not None and vocab.is_int and opts.item_type == "auto":
+        opts = ReadOptions(**{**opts.__dict__, "item_type": "int"})
+    df = read_clicks(path, opts)
+    if "SessionId" not in df.columns:
+        raise NextclickError(f"{path}: needs a session column here; build sessions with `nextclick prepare` first")
+    if vocab is None:
+        vocab = ItemVocab.fit(df.get_column("ItemId").to_numpy())
+    return encode_clicks(df, vocab)

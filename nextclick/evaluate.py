@@ -1,0 +1,188 @@
+"""Next-click evaluation with full-catalogue ranking and conservative ties.
+
+For every test session and every position t (given clicks 1..t, the target is click t+1; only the
+last click for leave-one-out data) the model scores the WHOLE catalogue. The target's rank is the
+number of items scoring strictly higher plus the number of OTHER items scoring the same: a target
+that ties is ranked after all items it ties with, so a constant model scores zero. NaN scores
+count as -inf.
+
+Metrics for K in ``cutoffs``: Recall@K (hit rate), MRR@K, NDCG@K, item coverage@K (share of the
+catalogue that appears in any top-K list) and popularity@K (mean training popularity of the
+recommended items, relative to the most popular item).
+
+``sampled_negatives=N`` adds the paper-comparison protocol: the target ranked against N items
+drawn uniformly from items the session/user never clicked. Those figures are labelled as sampled
+wherever they are printed and are never a substitute for the full-ranking ones.
+
+Depends only on the recommender interface (``iter_scores``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nextclick.models.base import Recommender
+from nextclick.sessions import Sessions
+
+log = logging.getLogger(__name__)
+
+CUTOFFS = (1, 5, 10, 20)
+LENGTH_BUCKETS = ((2, 2), (3, 3), (4, 4), (5, 6), (7, 9), (10, 19), (20, 10**9))
+
+
+def conservative_rank(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target: #higher + #other items with an equal score."""
+    t = scores[np.arange(scores.shape[0]), targets][:, None]
+    return (scores >= t).sum(axis=1) - 1
+
+
+def _clean(scores: np.ndarray) -> np.ndarray:
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -np.inf, scores)
+    return scores
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    by_length: list[dict[str, Any]] = field(default_factory=list)
+    sampled: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.metrics)
+        if self.by_length:
+            out["by_session_length"] = self.by_length
+        if self.sampled is not None:
+            out["sampled"] = self.sampled
+        return out
+
+    def table(self, cutoffs: Sequence[int] = CUTOFFS) -> str:
+        m = self.metrics
+        lines = [
+            f"full-catalogue ranking, {m['n_predictions']:,} predictions over {m['n_items']:,} items (conservative ties)",
+            f"{'K':>4} {'Recall':>8} {'MRR':>8} {'NDCG':>8} {'Coverage':>9} {'Pop':>7}",
+        ]
+        for k in cutoffs:
+            lines.append(
+                f"{k:>4} {m[f'recall@{k}']:8.4f} {m[f'mrr@{k}']:8.4f} {m[f'ndcg@{k}']:8.4f} "
+                f"{m[f'coverage@{k}']:9.4f} {m[f'popularity@{k}']:7.4f}"
+            )
+        if self.by_length:
+            lines.append("by session length:  length  n  Recall@20  MRR@20")
+            for b in self.by_length:
+                lines.append(f"  {b['length']:>10} {b['n']:>7,} {b['recall@20']:9.4f} {b['mrr@20']:8.4f}")
+        if self.sampled is not None:
+            s = self.sampled
+            lines.append(
+                f"SAMPLED metrics ({s['n_negatives']} uniform negatives per target; for comparison with papers "
+                "only, not full ranking):"
+            )
+            lines.append("  " + "  ".join(f"{k}={v:.4f}" for k, v in s.items() if "@" in k))
+        return "\n".join(lines)
+
+
+def evaluate(
+    model: Recommender,
+    test: Sessions,
+    cutoffs: Sequence[int] = CUTOFFS,
+    batch_size: int = 512,
+    sampled_negatives: int | None = None,
+    by_length: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate ``model`` on every next-click target of ``test`` (see module docstring)."""
+    cutoffs = tuple(sorted(set(int(k) for k in cutoffs)))
+    kmax = max(cutoffs)
+    n_items = model.n_items_
+    pop = model.popularity_.astype(np.float64)
+    pop_rel = pop / max(pop.max(), 1.0)
+    rng = np.random.default_rng(seed)
+    ranks, sranks, lens = [], [], []
+    seen_items = {k: np.zeros(n_items + 1, dtype=bool) for k in cutoffs}
+    pop_sum = {k: 0.0 for k in cutoffs}
+    lengths = test.lengths
+    t0 = time.perf_counter()
+    total = test.n_predictions()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="evaluate", unit="pred", leave=False)
+    for scores, targets, sess, _plen in model.iter_scores(test, batch_size=batch_size):
+        scores = _clean(scores)
+        scores[:, 0] = -np.inf
+        ranks.append(conservative_rank(scores, targets))
+        lens.append(lengths[sess])
+        kk = min(kmax, n_items)
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+        for k in cutoffs:
+            tk = top[:, :k]
+            seen_items[k][tk.ravel()] = True
+            pop_sum[k] += float(pop_rel[tk].sum())
+        if sampled_negatives:
+            sranks.append(_sampled_rank(scores, targets, test, sess, sampled_negatives, n_items, rng))
+        if bar is not None:
+            bar.update(len(targets))
+    if bar is not None:
+        bar.close()
+    rank = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
+    n = int(rank.size)
+    metrics: dict[str, float] = {"n_predictions": n, "n_sessions": int(np.count_nonzero(lengths >= 2)), "n_items": n_items}
+    for k in cutoffs:
+        hit = rank < k
+        metrics[f"recall@{k}"] = float(hit.mean()) if n else 0.0
+        metrics[f"mrr@{k}"] = float(np.where(hit, 1.0 / (rank + 1), 0.0).mean()) if n else 0.0
+        metrics[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(rank + 2), 0.0).mean()) if n else 0.0
+        metrics[f"coverage@{k}"] = float(seen_items[k][1:].mean())
+        metrics[f"popularity@{k}"] = pop_sum[k] / max(n * min(k, n_items), 1)
+    metrics["eval_seconds"] = time.perf_counter() - t0
+    res = EvalResult(metrics)
+    if by_length and n:
+        ln = np.concatenate(lens)
+        for lo, hi in LENGTH_BUCKETS:
+            m = (ln >= lo) & (ln <= hi)
+            if m.any():
+                r = rank[m]
+                label = str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**9 else f"{lo}+")
+                res.by_length.append(
+                    {"length": label, "n": int(m.sum()), "recall@20": float((r < 20).mean()),
+                     "mrr@20": float(np.where(r < 20, 1.0 / (r + 1), 0.0).mean())}
+                )
+    if sampled_negatives and n:
+        sr = np.concatenate(sranks)
+        s: dict[str, Any] = {"n_negatives": int(sampled_negatives), "protocol": "sampled uniform negatives (NOT full ranking)"}
+        for k in cutoffs:
+            hit = sr < k
+            s[f"hr@{k}"] = float(hit.mean())
+            s[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(sr + 2), 0.0).mean())
+            s[f"mrr@{k}"] = float(np.where(hit, 1.0 / (sr + 1), 0.0).mean())
+        res.sampled = s
+    return res
+
+
+def _sampled_rank(scores: np.ndarray, targets: np.ndarray, test: Sessions, sess: np.ndarray, n_neg: int,
+                  n_items: int, rng: np.random.Generator) -> np.ndarray:
+    """Rank of the target among ``n_neg`` uniform negatives never clicked in that session/sequence."""
+    b = targets.size
+    # keys of (row, item) pairs the row's whole session/sequence contains
+    lens = test.lengths[sess]
+    rows = np.repeat(np.arange(b), lens)
+    starts = np.repeat(test.offsets[sess], lens)
+    within = np.arange(int(lens.sum())) - np.repeat(np.concatenate([[0], np.cumsum(lens)])[:-1], lens)
+    clicked = np.unique(rows * (n_items + 1) + test.items[starts + within])
+    neg = rng.integers(1, n_items + 1, size=(b, n_neg))
+    for _ in range(100):  # resample the (few) negatives that hit a clicked item
+        bad = np.isin(np.arange(b)[:, None] * (n_items + 1) + neg, clicked)
+        if not bad.any():
+            break
+        neg[bad] = rng.integers(1, n_items + 1, size=int(bad.sum()))
+    t = scores[np.arange(b), targets][:, None]
+    return (np.take_along_axis(scores, neg, axis=1) >= t).sum(axis=1)

@@ -1,0 +1,240 @@
+"""Reading click logs (CSV, TSV, Parquet, whitespace ``user item`` files) into one canonical frame.
+
+Leaf module (polars + numpy). The canonical frame has columns ``SessionId`` (or only ``UserId``
+before sessionizing), ``ItemId`` and ``Time`` (float64 unix seconds, or the line number when the
+log has no time column and line order is time order), plus ``UserId`` when given.
+
+Every user mistake raises :class:`~nextclick.errors.NextclickError` naming the file, the line (or
+row, for Parquet) and the column.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from nextclick.errors import NextclickError
+
+log = logging.getLogger(__name__)
+
+Format = Literal["auto", "csv", "tsv", "parquet", "whitespace"]
+TimeFormat = Literal["auto", "s", "ms", "iso"]
+IdType = Literal["auto", "int", "str"]
+
+
+@dataclass
+class ReadOptions:
+    """Where the columns are and how to read them.
+
+    ``session_col=None`` (or a session column absent from a file that has ``user_col``) means
+    sessions are built later from each user's clicks; ``time_col=None`` means line order is
+    time order. ``names`` gives column names to a file without a header row (whitespace files
+    default to ``UserId ItemId [Time]``).
+    """
+
+    session_col: str | None = "SessionId"
+    item_col: str = "ItemId"
+    time_col: str | None = "Time"
+    user_col: str | None = None
+    format: Format = "auto"
+    time_format: TimeFormat = "auto"
+    item_type: IdType = "auto"
+    names: list[str] | None = None
+
+
+def detect_format(path: Path) -> Format:
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return "parquet"
+    if ".tsv" in suffixes or ".tab" in suffixes:
+        return "tsv"
+    if ".csv" in suffixes:
+        return "csv"
+    if ".txt" in suffixes or ".dat" in suffixes:
+        return "whitespace"
+    raise NextclickError(
+        f"{path}: cannot tell the file format from its name; pass --format csv, tsv, parquet or whitespace"
+    )
+
+
+def _row_label(fmt: str, row: int, has_header: bool) -> str:
+    """Human row reference for 0-based data row ``row``."""
+    if fmt == "parquet":
+        return f"row {row + 1}"
+    return f"line {row + 1 + int(has_header)}"
+
+
+def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool) -> tuple[pl.DataFrame, bool]:
+    if fmt == "parquet":
+        try:
+            return pl.read_parquet(path), True
+        except Exception as e:  # polars raises several error types for corrupt files
+            raise NextclickError(f"{path}: not a readable Parquet file ({e.__class__.__name__}: {e})") from None
+    sep = {"csv": ",", "tsv": "\t", "whitespace": " "}[fmt]
+    has_header = names is None and fmt != "whitespace"
+    kw: dict = {"separator": sep, "has_header": has_header, "infer_schema_length": 10_000}
+    if all_str:
+        kw["infer_schema"] = False
+    if not has_header:
+        if names is None:  # whitespace file: name the columns by how many the first line has
+            with open(path, encoding="utf-8", errors="replace") as f:
+                n_cols = len(f.readline().split())
+            if n_cols == 0:
+                raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)")
+            names = ["UserId", "ItemId", "Time", "Extra"][:n_cols] if n_cols <= 4 else None
+            if names is None:
+                raise NextclickError(f"{path}: line 1 has {n_cols} fields; give --names for them")
+        kw["new_columns"] = names
+    try:
+        df = pl.read_csv(path, **kw)
+    except pl.exceptions.NoDataError:
+        raise NextclickError(f"{path}: the file is empty (expected a header and click rows)") from None
+    except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as e:
+        if all_str:
+            raise NextclickError(f"{path}: cannot parse as {fmt.upper()}: {str(e).splitlines()[0]}") from None
+        raise
+    return df, has_header
+
+
+def read_clicks(path: str | Path, opts: ReadOptions | None = None) -> pl.DataFrame:
+    """Read a click log into the canonical frame (see module docstring). Nothing is dropped."""
+    opts = opts or ReadOptions()
+    path = Path(path)
+    if not path.exists():
+        raise NextclickError(f"{path}: no such file")
+    if path.is_dir():
+        raise NextclickError(f"{path}: is a directory, expected a click file (CSV, TSV or Parquet)")
+    fmt = detect_format(path) if opts.format == "auto" else opts.format
+    names = opts.names
+    if fmt == "whitespace" and names is None:
+        names = None  # defaults applied in _read_raw
+    try:
+        df, has_header = _read_raw(path, fmt, names, all_str=False)
+    except (pl.exceptions.ComputeError, pl.exceptions.ShapeError):
+        # schema inference failed somewhere deep in the file: re-read as text and locate the row
+        df, has_header = _read_raw(path, fmt, names, all_str=True)
+    if df.height == 0:
+        raise NextclickError(f"{path}: the file has no click rows")
+
+    def need(col: str | None, what: str) -> None:
+        if col is not None and col not in df.columns:
+            raise NextclickError(
+                f"{path}: missing {what} column {col!r}; the file has columns {df.columns} "
+                f"(choose another with --{what}-col)"
+            )
+
+    session_col = opts.session_col
+    user_col, time_col = opts.user_col, opts.time_col
+    if fmt == "whitespace" and opts.names is None:
+        # `user item [time]` lines: sequences per user; without a third column line order is time
+        user_col = user_col or "UserId"
+        if time_col == "Time" and "Time" not in df.columns:
+            time_col = None
+            log.info("%s: no time column; line order is taken as time order", path)
+    opts = ReadOptions(**{**opts.__dict__, "user_col": user_col, "time_col": time_col})
+    if session_col is not None and session_col not in df.columns and opts.user_col is not None:
+        session_col = None  # sessions will be built from users
+    need(session_col, "session")
+    need(opts.item_col, "item")
+    need(opts.time_col, "time")
+    need(opts.user_col, "user")
+    if session_col is None and opts.user_col is None:
+        raise NextclickError(f"{path}: no session column and no user column; give --session-col or --user-col")
+
+    out: dict[str, pl.Series] = {}
+    if session_col is not None:
+        out["SessionId"] = _id_column(df, session_col, "auto", path, fmt, has_header)
+    if opts.user_col is not None:
+        out["UserId"] = _id_column(df, opts.user_col, "auto", path, fmt, has_header)
+    out["ItemId"] = _id_column(df, opts.item_col, opts.item_type, path, fmt, has_header)
+    if opts.time_col is not None:
+        out["Time"] = _time_column(df, opts.time_col, opts.time_format, path, fmt, has_header)
+    else:
+        out["Time"] = pl.Series("Time", range(df.height), dtype=pl.Float64)
+    return pl.DataFrame(out)
+
+
+def _first_bad(mask: pl.Series) -> int:
+    return int(mask.arg_true()[0])
+
+
+def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str, has_header: bool) -> pl.Series:
+    s = df.get_column(col)
+    if s.null_count():
+        row = _first_bad(s.is_null())
+        raise NextclickError(f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: empty id (expected an id)")
+    if s.dtype.is_integer():
+        return s.cast(pl.Int64).alias(col)
+    if s.dtype.is_float():
+        bad = s != s.round(0)
+        if bad.any():
+            row = _first_bad(bad)
+            raise NextclickError(
+                f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: {s[row]!r} is not an integer id"
+            )
+        return s.cast(pl.Int64).alias(col)
+    if s.dtype == pl.String:
+        s = s.str.strip_chars()
+        as_int = s.cast(pl.Int64, strict=False)
+        if id_type == "str":
+            return s.alias(col)
+        if as_int.null_count() == 0:
+            return as_int.alias(col)
+        if id_type == "int":
+            row = _first_bad(as_int.is_null())
+            raise NextclickError(
+                f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: {s[row]!r} is not a number "
+                "(integer ids are required here)"
+            )
+        return s.alias(col)
+    raise NextclickError(f"{path}: column {col!r} has type {s.dtype}; expected integer or string ids")
+
+
+def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: str, has_header: bool) -> pl.Series:
+    s = df.get_column(col)
+    where = lambda row: f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}"  # noqa: E731
+    if s.null_count():
+        row = _first_bad(s.is_null())
+        raise NextclickError(f"{where(row)}: empty timestamp")
+    if s.dtype.is_temporal():
+        if s.dtype == pl.Date:
+            s = s.cast(pl.Datetime("ms"))
+        return (s.dt.epoch("ms").cast(pl.Float64) / 1000.0).alias("Time")
+    if s.dtype == pl.String:
+        num = s.str.strip_chars().cast(pl.Float64, strict=False)
+        if tf in ("s", "ms") or (tf == "auto" and num.null_count() == 0):
+            if num.null_count():
+                row = _first_bad(num.is_null())
+                raise NextclickError(f"{where(row)}: {s[row]!r} is not a number (expected unix {tf} timestamps)")
+            s = num
+        else:
+            text = s.str.strip_chars()
+            parsed = text.str.to_datetime(strict=False, time_unit="ms", time_zone="UTC")
+            for _ in range(3):  # polars infers one format per call: retry rows in another ISO variant
+                if not parsed.null_count():
+                    break
+                rest = text.filter(parsed.is_null()).str.to_datetime(strict=False, time_unit="ms", time_zone="UTC")
+                if rest.null_count() == rest.len():
+                    break
+                parsed = parsed.scatter(parsed.is_null().arg_true(), rest)
+            if parsed.null_count():
+                row = _first_bad(parsed.is_null())
+                raise NextclickError(
+                    f"{where(row)}: cannot parse timestamp {s[row]!r} "
+                    "(expected ISO-8601 like 2014-04-07T10:51:09Z, or unix seconds / milliseconds)"
+                )
+            return (parsed.dt.epoch("ms").cast(pl.Float64) / 1000.0).alias("Time")
+    if not s.dtype.is_numeric():
+        raise NextclickError(f"{path}: column {col!r} has type {s.dtype}; expected timestamps")
+    s = s.cast(pl.Float64)
+    if tf == "iso":
+        raise NextclickError(f"{path}: column {col!r} is numeric but --time-format iso was given")
+    unit = tf
+    if tf == "auto":
+        unit = "ms" if float(s.abs().median() or 0.0) > 1e11 else "s"
+        log.info("%s: column %r read as unix %s", path, col, "milliseconds" if unit == "ms" else "seconds")
+    return (s / 1000.0 if unit == "ms" else s).alias("Time")

@@ -1,0 +1,314 @@
+"""The one contract every recommender honours (popularity, kNN, GRU4Rec, SASRec).
+
+Subclasses implement four things:
+
+* ``Config`` -- a dataclass of named hyper-parameters with the paper's defaults (``presets`` holds
+  published settings by name);
+* ``_fit(train, valid)`` -- learn from :class:`~nextclick.sessions.Sessions`;
+* ``_score(sessions, sess, plen)`` -- scores over the whole catalogue, shape (B, n_items + 1), for
+  the next click after the first ``plen[b]`` clicks of session ``sess[b]`` (column 0 is padding
+  and is ignored);
+* ``_state()`` / ``_set_state(arrays)`` -- learned state as a flat dict of numpy arrays.
+
+Everything else -- id mapping, unknown items, popularity fallback, top-k, exclusion, batching,
+artifacts -- lives here, so evaluation and serving never special-case a model. Sequence models
+may override :meth:`iter_scores` for a faster evaluation pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from nextclick.errors import NextclickError, NotFittedError
+from nextclick.sessions import Sessions
+from nextclick.vocab import ItemVocab
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = "nextclick-model"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclasses.dataclass
+class Recommendation:
+    """Top-k answer for one session, in the shop's own item ids."""
+
+    items: np.ndarray  # (k,) item ids
+    scores: np.ndarray  # (k,) float32, descending
+    unknown: list[Any]  # input ids that are not in the catalogue (ignored)
+    fallback: bool  # True when no input item was known and popularity was used
+
+
+class Recommender:
+    """Base class; see the module docstring for the contract."""
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type] = type("Config", (), {})
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    needs_torch: ClassVar[bool] = False
+
+    def __init__(self, config: Any | None = None, **params: Any) -> None:
+        base = config if config is not None else self.Config()
+        self.config = dataclasses.replace(base, **params) if params else base
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_preset(cls, preset: str | None = None, **params: Any) -> Recommender:
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                raise NextclickError(
+                    f"model {cls.name!r} has no preset {preset!r}; presets: {sorted(cls.presets) or 'none'}"
+                )
+            values.update(cls.presets[preset])
+        values.update(params)
+        return cls(cls.Config(**values))
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, train: Sessions, valid: Sessions | None = None) -> Recommender:
+        """Learn from training sessions (and optionally monitor ``valid``). Returns ``self``."""
+        if train.n_events == 0:
+            raise NextclickError("cannot fit on an empty training set")
+        self.n_items_ = int(train.n_items)
+        self.vocab_ = train.vocab if train.vocab is not None else ItemVocab(np.arange(1, self.n_items_ + 1))
+        if len(self.vocab_) != self.n_items_:
+            raise ValueError("train.vocab and train.n_items disagree")
+        self.popularity_ = train.item_counts().astype(np.float32)
+        t0 = time.perf_counter()
+        self._fit(train, valid)
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _fit(self, train: Sessions, valid: Sessions | None) -> None:
+        raise NotImplementedError
+
+    def _score(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "popularity_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load() first")
+
+    # ------------------------------------------------------------------ scoring (internal indices)
+    def score_batch(self, sessions: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """Scores (B, n_items + 1) for the next click after each session of internal indices.
+
+        Indices of 0 (unknown/padding) are ignored; a session with no known index gets the
+        training popularity. Column 0 is -inf.
+        """
+        self._check_fitted()
+        seqs = [np.asarray(s, dtype=np.int64) for s in sessions]
+        seqs = [s[(s > 0) & (s <= self.n_items_)] for s in seqs]
+        lengths = np.array([s.size for s in seqs], dtype=np.int64)
+        out = np.empty((len(seqs), self.n_items_ + 1), dtype=np.float32)
+        nonempty = np.flatnonzero(lengths > 0)
+        if nonempty.size:
+            sub = Sessions.from_lists([seqs[i] for i in nonempty], n_items=self.n_items_)
+            out[nonempty] = self._score(sub, np.arange(nonempty.size), sub.lengths)
+        empty = lengths == 0
+        if empty.any():
+            out[empty] = self.popularity_
+        out[:, 0] = -np.inf
+        return out
+
+    def iter_scores(self, sessions: Sessions, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield ``(scores, targets, sess, plen)`` for every evaluation prefix of ``sessions``.
+
+        The default batches prefixes through ``_score``; sequence models override it to compute
+        all positions of a session in one pass.
+        """
+        self._check_fitted()
+        sess, plen, targets = sessions.prefixes()
+        for a in range(0, sess.size, batch_size):
+            b = slice(a, a + batch_size)
+            scores = np.asarray(self._score(sessions, sess[b], plen[b]), dtype=np.float32)
+            scores[:, 0] = -np.inf
+            yield scores, targets[b], sess[b], plen[b]
+
+    # ------------------------------------------------------------------ recommending (shop ids)
+    def encode_session(self, session_items: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+        """Internal indices of the known items and the list of unknown input ids."""
+        self._check_fitted()
+        raw = list(session_items)
+        idx = self.vocab_.encode(self.vocab_.coerce(raw)) if raw else np.zeros(0, np.int64)
+        unknown = [x for x, i in zip(raw, idx) if i == 0]
+        return idx[idx > 0], unknown
+
+    def _topk(self, scores: np.ndarray, k: int, seen: Sequence[np.ndarray] | None,
+              allow: np.ndarray | None = None, deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        k = int(min(max(k, 1), self.n_items_))
+        scores = scores.copy()
+        scores[:, 0] = -np.inf
+        if seen is not None:
+            rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
+            cols = np.concatenate([np.asarray(s, np.int64) for s in seen]) if len(seen) else np.zeros(0, np.int64)
+            scores[rows, cols] = -np.inf
+        if allow is not None:
+            mask = np.ones(scores.shape[1], dtype=bool)
+            mask[allow] = False
+            scores[:, mask] = -np.inf
+        if deny is not None:
+            scores[:, deny] = -np.inf
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        ps = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-ps, axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, axis=1)
+        return idx, np.take_along_axis(ps, order, axis=1)
+
+    def recommend_detailed(
+        self,
+        session_items: Sequence[Any],
+        k: int = 20,
+        exclude_seen: bool = False,
+        allow: Sequence[Any] | None = None,
+        deny: Sequence[Any] | None = None,
+    ) -> Recommendation:
+        """Top-k next items for one session of shop item ids, with what was unknown."""
+        idx, unknown = self.encode_session(session_items)
+        allow_idx = None if allow is None else self.encode_session(allow)[0]
+        deny_idx = None if deny is None else self.encode_session(deny)[0]
+        scores = self.score_batch([idx])
+        top, sc = self._topk(scores, k, [idx] if exclude_seen else None, allow_idx, deny_idx)
+        keep = np.isfinite(sc[0])
+        return Recommendation(self.vocab_.decode(top[0][keep]), sc[0][keep], unknown, idx.size == 0)
+
+    def recommend(self, session_items: Sequence[Any], k: int = 20, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ``(item_ids, scores)`` sorted by score for one session of shop item ids.
+
+        Unknown ids are ignored (see :meth:`recommend_detailed` for which); a session with no
+        known item gets the most popular items.
+        """
+        r = self.recommend_detailed(session_items, k, exclude_seen)
+        return r.items, r.scores
+
+    def recommend_batch(self, sessions: Sequence[Sequence[Any]], k: int = 20, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Batch variant: 2-D ``(item_ids, scores)`` of shape (B, k); row b equals ``recommend(sessions[b])``."""
+        enc = [self.encode_session(s)[0] for s in sessions]
+        scores = self.score_batch(enc)
+        top, sc = self._topk(scores, k, enc if exclude_seen else None)
+        return self.vocab_.decode(top.ravel()).reshape(top.shape), sc
+
+    # ------------------------------------------------------------------ artifacts
+    def save(self, path: str | Path) -> Path:
+        """Write an artifact directory: config.json, vocab.json and weights.safetensors."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        from nextclick import __version__
+
+        cfg = {
+            "format": ARTIFACT_FORMAT,
+            "version": 1,
+            "nextclick_version": __version__,
+            "model": self.name,
+            "config": dataclasses.asdict(self.config),
+            "n_items": self.n_items_,
+            "fit_seconds": getattr(self, "fit_seconds_", None),
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(cfg, indent=1))
+        self.vocab_.save(path / VOCAB_FILE)
+        arrays = {"popularity": self.popularity_}
+        for key, arr in self._state().items():
+            arrays[f"state.{key}"] = np.ascontiguousarray(arr)
+        save_file(arrays, str(path / WEIGHTS_FILE))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Rebuild a fitted model from an artifact directory (no unpickling anywhere)."""
+        path = Path(path)
+        cfg_path = path / CONFIG_FILE
+        if not cfg_path.exists():
+            raise NextclickError(f"{path}: not a model directory (no {CONFIG_FILE}); train one with `nextclick train`")
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("format") != ARTIFACT_FORMAT:
+            raise NextclickError(f"{cfg_path}: not a nextclick model (format={cfg.get('format')!r})")
+        from nextclick.models import get_model_class
+
+        klass = get_model_class(cfg["model"])
+        if cls is not Recommender and not issubclass(klass, cls):
+            raise NextclickError(f"{path}: holds a {cfg['model']!r} model, not {cls.name!r}")
+        model = klass(klass.Config(**cfg["config"]))
+        model.n_items_ = int(cfg["n_items"])
+        model.vocab_ = ItemVocab.load(path / VOCAB_FILE)
+        arrays = load_file(str(path / WEIGHTS_FILE))
+        model.popularity_ = arrays.pop("popularity")
+        model.fit_seconds_ = cfg.get("fit_seconds")
+        model._set_state({k.removeprefix("state."): v for k, v in arrays.items()})
+        return model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+# ---------------------------------------------------------------------- parameters from text
+def _coerce(name: str, tp: Any, raw: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        for c in choices:
+            if str(c) == raw:
+                return c
+        raise NextclickError(f"--param {name}={raw}: expected one of {', '.join(map(str, choices))}")
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw.lower() in ("none", "null", ""):
+            return None
+        return _coerce(name, args[0], raw)
+    if origin in (tuple, list):
+        (inner, *_) = typing.get_args(tp) or (int,)
+        vals = [_coerce(name, inner, p.strip()) for p in raw.split(",") if p.strip()]
+        return tuple(vals) if origin is tuple else vals
+    try:
+        if tp is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            return int(raw)
+        if tp is float:
+            return float(raw)
+    except ValueError:
+        raise NextclickError(f"--param {name}={raw}: expected {tp.__name__}") from None
+    return raw
+
+
+def parse_params(config_cls: type, pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings against a config dataclass, with errors naming the key."""
+    hints = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise NextclickError(f"--param {pair!r}: expected key=value")
+        key, raw = pair.split("=", 1)
+        key = key.strip()
+        if key not in hints:
+            raise NextclickError(f"--param {key}: unknown parameter; known: {', '.join(names)}")
+        out[key] = _coerce(key, hints[key], raw.strip())
+    return out

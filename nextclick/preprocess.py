@@ -1,0 +1,242 @@
+"""Preprocessing steps from a raw click log to a prepared dataset.
+
+Each step is small and composable (``apply(frame) -> frame``) and returns a report of what it
+removed, so nothing is dropped silently. :func:`prepare` chains them:
+
+read -> sessionize (no session column) -> drop consecutive repeats -> iterative min-support
+filter -> time-based split (train / test, then train_tr / valid) or leave-one-out per user.
+
+Polars is used for the heavy lifting (see docs/benchmarks.md for the polars vs pandas choice).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from nextclick.data import Dataset, frame_stats, sort_clicks, write_dataset
+from nextclick.errors import NextclickError
+from nextclick.io import ReadOptions, read_clicks
+from nextclick.vocab import ItemVocab
+
+log = logging.getLogger(__name__)
+
+DAY = 86_400.0
+
+
+@dataclass
+class StepReport:
+    step: str
+    removed_events: int = 0
+    removed_sessions: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.details.items())
+        return f"{self.step}: removed {self.removed_events:,} events, {self.removed_sessions:,} sessions" + (
+            f" ({extra})" if extra else ""
+        )
+
+
+def _n_sessions(df: pl.DataFrame) -> int:
+    return int(df.get_column("SessionId").n_unique()) if df.height else 0
+
+
+def sessionize(df: pl.DataFrame, gap_seconds: float = 1800.0) -> tuple[pl.DataFrame, StepReport]:
+    """Split each user's clicks into sessions at inactivity gaps longer than ``gap_seconds``."""
+    if "UserId" not in df.columns:
+        raise NextclickError("sessionize needs a user column (--user-col)")
+    if gap_seconds <= 0:
+        raise NextclickError(f"--session-gap must be positive, got {gap_seconds}")
+    df = df.sort(["UserId", "Time"], maintain_order=True)
+    new = (pl.col("UserId") != pl.col("UserId").shift(1)) | ((pl.col("Time") - pl.col("Time").shift(1)) > gap_seconds)
+    df = df.with_columns(SessionId=new.fill_null(True).cum_sum().cast(pl.Int64) - 1)
+    rep = StepReport("sessionize", details={"gap_seconds": gap_seconds, "sessions_built": _n_sessions(df)})
+    return df, rep
+
+
+def user_sequences(df: pl.DataFrame) -> tuple[pl.DataFrame, StepReport]:
+    """One sequence per user (sequential data such as amazon-games): SessionId = UserId."""
+    df = df.with_columns(SessionId=pl.col("UserId")).sort(["SessionId", "Time"], maintain_order=True)
+    return df, StepReport("user_sequences", details={"sequences": _n_sessions(df)})
+
+
+def drop_repeats(df: pl.DataFrame) -> tuple[pl.DataFrame, StepReport]:
+    """Remove a click on the same item as the click just before it in the same session."""
+    df = sort_clicks(df)
+    rep_mask = (pl.col("SessionId") == pl.col("SessionId").shift(1)) & (pl.col("ItemId") == pl.col("ItemId").shift(1))
+    out = df.filter(~rep_mask.fill_null(False))
+    return out, StepReport("drop_repeats", removed_events=df.height - out.height)
+
+
+def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support: int = 5) -> tuple[pl.DataFrame, StepReport]:
+    """Iteratively remove sessions shorter than ``min_session_length`` and items with fewer than
+    ``min_item_support`` clicks until nothing changes."""
+    n0, s0 = df.height, _n_sessions(df)
+    rounds = 0
+    while True:
+        rounds += 1
+        before = df.height
+        if min_session_length > 1:
+            df = df.filter(pl.len().over("SessionId") >= min_session_length)
+        if min_item_support > 1:
+            df = df.filter(pl.len().over("ItemId") >= min_item_support)
+        if df.height == before:
+            break
+    rep = StepReport(
+        "min_support",
+        removed_events=n0 - df.height,
+        removed_sessions=s0 - _n_sessions(df),
+        details={"min_session_length": min_session_length, "min_item_support": min_item_support, "rounds": rounds},
+    )
+    return df, rep
+
+
+def time_split(
+    df: pl.DataFrame, days: float = 1.0, by: Literal["start", "end"] = "start", name: str = "time_split"
+) -> tuple[pl.DataFrame, pl.DataFrame, StepReport]:
+    """Test = sessions that start (or end) in the last ``days`` days of the log.
+
+    Test clicks on items unseen in training are removed, then test sessions left shorter than 2.
+    """
+    if days <= 0:
+        raise NextclickError(f"--test-days must be positive, got {days}")
+    t = pl.col("Time").min() if by == "start" else pl.col("Time").max()
+    tmax = df.get_column("Time").max()
+    cut = tmax - days * DAY
+    in_test = t.over("SessionId") >= cut
+    train = df.filter(~in_test)
+    test = df.filter(in_test)
+    if train.height == 0:
+        raise NextclickError(f"{name}: every session falls in the last {days} day(s); nothing left to train on")
+    n_test_events, n_test_sessions = test.height, _n_sessions(test)
+    known = train.get_column("ItemId").unique()
+    test2 = test.filter(pl.col("ItemId").is_in(known.implode()))
+    unseen = test.height - test2.height
+    test3 = test2.filter(pl.len().over("SessionId") >= 2)
+    rep = StepReport(
+        name,
+        removed_events=n_test_events - test3.height,
+        removed_sessions=n_test_sessions - _n_sessions(test3),
+        details={
+            "days": days,
+            "by": by,
+            "cut_time": cut,
+            "test_sessions_before": n_test_sessions,
+            "unseen_item_events_removed": unseen,
+            "short_sessions_removed": _n_sessions(test2) - _n_sessions(test3),
+        },
+    )
+    return train, test3, rep
+
+
+def leave_one_out(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, StepReport]:
+    """Per user sequence: last click = test target, second to last = validation target.
+
+    Returns (train, valid, test): train holds all but the last two clicks; valid holds all but the
+    last (only its last click is a target); test holds the whole sequence (only its last click is a
+    target). Sequences of fewer than 3 clicks stay whole in train (the SASRec protocol).
+    """
+    df = sort_clicks(df)
+    n = pl.len().over("SessionId")
+    from_end = pl.int_range(pl.len(), 0, -1).over("SessionId")  # L, L-1, ..., 1
+    df = df.with_columns(_n=n, _k=from_end)
+    eligible = pl.col("_n") >= 3
+    train = df.filter(~eligible | (pl.col("_k") > 2)).drop("_n", "_k")
+    valid = df.filter(eligible & (pl.col("_k") > 1)).drop("_n", "_k")
+    test = df.filter(eligible).drop("_n", "_k")
+    rep = StepReport(
+        "leave_one_out",
+        details={
+            "sequences_evaluated": _n_sessions(test),
+            "short_sequences_train_only": _n_sessions(df) - _n_sessions(test),
+        },
+    )
+    return train, valid, test, rep
+
+
+@dataclass
+class PrepareOptions:
+    """Options of :func:`prepare` (mirrors ``nextclick prepare --help``)."""
+
+    read: ReadOptions = field(default_factory=ReadOptions)
+    session_gap: float = 1800.0  # seconds, used when there is no session column
+    drop_repeats: bool = True
+    min_session_length: int = 2
+    min_item_support: int = 5
+    split: Literal["time", "loo", "none"] = "time"
+    test_days: float = 1.0
+    valid_days: float | None = None  # defaults to test_days
+    split_by: Literal["start", "end"] = "start"
+
+
+def prepare_frame(
+    df: pl.DataFrame, opts: PrepareOptions
+) -> tuple[dict[str, pl.DataFrame], list[StepReport]]:
+    """Run every step on a canonical click frame; returns the split frames and the reports."""
+    reports: list[StepReport] = [StepReport("read", details=frame_stats_any(df))]
+    if "SessionId" not in df.columns:
+        if opts.split == "loo":
+            df, rep = user_sequences(df)
+        else:
+            df, rep = sessionize(df, opts.session_gap)
+        reports.append(rep)
+    if opts.drop_repeats:
+        df, rep = drop_repeats(df)
+        reports.append(rep)
+    if opts.min_session_length > 1 or opts.min_item_support > 1:
+        df, rep = min_support(df, opts.min_session_length, opts.min_item_support)
+        reports.append(rep)
+    if df.height == 0:
+        raise NextclickError("no clicks left after filtering; lower --min-item-support / --min-session-length")
+    frames: dict[str, pl.DataFrame]
+    if opts.split == "time":
+        train, test, rep = time_split(df, opts.test_days, opts.split_by)
+        reports.append(rep)
+        train_tr, valid, rep = time_split(train, opts.valid_days or opts.test_days, opts.split_by, name="valid_split")
+        reports.append(rep)
+        frames = {"train": train, "test": test, "train_tr": train_tr, "valid": valid}
+    elif opts.split == "loo":
+        train, valid, test, rep = leave_one_out(df)
+        reports.append(rep)
+        frames = {"train": train, "valid": valid, "test": test}
+    elif opts.split == "none":
+        frames = {"train": df}
+    else:
+        raise NextclickError(f"--split must be time, loo or none, got {opts.split!r}")
+    for r in reports:
+        log.info("%s", r.line())
+    return frames, reports
+
+
+def frame_stats_any(df: pl.DataFrame) -> dict[str, int]:
+    out = {"events": int(df.height), "items": int(df.get_column("ItemId").n_unique())}
+    if "SessionId" in df.columns:
+        out["sessions"] = int(df.get_column("SessionId").n_unique())
+    if "UserId" in df.columns:
+        out["users"] = int(df.get_column("UserId").n_unique())
+    return out
+
+
+def prepare(inp: str | Path | pl.DataFrame, out: str | Path, opts: PrepareOptions | None = None) -> Dataset:
+    """Read a click log (path or canonical frame), preprocess it and write a prepared dataset."""
+    opts = opts or PrepareOptions()
+    df = read_clicks(inp, opts.read) if not isinstance(inp, pl.DataFrame) else inp
+    frames, reports = prepare_frame(df, opts)
+    # time split: the catalogue is what training saw (test clicks on other items were removed);
+    # leave-one-out: the catalogue is every item (the SASRec protocol), some only seen as targets
+    vocab_src = frames["train"] if opts.split != "loo" else pl.concat([frames["train"], frames["test"]])
+    vocab = ItemVocab.fit(vocab_src.get_column("ItemId").to_numpy())
+    opts_json = asdict(opts)
+    meta = {
+        "split": opts.split,
+        "last_only": {"valid": True, "test": True} if opts.split == "loo" else {},
+        "options": opts_json,
+        "source": str(inp) if not isinstance(inp, pl.DataFrame) else "<frame>",
+        "report": [asdict(r) for r in reports],
+    }
+    return write_dataset(out, frames, vocab, meta)

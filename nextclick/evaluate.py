@@ -153,8 +153,12 @@ def evaluate(
                 r = rank[m]
                 label = str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**9 else f"{lo}+")
                 res.by_length.append(
-                    {"length": label, "n": int(m.sum()), "recall@20": float((r < 20).mean()),
-                     "mrr@20": float(np.where(r < 20, 1.0 / (r + 1), 0.0).mean())}
+                    {
+                        "length": label,
+                        "n": int(m.sum()),
+                        "recall@20": float((r < 20).mean()),
+                        "mrr@20": float(np.where(r < 20, 1.0 / (r + 1), 0.0).mean()),
+                    }
                 )
     if sampled_negatives and n:
         sr = np.concatenate(sranks)
@@ -168,8 +172,9 @@ def evaluate(
     return res
 
 
-def _sampled_rank(scores: np.ndarray, targets: np.ndarray, test: Sessions, sess: np.ndarray, n_neg: int,
-                  n_items: int, rng: np.random.Generator) -> np.ndarray:
+def _sampled_rank(
+    scores: np.ndarray, targets: np.ndarray, test: Sessions, sess: np.ndarray, n_neg: int, n_items: int, rng: np.random.Generator
+) -> np.ndarray:
     """Rank of the target among ``n_neg`` uniform negatives never clicked in that session/sequence."""
     b = targets.size
     # keys of (row, item) pairs the row's whole session/sequence contains

@@ -56,9 +56,7 @@ def detect_format(path: Path) -> Format:
         return "csv"
     if ".txt" in suffixes or ".dat" in suffixes:
         return "whitespace"
-    raise NextclickError(
-        f"{path}: cannot tell the file format from its name; pass --format csv, tsv, parquet or whitespace"
-    )
+    raise NextclickError(f"{path}: cannot tell the file format from its name; pass --format csv, tsv, parquet or whitespace")
 
 
 def _row_label(fmt: str, row: int, has_header: bool) -> str:
@@ -74,20 +72,14 @@ def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool) -> t
             return pl.read_parquet(path), True
         except Exception as e:  # polars raises several error types for corrupt files
             raise NextclickError(f"{path}: not a readable Parquet file ({e.__class__.__name__}: {e})") from None
-    sep = {"csv": ",", "tsv": "\t", "whitespace": " "}[fmt]
-    has_header = names is None and fmt != "whitespace"
+    if fmt == "whitespace":
+        return _read_whitespace(path, names), False
+    sep = {"csv": ",", "tsv": "\t"}[fmt]
+    has_header = names is None
     kw: dict = {"separator": sep, "has_header": has_header, "infer_schema_length": 10_000}
     if all_str:
         kw["infer_schema"] = False
     if not has_header:
-        if names is None:  # whitespace file: name the columns by how many the first line has
-            with open(path, encoding="utf-8", errors="replace") as f:
-                n_cols = len(f.readline().split())
-            if n_cols == 0:
-                raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)")
-            names = ["UserId", "ItemId", "Time", "Extra"][:n_cols] if n_cols <= 4 else None
-            if names is None:
-                raise NextclickError(f"{path}: line 1 has {n_cols} fields; give --names for them")
         kw["new_columns"] = names
     try:
         df = pl.read_csv(path, **kw)
@@ -98,6 +90,30 @@ def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool) -> t
             raise NextclickError(f"{path}: cannot parse as {fmt.upper()}: {str(e).splitlines()[0]}") from None
         raise
     return df, has_header
+
+
+def _read_whitespace(path: Path, names: list[str] | None) -> pl.DataFrame:
+    """``user item [time]`` lines whose fields are separated by any run of blanks or tabs."""
+    try:
+        lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, new_columns=["_line"], infer_schema=False)
+    except pl.exceptions.NoDataError:
+        raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)") from None
+    if lines.height == 0:
+        raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)")
+    parts = lines.get_column("_line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    n_fields = parts.list.len()
+    n = int(n_fields[0])
+    if names is None:
+        if n > 3:
+            raise NextclickError(f"{path}: line 1 has {n} fields; expected `user item [time]` (or give --names)")
+        names = ["UserId", "ItemId", "Time"][:n]
+    if len(names) != n:
+        raise NextclickError(f"{path}: line 1 has {n} fields but {len(names)} names were given ({names})")
+    bad = n_fields != n
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise NextclickError(f"{path}: line {row + 1} has {n_fields[row]} fields, expected {n} like line 1")
+    return pl.DataFrame({name: parts.list.get(i) for i, name in enumerate(names)})
 
 
 def read_clicks(path: str | Path, opts: ReadOptions | None = None) -> pl.DataFrame:
@@ -123,8 +139,7 @@ def read_clicks(path: str | Path, opts: ReadOptions | None = None) -> pl.DataFra
     def need(col: str | None, what: str) -> None:
         if col is not None and col not in df.columns:
             raise NextclickError(
-                f"{path}: missing {what} column {col!r}; the file has columns {df.columns} "
-                f"(choose another with --{what}-col)"
+                f"{path}: missing {what} column {col!r}; the file has columns {df.columns} (choose another with --{what}-col)"
             )
 
     session_col = opts.session_col
@@ -173,9 +188,7 @@ def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str
         bad = s != s.round(0)
         if bad.any():
             row = _first_bad(bad)
-            raise NextclickError(
-                f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: {s[row]!r} is not an integer id"
-            )
+            raise NextclickError(f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: {s[row]!r} is not an integer id")
         return s.cast(pl.Int64).alias(col)
     if s.dtype == pl.String:
         s = s.str.strip_chars()
@@ -206,10 +219,13 @@ def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: st
         return (s.dt.epoch("ms").cast(pl.Float64) / 1000.0).alias("Time")
     if s.dtype == pl.String:
         num = s.str.strip_chars().cast(pl.Float64, strict=False)
-        if tf in ("s", "ms") or (tf == "auto" and num.null_count() == 0):
+        mostly_numeric = num[0] is not None  # the first row decides, as in schema inference
+        if tf in ("s", "ms") or (tf == "auto" and mostly_numeric):
             if num.null_count():
                 row = _first_bad(num.is_null())
-                raise NextclickError(f"{where(row)}: {s[row]!r} is not a number (expected unix {tf} timestamps)")
+                raise NextclickError(
+                    f"{where(row)}: {s[row]!r} is not a number (expected unix {'seconds or milliseconds' if tf == 'auto' else tf} timestamps)"
+                )
             s = num
         else:
             text = s.str.strip_chars()

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from nextclick.data import Dataset, frame_stats, sort_clicks, write_dataset
+from nextclick.data import Dataset, sort_clicks, stable_sort, write_dataset
 from nextclick.errors import NextclickError
 from nextclick.io import ReadOptions, read_clicks
 from nextclick.vocab import ItemVocab
@@ -52,7 +52,7 @@ def sessionize(df: pl.DataFrame, gap_seconds: float = 1800.0) -> tuple[pl.DataFr
         raise NextclickError("sessionize needs a user column (--user-col)")
     if gap_seconds <= 0:
         raise NextclickError(f"--session-gap must be positive, got {gap_seconds}")
-    df = df.sort(["UserId", "Time"], maintain_order=True)
+    df = stable_sort(df, ["UserId", "Time"])
     new = (pl.col("UserId") != pl.col("UserId").shift(1)) | ((pl.col("Time") - pl.col("Time").shift(1)) > gap_seconds)
     df = df.with_columns(SessionId=new.fill_null(True).cum_sum().cast(pl.Int64) - 1)
     rep = StepReport("sessionize", details={"gap_seconds": gap_seconds, "sessions_built": _n_sessions(df)})
@@ -61,7 +61,7 @@ def sessionize(df: pl.DataFrame, gap_seconds: float = 1800.0) -> tuple[pl.DataFr
 
 def user_sequences(df: pl.DataFrame) -> tuple[pl.DataFrame, StepReport]:
     """One sequence per user (sequential data such as amazon-games): SessionId = UserId."""
-    df = df.with_columns(SessionId=pl.col("UserId")).sort(["SessionId", "Time"], maintain_order=True)
+    df = sort_clicks(df.with_columns(SessionId=pl.col("UserId")))
     return df, StepReport("user_sequences", details={"sequences": _n_sessions(df)})
 
 
@@ -174,9 +174,7 @@ class PrepareOptions:
     split_by: Literal["start", "end"] = "start"
 
 
-def prepare_frame(
-    df: pl.DataFrame, opts: PrepareOptions
-) -> tuple[dict[str, pl.DataFrame], list[StepReport]]:
+def prepare_frame(df: pl.DataFrame, opts: PrepareOptions) -> tuple[dict[str, pl.DataFrame], list[StepReport]]:
     """Run every step on a canonical click frame; returns the split frames and the reports."""
     reports: list[StepReport] = [StepReport("read", details=frame_stats_any(df))]
     if "SessionId" not in df.columns:

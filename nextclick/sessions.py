@@ -130,7 +130,9 @@ class Sessions:
         return sess.astype(np.int64), plen.astype(np.int64), targets
 
 
-def gather_prefixes(sessions: Sessions, sess: np.ndarray, plen: np.ndarray, max_len: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gather_prefixes(
+    sessions: Sessions, sess: np.ndarray, plen: np.ndarray, max_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flatten prefixes into ``(row, item, pos)`` arrays, vectorized.
 
     Row ``b`` lists the first ``plen[b]`` clicks of session ``sess[b]`` (only the last ``max_len``

@@ -70,9 +70,7 @@ class Recommender:
         values: dict[str, Any] = {}
         if preset is not None:
             if preset not in cls.presets:
-                raise NextclickError(
-                    f"model {cls.name!r} has no preset {preset!r}; presets: {sorted(cls.presets) or 'none'}"
-                )
+                raise NextclickError(f"model {cls.name!r} has no preset {preset!r}; presets: {sorted(cls.presets) or 'none'}")
             values.update(cls.presets[preset])
         values.update(params)
         return cls(cls.Config(**values))
@@ -134,7 +132,9 @@ class Recommender:
         out[:, 0] = -np.inf
         return out
 
-    def iter_scores(self, sessions: Sessions, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def iter_scores(
+        self, sessions: Sessions, batch_size: int = 1024
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Yield ``(scores, targets, sess, plen)`` for every evaluation prefix of ``sessions``.
 
         The default batches prefixes through ``_score``; sequence models override it to compute
@@ -157,8 +157,14 @@ class Recommender:
         unknown = [x for x, i in zip(raw, idx) if i == 0]
         return idx[idx > 0], unknown
 
-    def _topk(self, scores: np.ndarray, k: int, seen: Sequence[np.ndarray] | None,
-              allow: np.ndarray | None = None, deny: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _topk(
+        self,
+        scores: np.ndarray,
+        k: int,
+        seen: Sequence[np.ndarray] | None,
+        allow: np.ndarray | None = None,
+        deny: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         k = int(min(max(k, 1), self.n_items_))
         scores = scores.copy()
         scores[:, 0] = -np.inf
@@ -204,7 +210,9 @@ class Recommender:
         r = self.recommend_detailed(session_items, k, exclude_seen)
         return r.items, r.scores
 
-    def recommend_batch(self, sessions: Sequence[Sequence[Any]], k: int = 20, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def recommend_batch(
+        self, sessions: Sequence[Sequence[Any]], k: int = 20, exclude_seen: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Batch variant: 2-D ``(item_ids, scores)`` of shape (B, k); row b equals ``recommend(sessions[b])``."""
         enc = [self.encode_session(s)[0] for s in sessions]
         scores = self.score_batch(enc)

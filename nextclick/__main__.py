@@ -1,0 +1,3 @@
+from nextclick.cli import main
+
+main()

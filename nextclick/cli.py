@@ -1,0 +1,344 @@
+"""Command-line interface: a thin layer over the importable API.
+
+User errors (:class:`NextclickError`) print one clear line to stderr and exit with status 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nextclick.errors import NextclickError
+
+app = typer.Typer(
+    name="nextclick",
+    help="Session-based next-click recommendation: prepare click logs, train, evaluate, recommend.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+)
+log = logging.getLogger("nextclick")
+
+
+class Fmt(str, Enum):
+    auto = "auto"
+    csv = "csv"
+    tsv = "tsv"
+    parquet = "parquet"
+    whitespace = "whitespace"
+
+
+class TimeFmt(str, Enum):
+    auto = "auto"
+    s = "s"
+    ms = "ms"
+    iso = "iso"
+
+
+class Split(str, Enum):
+    time = "time"
+    loo = "loo"
+    none = "none"
+
+
+class SplitBy(str, Enum):
+    start = "start"
+    end = "end"
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step (INFO) to stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
+) -> None:
+    level = logging.WARNING if quiet else (logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _read_options(session_col: str, item_col: str, time_col: str, user_col: str, fmt: Fmt, time_format: TimeFmt, names: str):
+    from nextclick.io import ReadOptions
+
+    return ReadOptions(
+        session_col=session_col or None,
+        item_col=item_col,
+        time_col=time_col or None,
+        user_col=user_col or None,
+        format=fmt.value,
+        time_format=time_format.value,
+        names=[n.strip() for n in names.split(",")] if names else None,
+    )
+
+
+@app.command()
+def prepare(
+    input: Annotated[Path, typer.Argument(help="Click log: CSV, TSV, Parquet or whitespace `user item [time]` file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the prepared dataset.")],
+    session_col: Annotated[
+        str, typer.Option(help="Session id column; '' = none (build sessions from --user-col).")
+    ] = "SessionId",
+    item_col: Annotated[str, typer.Option(help="Item id column.")] = "ItemId",
+    time_col: Annotated[str, typer.Option(help="Timestamp column; '' = none (line order is time order).")] = "Time",
+    user_col: Annotated[str, typer.Option(help="User id column (optional; needed to build sessions or for --split loo).")] = "",
+    format: Annotated[Fmt, typer.Option("--format", help="Input format; auto = from the file extension.")] = Fmt.auto,
+    time_format: Annotated[
+        TimeFmt, typer.Option(help="Timestamps: unix seconds, milliseconds, ISO-8601, or auto-detect.")
+    ] = TimeFmt.auto,
+    names: Annotated[str, typer.Option(help="Comma-separated column names for a file without a header row.")] = "",
+    session_gap: Annotated[
+        float, typer.Option(help="Inactivity gap in minutes that starts a new session (no session column).")
+    ] = 30.0,
+    drop_repeats: Annotated[
+        bool, typer.Option("--drop-repeats/--keep-repeats", help="Drop consecutive clicks on the same item.")
+    ] = True,
+    min_session_length: Annotated[
+        int, typer.Option(help="Remove sessions shorter than this (iterated with --min-item-support).")
+    ] = 2,
+    min_item_support: Annotated[int, typer.Option(help="Remove items with fewer clicks than this (iterated until stable).")] = 5,
+    split: Annotated[
+        Split, typer.Option(help="time: test = sessions starting in the last --test-days; loo: leave-one-out per user; none.")
+    ] = Split.time,
+    test_days: Annotated[float, typer.Option(help="Days at the end of the log that form the test set (time split).")] = 1.0,
+    valid_days: Annotated[
+        Optional[float], typer.Option(help="Days at the end of train that form `valid` (default: --test-days).")
+    ] = None,
+    split_by: Annotated[SplitBy, typer.Option(help="Assign a session to test by its start or end time.")] = SplitBy.start,
+) -> None:
+    """Read a raw click log, build sessions, filter, split, and write a prepared dataset."""
+    from nextclick.preprocess import PrepareOptions
+    from nextclick.preprocess import prepare as run_prepare
+
+    opts = PrepareOptions(
+        read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names),
+        session_gap=session_gap * 60.0,
+        drop_repeats=drop_repeats,
+        min_session_length=min_session_length,
+        min_item_support=min_item_support,
+        split=split.value,
+        test_days=test_days,
+        valid_days=valid_days,
+        split_by=split_by.value,
+    )
+    ds = run_prepare(input, out, opts)
+    for r in ds.meta["report"]:
+        extra = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k != "cut_time")
+        typer.echo(f"{r['step']:<16} removed {r['removed_events']:>10,} events {r['removed_sessions']:>9,} sessions  {extra}")
+    for role, st in ds.meta["stats"].items():
+        typer.echo(f"{role:<9} {st['events']:>11,} events {st['sessions']:>10,} sessions {st['items']:>8,} items")
+    typer.echo(f"catalogue {len(ds.meta['vocab']['ids']):,} items (index 0 = padding); written to {out}")
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="Model name (see `nextclick models`).")],
+    train: Annotated[
+        Path, typer.Option("--train", help="Prepared dataset dir (its train split) or a SessionId/ItemId/Time click file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to write.")],
+    valid: Annotated[
+        Optional[Path], typer.Option("--valid", help="Validation data (dataset dir -> its valid split, or a click file).")
+    ] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Named hyper-parameter preset of the model.")] = None,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "-p", help="Override a hyper-parameter: key=value (repeatable).")
+    ] = None,
+) -> None:
+    """Train MODEL and save it as an artifact directory (JSON config + vocab, safetensors weights)."""
+    from nextclick.data import load_sessions
+    from nextclick.models import get_model_class
+    from nextclick.models.base import parse_params
+
+    klass = get_model_class(model)
+    params = parse_params(klass.Config, param or [])
+    rec = klass.from_preset(preset, **params)
+    tr, _ = load_sessions(train, "train")
+    va = None
+    if valid is not None:
+        va, rep = load_sessions(valid, "valid", vocab=tr.vocab)
+        _report_encode(rep, valid)
+    typer.echo(f"training {model} on {tr.n_events:,} clicks / {tr.n_sessions:,} sessions / {tr.n_items:,} items", err=True)
+    rec.fit(tr, va)
+    rec.save(out)
+    typer.echo(f"trained {model} in {rec.fit_seconds_:.2f} s -> {out}")
+
+
+def _report_encode(rep, path) -> None:
+    d = rep.as_dict()
+    if any(d.values()):
+        typer.echo(
+            f"{path}: removed {d['unknown_item_events_removed']:,} clicks on items unknown to the model, then "
+            f"{d['short_sessions_removed']:,} sessions left shorter than 2 ({d['short_session_events_removed']:,} clicks)",
+            err=True,
+        )
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="Artifact directory written by `nextclick train`.")],
+    test: Annotated[
+        Path, typer.Option("--test", help="Prepared dataset dir (its test split) or a SessionId/ItemId/Time click file.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object with every metric.")] = False,
+    cutoffs: Annotated[str, typer.Option(help="Comma-separated K values.")] = "1,5,10,20",
+    by_length: Annotated[bool, typer.Option("--by-length", help="Also break Recall@20 / MRR@20 down by session length.")] = False,
+    sampled: Annotated[
+        int, typer.Option("--sampled", help="ALSO rank against N uniform negatives (paper comparison only; labelled).")
+    ] = 0,
+    batch_size: Annotated[int, typer.Option(help="Predictions scored per batch.")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed for sampled negatives.")] = 0,
+) -> None:
+    """Next-click evaluation at every position of every test session, ranking the FULL catalogue."""
+    from nextclick.data import load_sessions
+    from nextclick.evaluate import evaluate as run_eval
+    from nextclick.models.base import Recommender
+
+    rec = Recommender.load(model_dir)
+    te, rep = load_sessions(test, "test", vocab=rec.vocab_)
+    _report_encode(rep, test)
+    try:
+        ks = [int(k) for k in cutoffs.split(",") if k.strip()]
+    except ValueError:
+        raise NextclickError(f"--cutoffs {cutoffs!r}: expected comma-separated integers") from None
+    if not ks or min(ks) < 1:
+        raise NextclickError("--cutoffs: every K must be >= 1")
+    res = run_eval(
+        rec,
+        te,
+        cutoffs=ks,
+        batch_size=batch_size,
+        sampled_negatives=sampled or None,
+        by_length=by_length,
+        seed=seed,
+        progress=not as_json,
+    )
+    if as_json:
+        out = {"model": rec.name, **res.as_dict(), **{f"filtered_{k}": v for k, v in rep.as_dict().items()}}
+        typer.echo(json.dumps(out))
+    else:
+        typer.echo(f"model {rec.name} ({model_dir})")
+        typer.echo(res.table(ks))
+
+
+@app.command()
+def recommend(
+    model_dir: Annotated[Path, typer.Argument(help="Artifact directory written by `nextclick train`.")],
+    items: Annotated[list[str], typer.Argument(help="The session's clicks so far, oldest first (the shop's item ids).")],
+    k: Annotated[int, typer.Option("--k", "-k", help="How many items to recommend (1..1000).")] = 10,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Never recommend an item already clicked.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recommend the next items for a session given its clicks."""
+    from nextclick.models.base import Recommender
+
+    if not 1 <= k <= 1000:
+        raise NextclickError(f"--k must be between 1 and 1000, got {k}")
+    rec = Recommender.load(model_dir)
+    r = rec.recommend_detailed(items, k=k, exclude_seen=exclude_seen)
+    if r.unknown:
+        typer.echo(f"ignored {len(r.unknown)} unknown item id(s): {' '.join(map(str, r.unknown[:20]))}", err=True)
+    if r.fallback:
+        typer.echo("no known item in the session: recommending the most popular items", err=True)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "items": r.items.tolist(),
+                    "scores": [float(s) for s in r.scores],
+                    "unknown": [str(u) for u in r.unknown],
+                    "fallback": r.fallback,
+                }
+            )
+        )
+    else:
+        for i, (item, score) in enumerate(zip(r.items.tolist(), r.scores.tolist()), 1):
+            typer.echo(f"{i:>3}  {item}  {score:.4f}")
+
+
+@app.command()
+def models() -> None:
+    """List the available models, their hyper-parameters and presets."""
+    import dataclasses
+
+    from nextclick.models import available_models, get_model_class
+
+    for name in available_models():
+        try:
+            k = get_model_class(name)
+        except ImportError as e:  # e.g. torch missing
+            typer.echo(f"{name:<8} (unavailable: {e})")
+            continue
+        params = ", ".join(
+            f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name for f in dataclasses.fields(k.Config)
+        )
+        typer.echo(f"{name:<8} {params}")
+        for p, v in k.presets.items():
+            typer.echo(f"{'':<8}   preset {p}: {v}")
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output click file (.parquet, .csv or .tsv).")],
+    n_sessions: Annotated[int, typer.Option(help="Sessions to generate.")] = 20_000,
+    n_items: Annotated[int, typer.Option(help="Catalogue size.")] = 2_000,
+    n_categories: Annotated[int, typer.Option(help="Categories.")] = 16,
+    days: Annotated[float, typer.Option(help="Days the log spans.")] = 14.0,
+    with_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--with-sessions/--users-only",
+            help="Write SessionId (else only UserId; sessions are rebuilt by `prepare --session-col ''`).",
+        ),
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic shop's click log (the built-in default data)."""
+    from nextclick.synthetic import ShopConfig, generate_shop
+
+    shop = generate_shop(ShopConfig(n_sessions=n_sessions, n_items=n_items, n_categories=n_categories, days=days, seed=seed))
+    df = shop.clicks if with_sessions else shop.clicks.drop("SessionId")
+    suffix = out.suffix.lower()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        df.write_parquet(out)
+    elif suffix in (".csv", ".tsv"):
+        df.write_csv(out, separator="," if suffix == ".csv" else "\t")
+    else:
+        raise NextclickError(f"--out {out}: use a .parquet, .csv or .tsv file name")
+    typer.echo(f"wrote {df.height:,} clicks to {out}")
+
+
+@app.command()
+def quickstart(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Working directory for data and models.")] = Path("runs/quickstart"),
+    n_sessions: Annotated[int, typer.Option(help="Sessions in the synthetic shop.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed of the shop.")] = 0,
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", "-m", help="Only these models (repeatable); default: all.")
+    ] = None,
+) -> None:
+    """Main job on built-in data: synthetic shop -> prepare -> train every model -> leaderboard -> replay."""
+    from nextclick.quickstart import run_quickstart
+    from nextclick.synthetic import ShopConfig
+
+    run_quickstart(out, ShopConfig(n_sessions=n_sessions, seed=seed), models=model or None, echo=typer.echo)
+
+
+def main() -> None:
+    try:
+        app()
+    except NextclickError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The main job on built-in data: generate the synthetic shop, prepare it, train every model,
+print a leaderboard and replay one anonymous session click by click."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nextclick.data import Dataset
+from nextclick.evaluate import evaluate
+from nextclick.models import available_models, create_model
+from nextclick.preprocess import PrepareOptions, prepare
+from nextclick.synthetic import Shop, ShopConfig, generate_shop
+
+log = logging.getLogger(__name__)
+
+# brief training settings for the demo (full settings are the models' presets)
+QUICK_PARAMS: dict[str, dict[str, Any]] = {
+    "gru4rec": {"n_epochs": 3, "layers": (96,), "batch_size": 64, "n_sample": 512, "learning_rate": 0.1},
+    "sasrec": {"n_epochs": 5},
+}
+
+
+@dataclass
+class Row:
+    model: str
+    metrics: dict[str, float]
+    train_seconds: float
+
+
+def _quick(name: str) -> dict[str, Any]:
+    import dataclasses
+
+    from nextclick.models import get_model_class
+
+    fields = {f.name for f in dataclasses.fields(get_model_class(name).Config)}
+    return {k: v for k, v in QUICK_PARAMS.get(name, {}).items() if k in fields}
+
+
+def run_quickstart(
+    out: str | Path,
+    shop_config: ShopConfig | None = None,
+    models: list[str] | None = None,
+    echo: Callable[[str], None] = print,
+) -> tuple[list[Row], Shop]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    shop = generate_shop(shop_config or ShopConfig())
+    shop.clicks.write_parquet(out / "shop_clicks.parquet")
+    shop.items.write_parquet(out / "shop_items.parquet")
+    echo(
+        f"synthetic shop: {shop.clicks.height:,} clicks, {shop.config.n_sessions:,} sessions, "
+        f"{shop.config.n_items:,} items in {shop.config.n_categories} categories  ->  {out}/shop_clicks.parquet"
+    )
+    ds = prepare(shop.clicks.drop("UserId"), out / "data", PrepareOptions())
+    for r in ds.meta["report"]:
+        if r["removed_events"] or r["removed_sessions"]:
+            echo(f"  {r['step']}: removed {r['removed_events']:,} events, {r['removed_sessions']:,} sessions")
+    st = ds.meta["stats"]
+    echo(
+        f"  train {st['train']['events']:,} events / {st['train']['sessions']:,} sessions; "
+        f"test {st['test']['events']:,} events / {st['test']['sessions']:,} sessions"
+    )
+    train, _ = ds.sessions("train")
+    test, _ = ds.sessions("test")
+    rows: list[Row] = []
+    fitted = {}
+    for name in models or available_models():
+        model = create_model(name, **_quick(name))
+        model.fit(train)
+        model.save(out / "models" / name)
+        res = evaluate(model, test)
+        rows.append(Row(name, res.metrics, model.fit_seconds_))
+        fitted[name] = model
+    rows.sort(key=lambda r: -r.metrics["mrr@20"])
+    echo("")
+    echo(
+        f"leaderboard (test: {rows[0].metrics['n_predictions']:,} next-click predictions, full ranking over "
+        f"{rows[0].metrics['n_items']:,} items, conservative ties)"
+    )
+    echo(f"  {'model':<10} {'Recall@20':>9} {'MRR@20':>8} {'Recall@5':>9} {'train s':>8}")
+    for r in rows:
+        m = r.metrics
+        echo(f"  {r.model:<10} {m['recall@20']:9.4f} {m['mrr@20']:8.4f} {m['recall@5']:9.4f} {r.train_seconds:8.2f}")
+    best = rows[0].model
+    replay(fitted[best], shop, ds, echo)
+    echo(f"\ndone in {time.perf_counter() - t0:.1f} s; models saved under {out}/models/")
+    return rows, shop
+
+
+def replay(model: Any, shop: Shop, ds: Dataset, echo: Callable[[str], None] = print, k: int = 5) -> None:
+    """Replay a test session with a shift of intent, showing the top-k after every click."""
+    test = ds.frame("test")
+    sid = test.get_column("SessionId").to_numpy()
+    items = test.get_column("ItemId").to_numpy()
+    cats = shop.category_of(items)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    ends = np.r_[starts[1:], sid.size]
+    best = None
+    for a, b in zip(starts, ends):  # a session of 6-10 clicks whose category changes once
+        if 6 <= b - a <= 10:
+            changes = int((cats[a + 1 : b] != cats[a : b - 1]).sum())
+            if changes == 1:
+                best = (a, b)
+                break
+    if best is None:
+        return
+    a, b = best
+    echo(f"\nreplaying anonymous session {sid[a]} with {model.name} (top-{k} after each click):")
+    for t in range(a, b):
+        rec, _ = model.recommend(items[a : t + 1], k=k)
+        rcats = shop.category_of(rec)
+        same = float(np.mean(rcats == cats[t]))
+        nxt = f"next: {items[t + 1]} ({cats[t + 1]})" if t + 1 < b else "end of session"
+        hit = " <- hit" if t + 1 < b and items[t + 1] in set(rec.tolist()) else ""
+        echo(f"  click {t - a + 1}: {items[t]} ({cats[t]})")
+        echo(f"     recs: {', '.join(f'{r} ({c})' for r, c in zip(rec, rcats))}")
+        echo(f"     {same:.0%} of recs in the current category; {nxt}{hit}")

@@ -329,6 +329,62 @@ def quickstart(
     run_quickstart(out, ShopConfig(n_sessions=n_sessions, seed=seed), models=model or None, echo=typer.echo)
 
 
+class StoreKind(str, Enum):
+    memory = "memory"
+    redis = "redis"
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="Artifact directory written by `nextclick train`.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    store: Annotated[
+        StoreKind, typer.Option(help="Session store: in-process (TTL + size bound) or Redis (shared by replicas).")
+    ] = StoreKind.memory,
+    redis_url: Annotated[str, typer.Option(help="Redis URL for --store redis.")] = "redis://127.0.0.1:6379/0",
+    session_ttl: Annotated[float, typer.Option(help="Seconds a session lives after its last click.")] = 1800.0,
+    max_sessions: Annotated[
+        int, typer.Option(help="In-memory store: most sessions kept (least recently used go first).")
+    ] = 1_000_000,
+    max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 100,
+    max_batch: Annotated[int, typer.Option(help="Most requests scored together in one model call.")] = 64,
+    admin_token_env: Annotated[
+        str, typer.Option(help="Environment variable holding the token for POST /admin/reload (unset: reload via SIGHUP only).")
+    ] = "NEXTCLICK_ADMIN_TOKEN",
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve next-click recommendations over HTTP (FastAPI/uvicorn; OpenAPI at /docs)."""
+    import os
+
+    import uvicorn
+
+    from nextclick.models.base import Recommender
+    from nextclick.service import Settings, create_app
+
+    Recommender.load(model_dir)  # fail fast with a clear error before binding the port
+    settings = Settings(
+        model_dir=str(model_dir),
+        store=store.value,
+        redis_url=redis_url,
+        session_ttl=session_ttl,
+        max_sessions=max_sessions,
+        max_k=max_k,
+        max_batch=max_batch,
+        admin_token=os.environ.get(admin_token_env) or None,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
 def main() -> None:
     try:
         app()

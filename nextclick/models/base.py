@@ -148,6 +148,42 @@ class Recommender:
             scores[:, 0] = -np.inf
             yield scores, targets[b], sess[b], plen[b]
 
+    # ------------------------------------------------------------------ live sessions (serving)
+    #: Most recent clicks a live session keeps (and a model without a state of its own reads).
+    live_max_clicks: ClassVar[int] = 50
+
+    def live_state_size(self) -> int:
+        """Length of the float32 state vector a live session keeps besides its clicks (0: none).
+
+        GRU4Rec keeps its hidden state, so a click costs one GRU step; models without a state of
+        their own (SASRec, the baselines) re-read the last ``live_max_clicks`` clicks.
+        """
+        return 0
+
+    def live_step(
+        self, states: np.ndarray | None, clicks: Sequence[np.ndarray], new_items: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Advance a batch of live sessions by one click each and score the next click.
+
+        ``states``: (B, live_state_size()) float32 before the click (None when size is 0);
+        ``clicks``: each session's known clicks INCLUDING the new one (internal indices, most
+        recent last); ``new_items``: (B,) index of the new click, 0 when it was unknown (the state
+        is then left unchanged). Returns (new states, scores (B, n_items + 1)).
+        """
+        return states, self.score_batch([c[-self.live_max_clicks :] for c in clicks])
+
+    def live_scores(self, states: np.ndarray | None, clicks: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores (B, n_items + 1) for sessions as they stand (no new click)."""
+        return self.score_batch([c[-self.live_max_clicks :] for c in clicks])
+
+    def topk(
+        self, scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
+        allow: np.ndarray | None = None, deny: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k internal indices and scores per row of ``scores`` (padding, excluded, denied and
+        non-allowed items never appear; rows may end in -inf when fewer items qualify)."""
+        return self._topk(scores, k, exclude, allow, deny)
+
     # ------------------------------------------------------------------ recommending (shop ids)
     def encode_session(self, session_items: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
         """Internal indices of the known items and the list of unknown input ids."""

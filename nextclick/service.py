@@ -1,0 +1,622 @@
+"""The real-time next-click service: FastAPI on uvicorn, built by :func:`create_app`.
+
+One artifact is loaded at start-up (and can be hot-reloaded). Clicks of anonymous sessions go
+through a session store (in-process or Redis) and a micro-batcher: requests that arrive while the
+model is busy are scored together in one model call on a worker thread, so inference never
+blocks the event loop and batching costs no latency when the service is idle.
+
+Endpoints: ``POST /v1/sessions/{id}/clicks``, ``GET /v1/sessions/{id}/recommendations``,
+``DELETE /v1/sessions/{id}``, ``POST /v1/recommendations`` (stateless), ``/healthz``,
+``/readyz``, ``/metrics`` (Prometheus) and ``POST /admin/reload`` (bearer token).
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import numpy as np
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from nextclick.models.base import Recommender
+from nextclick.store import MemoryStore, RedisStore, SessionRecord, SessionStore
+
+log = logging.getLogger(__name__)
+
+INT64 = 2**63 - 1
+
+
+@dataclass
+class Settings:
+    """Service configuration (``nextclick serve --help`` mirrors it)."""
+
+    model_dir: str
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    session_ttl: float = 1800.0  # seconds after the last click
+    max_sessions: int = 1_000_000  # in-memory store bound (LRU beyond it)
+    default_k: int = 20
+    max_k: int = 100
+    max_items: int = 200  # item ids per request (stateless list, allow/deny lists)
+    max_id_length: int = 64  # characters of a string item id
+    max_session_id_length: int = 128
+    max_body_bytes: int = 65_536
+    max_batch: int = 64  # requests scored together at most
+    admin_token: str | None = None  # POST /admin/reload is disabled without one
+    torch_threads: int = 1
+
+
+# ---------------------------------------------------------------------- request / response bodies
+ItemIdStr = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ItemIdInt = Annotated[int, Field(ge=-INT64 - 1, le=INT64)]
+ItemId = ItemIdInt | ItemIdStr
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    k: int | None = Field(None, ge=1, description="How many items (default 20, at most max_k).")
+    exclude_seen: bool = Field(False, description="Never recommend an item the session already clicked.")
+    allow: list[ItemId] | None = Field(None, description="Recommend only these items (e.g. in stock).")
+    deny: list[ItemId] | None = Field(None, description="Never recommend these items (e.g. out of stock).")
+
+
+class ClickBody(Options):
+    item: ItemId = Field(..., description="The clicked item's id (the shop's own id).")
+
+
+class StatelessBody(Options):
+    items: list[ItemId] = Field(..., description="The session's clicks so far, oldest first.")
+
+
+class RecommendationOut(BaseModel):
+    items: list[ItemId]
+    scores: list[float]
+    session_id: str | None = None
+    n_clicks: int = 0
+    unknown_items: list[ItemId] = Field(
+        default_factory=list, description="Ids in this request the model does not know (ignored)."
+    )
+    fallback: bool = Field(False, description="No known click: the most popular items.")
+    model: str = ""
+
+
+# ---------------------------------------------------------------------- model holder and batcher
+def artifact_id(model_dir: str | Path) -> str:
+    """Content hash of an artifact (config + weights), tagging stored model states."""
+    h = hashlib.sha256()
+    for name in ("config.json", "vocab.json", "weights.safetensors"):
+        p = Path(model_dir) / name
+        if p.exists():
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Loaded:
+    model: Recommender
+    model_id: str
+    model_dir: str
+    state_size: int
+    pop_top: tuple[np.ndarray, np.ndarray]  # popularity ranking, for sessions with no known click
+
+
+def load_artifact(model_dir: str) -> Loaded:
+    model = Recommender.load(model_dir)
+    pop = model.popularity_.astype(np.float32).copy()
+    pop[0] = -np.inf
+    order = np.argsort(-pop[1:], kind="stable")[:1000] + 1
+    return Loaded(model, artifact_id(model_dir), str(model_dir), model.live_state_size(), (order, pop[order]))
+
+
+@dataclass
+class Job:
+    clicks: np.ndarray  # known clicks (internal indices), most recent last
+    new_item: int | None  # index of the new click (0 unknown), None: no new click
+    state: np.ndarray | None  # float32 state before the click (None: zero / none)
+    replay: bool  # state must be rebuilt from clicks first (new model or lost state)
+    k: int
+    exclude: np.ndarray | None
+    allow: np.ndarray | None
+    deny: np.ndarray | None
+    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
+
+
+class Batcher:
+    """Collects jobs that arrive while the model is busy and runs them as one batch on a
+    dedicated thread. An idle service runs each job at once (batch of one)."""
+
+    def __init__(self, holder: "ModelHolder", max_batch: int, metrics: "Metrics") -> None:
+        self.holder = holder
+        self.max_batch = max_batch
+        self.metrics = metrics
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextclick-model")
+        self.pending: list[Job] = []
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, job: Job) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        job.future = loop.create_future()
+        self.pending.append(job)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await job.future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.pending:
+            jobs, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+            loaded = self.holder.current
+            t0 = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self.pool, run_jobs, loaded, jobs)
+            except Exception as e:  # never leave a request hanging
+                log.exception("model call failed")
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            self.metrics.model_seconds.observe(time.perf_counter() - t0)
+            self.metrics.batch_size.observe(len(jobs))
+            for j, r in zip(jobs, results):
+                if not j.future.done():
+                    j.future.set_result(r)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
+    """Score a batch of jobs (worker thread): model step or scores, then top-k per job."""
+    model, size = loaded.model, loaded.state_size
+    states_out: list[np.ndarray | None] = [None] * len(jobs)
+    scores = np.empty((len(jobs), model.n_items_ + 1), dtype=np.float32)
+    for j in jobs:  # rare: rebuild a state from the clicks (after a reload or a lost state)
+        if size and j.replay:
+            st = np.zeros((1, size), np.float32)
+            prior = j.clicks[:-1] if j.new_item else j.clicks
+            for i in range(prior.size):
+                st, _ = model.live_step(st, [prior[: i + 1]], prior[i : i + 1])
+            j.state = st[0]
+    step = [i for i, j in enumerate(jobs) if j.new_item is not None]
+    plain = [i for i, j in enumerate(jobs) if j.new_item is None]
+    for idx, is_step in ((step, True), (plain, False)):
+        if not idx:
+            continue
+        st = None
+        if size:
+            st = np.stack([jobs[i].state if jobs[i].state is not None else np.zeros(size, np.float32) for i in idx])
+        clicks = [jobs[i].clicks for i in idx]
+        if is_step:
+            new_items = np.array([jobs[i].new_item for i in idx], dtype=np.int64)
+            st_new, sc = model.live_step(st, clicks, new_items)
+        else:
+            st_new, sc = st, model.live_scores(st, clicks)
+        scores[idx] = sc
+        if size and st_new is not None:
+            for r, i in enumerate(idx):
+                states_out[i] = np.asarray(st_new[r], dtype=np.float32)
+    out: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
+    simple = [i for i, j in enumerate(jobs) if j.allow is None and j.deny is None]
+    top_all: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if simple:
+        kmax = max(jobs[i].k for i in simple)
+        excl = [jobs[i].exclude if jobs[i].exclude is not None else np.zeros(0, np.int64) for i in simple]
+        ids, sc = model.topk(scores[simple], kmax, excl)
+        for r, i in enumerate(simple):
+            top_all[i] = (ids[r, : jobs[i].k], sc[r, : jobs[i].k])
+    for i, j in enumerate(jobs):
+        if i not in top_all:
+            excl = [j.exclude] if j.exclude is not None else None
+            ids, sc = model.topk(scores[i : i + 1], j.k, excl, j.allow, j.deny)
+            top_all[i] = (ids[0], sc[0])
+        ids, sc = top_all[i]
+        keep = np.isfinite(sc)
+        out.append((states_out[i], ids[keep], sc[keep]))
+    return out
+
+
+class ModelHolder:
+    def __init__(self, loaded: Loaded) -> None:
+        self.current = loaded
+
+
+# ---------------------------------------------------------------------- metrics and middleware
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("nextclick_requests_total", "HTTP requests", ["endpoint", "status"], registry=r)
+        self.latency = Histogram(
+            "nextclick_request_seconds",
+            "Request latency inside the service",
+            ["endpoint"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0),
+        )
+        self.model_seconds = Histogram(
+            "nextclick_model_seconds",
+            "Model call (one batch: step/score + top-k)",
+            registry=r,
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1),
+        )
+        self.batch_size = Histogram(
+            "nextclick_batch_size", "Requests per model call", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+        )
+        self.sessions = Gauge("nextclick_sessions", "Sessions in the store", registry=r)
+        self.unknown = Counter("nextclick_unknown_items_total", "Item ids unknown to the model (ignored)", registry=r)
+        self.clicks = Counter("nextclick_clicks_total", "Clicks received", registry=r)
+        self.reloads = Counter("nextclick_reloads_total", "Model reloads", ["result"], registry=r)
+
+
+def endpoint_label(path: str) -> str:
+    if path.startswith("/v1/sessions/"):
+        if path.endswith("/clicks"):
+            return "clicks"
+        if path.endswith("/recommendations"):
+            return "session_recommendations"
+        return "session"
+    if path == "/v1/recommendations":
+        return "recommendations"
+    if path in ("/healthz", "/readyz", "/metrics", "/admin/reload", "/docs", "/openapi.json"):
+        return path.strip("/").replace("/", "_")
+    return "other"
+
+
+class GuardMiddleware:
+    """Pure ASGI: refuses bodies over the limit (413, before parsing) and records metrics."""
+
+    def __init__(self, app: Any, metrics: Metrics, max_body: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        label = endpoint_label(scope["path"])
+        status = [500]
+        refused = [False]
+
+        async def send_wrapper(message: dict) -> None:
+            if refused[0]:  # we already answered 413; drop whatever the app still sends
+                return
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        async def refuse() -> None:
+            await _plain(send_wrapper, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+            refused[0] = True
+
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_body
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await refuse()
+                    self._record(label, 413, t0)
+                    return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            if refused[0]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:  # chunked upload past the limit: answer now, stop reading
+                    await refuse()
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_wrapper)
+        except Exception:
+            if not refused[0]:
+                raise
+        self._record(label, status[0], t0)
+
+    def _record(self, label: str, status: int, t0: float) -> None:
+        self.metrics.requests.labels(label, str(status)).inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
+
+
+async def _plain(send: Any, status: int, body: dict) -> None:
+    data = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
+
+
+# ---------------------------------------------------------------------- the app factory
+@dataclass
+class Runtime:
+    settings: Settings
+    holder: ModelHolder
+    store: SessionStore
+    batcher: Batcher
+    metrics: Metrics
+    locks: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+
+    def lock(self, session_id: str) -> asyncio.Lock:
+        lk = self.locks.get(session_id)
+        if lk is None:
+            lk = asyncio.Lock()
+            self.locks[session_id] = lk
+        return lk
+
+
+def make_store(s: Settings) -> SessionStore:
+    if s.store == "redis":
+        return RedisStore(s.redis_url, ttl=s.session_ttl)
+    return MemoryStore(ttl=s.session_ttl, max_sessions=s.max_sessions)
+
+
+def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI:
+    """Build the service. The model is loaded once, in the lifespan (not at import time)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import torch
+
+        torch.set_num_threads(max(settings.torch_threads, 1))
+        loop = asyncio.get_running_loop()
+        loaded = await loop.run_in_executor(None, load_artifact, settings.model_dir)
+        holder = ModelHolder(loaded)
+        rt = Runtime(settings, holder, store or make_store(settings), Batcher(holder, settings.max_batch, metrics), metrics)
+        app.state.rt = rt
+        log.info(
+            "serving %s (%s, %d items) from %s", loaded.model.name, loaded.model_id, loaded.model.n_items_, settings.model_dir
+        )
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_model(rt, None)))
+        try:
+            yield
+        finally:
+            rt.batcher.close()
+            await rt.store.close()
+
+    app = FastAPI(
+        title="nextclick",
+        version=__import__("nextclick").__version__,
+        description="Next-click recommendations for live anonymous sessions.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(GuardMiddleware, metrics=metrics, max_body=settings.max_body_bytes)
+    s = settings
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return _json({"detail": errors}, 422)
+
+    def rt_dep(request: Request) -> Runtime:
+        return request.app.state.rt
+
+    SessionId = Annotated[str, PathParam(min_length=1, max_length=s.max_session_id_length, description="Opaque session id.")]
+
+    def check_opts(opts: Options) -> None:
+        for name in ("allow", "deny"):
+            lst = getattr(opts, name)
+            if lst is not None and len(lst) > s.max_items:
+                raise HTTPException(413, f"{name}: at most {s.max_items} item ids")
+        if opts.k is not None and opts.k > s.max_k:
+            raise HTTPException(422, f"k: at most {s.max_k}")
+
+    async def recommend(
+        rt: Runtime,
+        items: list[Any],
+        new_item: Any | None,
+        rec: SessionRecord | None,
+        k: int,
+        exclude_seen: bool,
+        allow: list | None,
+        deny: list | None,
+    ) -> tuple[dict, np.ndarray | None]:
+        loaded = rt.holder.current
+        model = loaded.model
+        vocab = model.vocab_
+        idx = vocab.encode(vocab.coerce(items)) if items else np.zeros(0, np.int64)
+        known = idx[idx > 0]
+        unknown = [x for x, i in zip(items, idx) if i == 0] if new_item is None else []
+        new_idx = None
+        if new_item is not None:
+            new_idx = int(idx[-1]) if idx.size else 0
+            if new_idx == 0:
+                unknown = [new_item]
+        if unknown:
+            rt.metrics.unknown.inc(len(unknown))
+        allow_idx = None if allow is None else vocab.encode(vocab.coerce(allow))
+        deny_idx = None if deny is None else vocab.encode(vocab.coerce(deny))
+        if allow_idx is not None:
+            allow_idx = allow_idx[allow_idx > 0]
+        if deny_idx is not None:
+            deny_idx = deny_idx[deny_idx > 0]
+        exclude = known if exclude_seen else None
+        state = rec.state if rec is not None else None
+        if known.size == 0:  # nothing known: popularity, no model call
+            ids, sc = _popular(loaded, k, exclude, allow_idx, deny_idx)
+            new_state = state
+            fallback = True
+        else:
+            replay = (
+                bool(loaded.state_size)
+                and (rec is None or rec.model_id != loaded.model_id or rec.state is None or rec.state.size != loaded.state_size)
+                and known.size > (1 if new_idx else 0)
+            )
+            if rec is None or rec.model_id != loaded.model_id or (state is not None and state.size != loaded.state_size):
+                state = None
+            job = Job(known[-model.live_max_clicks :], new_idx, state, replay, k, exclude, allow_idx, deny_idx)
+            new_state, ids, sc = await rt.batcher.submit(job)
+            fallback = False
+        out = {
+            "items": vocab.decode(ids).tolist() if ids.size else [],
+            "scores": [float(x) for x in sc],
+            "unknown_items": unknown,
+            "fallback": fallback,
+            "model": loaded.model_id,
+        }
+        return out, new_state
+
+    @app.post("/v1/sessions/{session_id}/clicks", response_model=RecommendationOut, tags=["sessions"])
+    async def click(session_id: SessionId, body: ClickBody, rt: Runtime = Depends(rt_dep)) -> Response:
+        """Append a click to an anonymous session and return its next-click recommendations."""
+        check_opts(body)
+        rt.metrics.clicks.inc()
+        async with rt.lock(session_id):
+            rec = await rt.store.get(session_id)
+            if rec is None:
+                rec = SessionRecord()
+            keep = max(rt.holder.current.model.live_max_clicks, 1)
+            items = [*rec.items, body.item][-keep:]
+            out, new_state = await recommend(
+                rt, items, body.item, rec, body.k or s.default_k, body.exclude_seen, body.allow, body.deny
+            )
+            rec.items = items
+            rec.n_clicks += 1
+            rec.n_unknown += len(out["unknown_items"])
+            rec.state = new_state
+            rec.model_id = out["model"]
+            await rt.store.put(session_id, rec)
+        return _json({"session_id": session_id, "n_clicks": rec.n_clicks, **out})
+
+    @app.get("/v1/sessions/{session_id}/recommendations", response_model=RecommendationOut, tags=["sessions"])
+    async def session_recommendations(
+        session_id: SessionId,
+        k: Annotated[int, Query(ge=1, le=s.max_k)] = s.default_k,
+        exclude_seen: bool = False,
+        rt: Runtime = Depends(rt_dep),
+    ) -> Response:
+        """Recommendations for a session as it stands (popularity for an unknown session)."""
+        rec = await rt.store.get(session_id)
+        items = rec.items if rec is not None else []
+        out, _ = await recommend(rt, items, None, rec, k, exclude_seen, None, None)
+        out["unknown_items"] = []
+        return _json({"session_id": session_id, "n_clicks": rec.n_clicks if rec else 0, **out})
+
+    @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["sessions"])
+    async def delete_session(session_id: SessionId, rt: Runtime = Depends(rt_dep)) -> Response:
+        """Forget a session."""
+        if not await rt.store.delete(session_id):
+            raise HTTPException(404, f"no session {session_id!r}")
+        return Response(status_code=204)
+
+    @app.post("/v1/recommendations", response_model=RecommendationOut, tags=["stateless"])
+    async def stateless(body: StatelessBody, rt: Runtime = Depends(rt_dep)) -> Response:
+        """Recommendations for a list of clicks the caller keeps itself (nothing is stored)."""
+        check_opts(body)
+        if len(body.items) > s.max_items:
+            raise HTTPException(413, f"items: at most {s.max_items} item ids")
+        out, _ = await recommend(
+            rt, list(body.items), None, None, body.k or s.default_k, body.exclude_seen, body.allow, body.deny
+        )
+        return _json({"session_id": None, "n_clicks": len(body.items), **out})
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> Response:
+        """Readiness: a model is loaded and the session store answers."""
+        rt: Runtime | None = getattr(request.app.state, "rt", None)
+        if rt is None or not await rt.store.ping():
+            return _json({"status": "not ready"}, 503)
+        m = rt.holder.current
+        return _json({"status": "ready", "model": m.model.name, "model_id": m.model_id, "n_items": m.model.n_items_})
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics_endpoint(rt: Runtime = Depends(rt_dep)) -> Response:
+        """Prometheus metrics."""
+        rt.metrics.sessions.set(await rt.store.size())
+        return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    class ReloadBody(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        model_dir: str | None = Field(
+            None, max_length=4096, description="New artifact directory (default: the current one, re-read)."
+        )
+
+    @app.post("/admin/reload", tags=["ops"])
+    async def reload(
+        body: Optional[ReloadBody] = None, authorization: Annotated[str | None, Header()] = None, rt: Runtime = Depends(rt_dep)
+    ) -> Response:
+        """Load a new artifact and switch to it without dropping requests. Needs ``Authorization: Bearer <token>``."""
+        if not s.admin_token:
+            raise HTTPException(403, "reload is disabled: no admin token configured")
+        if authorization != f"Bearer {s.admin_token}":
+            raise HTTPException(401, "missing or wrong admin token")
+        try:
+            loaded = await reload_model(rt, body.model_dir if body else None)
+        except Exception as e:
+            raise HTTPException(400, f"reload failed: {e}") from None
+        return _json({"status": "reloaded", "model": loaded.model.name, "model_id": loaded.model_id})
+
+    return app
+
+
+async def reload_model(rt: Runtime, model_dir: str | None) -> Loaded:
+    """Load in a worker thread, then swap atomically; in-flight batches finish on the old model."""
+    loop = asyncio.get_running_loop()
+    path = model_dir or rt.holder.current.model_dir
+    try:
+        loaded = await loop.run_in_executor(None, load_artifact, path)
+    except Exception:
+        rt.metrics.reloads.labels("error").inc()
+        log.exception("reload of %s failed; still serving %s", path, rt.holder.current.model_id)
+        raise
+    rt.holder.current = loaded
+    rt.settings.model_dir = path
+    rt.metrics.reloads.labels("ok").inc()
+    log.info("reloaded: now serving %s (%s)", loaded.model.name, loaded.model_id)
+    return loaded
+
+
+def _popular(
+    loaded: Loaded, k: int, exclude: np.ndarray | None, allow: np.ndarray | None, deny: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    ids, sc = loaded.pop_top
+    mask = np.ones(ids.size, dtype=bool)
+    for lst in (exclude, deny):
+        if lst is not None and lst.size:
+            mask &= ~np.isin(ids, lst)
+    if allow is not None:
+        model = loaded.model
+        scores = model.popularity_[None, :].astype(np.float32)
+        top, s = model.topk(scores, k, [exclude] if exclude is not None else None, allow, deny)
+        keep = np.isfinite(s[0])
+        return top[0][keep], s[0][keep]
+    return ids[mask][:k], sc[mask][:k]

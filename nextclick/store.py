@@ -1,0 +1,137 @@
+"""Session stores for the service: in-process (TTL + size bound) and Redis (shared by replicas).
+
+A record holds the session's recent clicks as the shop's own item ids (so a hot-reloaded model with
+a new vocabulary can re-read them), and, for models with a state of their own (GRU4Rec), that
+state as float32 bytes tagged with the id of the model artifact that produced it. A record whose
+tag differs from the serving model's is replayed from its clicks.
+
+Both stores share one async interface and one test suite (tests/test_store.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+
+@dataclass
+class SessionRecord:
+    items: list[Any] = field(default_factory=list)  # the shop's item ids, oldest first (bounded)
+    state: np.ndarray | None = None  # float32 model state after the last click
+    model_id: str = ""  # artifact that produced ``state``
+    n_clicks: int = 0  # clicks ever received, known or not
+    n_unknown: int = 0  # of which unknown to the model
+
+    def to_bytes(self) -> bytes:
+        head = orjson.dumps({"i": self.items, "m": self.model_id, "n": self.n_clicks, "u": self.n_unknown})
+        body = b"" if self.state is None else np.ascontiguousarray(self.state, dtype=np.float32).tobytes()
+        return len(head).to_bytes(4, "little") + head + body
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SessionRecord:
+        n = int.from_bytes(raw[:4], "little")
+        head = orjson.loads(raw[4 : 4 + n])
+        body = raw[4 + n :]
+        state = np.frombuffer(body, dtype=np.float32).copy() if body else None
+        return cls(items=head["i"], state=state, model_id=head["m"], n_clicks=head["n"], n_unknown=head["u"])
+
+
+class SessionStore(Protocol):
+    async def get(self, session_id: str) -> SessionRecord | None: ...
+    async def put(self, session_id: str, record: SessionRecord) -> None: ...
+    async def delete(self, session_id: str) -> bool: ...
+    async def size(self) -> int: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """In-process LRU with a time-to-live: at most ``max_sessions`` records, each expiring
+    ``ttl`` seconds after its last write. Records are kept serialized, exactly as in Redis."""
+
+    def __init__(self, ttl: float = 1800.0, max_sessions: int = 1_000_000, clock: Any = time.monotonic) -> None:
+        self.ttl = ttl
+        self.max_sessions = max_sessions
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self.evicted = 0
+
+    def _purge(self) -> None:
+        now = self._clock()
+        while self._data:  # oldest writes first: stop at the first live one
+            sid, (exp, _) = next(iter(self._data.items()))
+            if exp > now:
+                break
+            del self._data[sid]
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        item = self._data.get(session_id)
+        if item is None:
+            return None
+        if item[0] <= self._clock():
+            del self._data[session_id]
+            return None
+        return SessionRecord.from_bytes(item[1])
+
+    async def put(self, session_id: str, record: SessionRecord) -> None:
+        self._data[session_id] = (self._clock() + self.ttl, record.to_bytes())
+        self._data.move_to_end(session_id)
+        self._purge()
+        while len(self._data) > self.max_sessions:
+            self._data.popitem(last=False)
+            self.evicted += 1
+
+    async def delete(self, session_id: str) -> bool:
+        return self._data.pop(session_id, None) is not None
+
+    async def size(self) -> int:
+        self._purge()
+        return len(self._data)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._data.clear()
+
+
+class RedisStore:
+    """Records in Redis under ``prefix + session_id`` with a TTL (``SET ... EX``), so several
+    service replicas share sessions. Size is bounded by Redis' own ``maxmemory`` policy."""
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", ttl: float = 1800.0, prefix: str = "nextclick:s:") -> None:
+        import redis.asyncio as aioredis
+
+        self.ttl = ttl
+        self.prefix = prefix
+        self._r = aioredis.from_url(url)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        raw = await self._r.get(self.prefix + session_id)
+        return None if raw is None else SessionRecord.from_bytes(raw)
+
+    async def put(self, session_id: str, record: SessionRecord) -> None:
+        await self._r.set(self.prefix + session_id, record.to_bytes(), px=int(self.ttl * 1000))
+
+    async def delete(self, session_id: str) -> bool:
+        return bool(await self._r.delete(self.prefix + session_id))
+
+    async def size(self) -> int:
+        n = 0
+        async for _ in self._r.scan_iter(match=self.prefix + "*", count=1000):
+            n += 1
+        return n
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._r.ping())
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        await self._r.aclose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-from pathlib import Path
 
 import httpx
 import numpy as np

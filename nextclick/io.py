@@ -66,7 +66,7 @@ def _row_label(fmt: str, row: int, has_header: bool) -> str:
     return f"line {row + 1 + int(has_header)}"
 
 
-def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool) -> tuple[pl.DataFrame, bool]:
+def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool, str_cols: tuple[str, ...] = ()) -> tuple[pl.DataFrame, bool]:
     if fmt == "parquet":
         try:
             return pl.read_parquet(path), True
@@ -79,6 +79,8 @@ def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool) -> t
     kw: dict = {"separator": sep, "has_header": has_header, "infer_schema_length": 10_000}
     if all_str:
         kw["infer_schema"] = False
+    elif str_cols and has_header:  # ids that must stay text ("007" is not "7")
+        kw["schema_overrides"] = {c: pl.String for c in str_cols}
     if not has_header:
         kw["new_columns"] = names
     try:
@@ -129,7 +131,8 @@ def read_clicks(path: str | Path, opts: ReadOptions | None = None) -> pl.DataFra
     if fmt == "whitespace" and names is None:
         names = None  # defaults applied in _read_raw
     try:
-        df, has_header = _read_raw(path, fmt, names, all_str=False)
+        str_cols = (opts.item_col,) if opts.item_type == "str" else ()
+        df, has_header = _read_raw(path, fmt, names, all_str=False, str_cols=str_cols)
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError):
         # schema inference failed somewhere deep in the file: re-read as text and locate the row
         df, has_header = _read_raw(path, fmt, names, all_str=True)
@@ -183,7 +186,7 @@ def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str
         row = _first_bad(s.is_null())
         raise NextclickError(f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: empty id (expected an id)")
     if s.dtype.is_integer():
-        return s.cast(pl.Int64).alias(col)
+        return s.cast(pl.String if id_type == "str" else pl.Int64).alias(col)
     if s.dtype.is_float():
         bad = s != s.round(0)
         if bad.any():

@@ -229,6 +229,8 @@ class Recommender:
         deny: Sequence[Any] | None = None,
     ) -> Recommendation:
         """Top-k next items for one session of shop item ids, with what was unknown."""
+        if k < 1:
+            raise NextclickError(f"k must be >= 1, got {k}")
         idx, unknown = self.encode_session(session_items)
         allow_idx = None if allow is None else self.encode_session(allow)[0]
         deny_idx = None if deny is None else self.encode_session(deny)[0]
@@ -249,10 +251,18 @@ class Recommender:
     def recommend_batch(
         self, sessions: Sequence[Sequence[Any]], k: int = 20, exclude_seen: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Batch variant: 2-D ``(item_ids, scores)`` of shape (B, k); row b equals ``recommend(sessions[b])``."""
+        """Batch variant: 2-D ``(item_ids, scores)``; row b equals ``recommend(sessions[b])``.
+
+        The width is ``k``, or less when ``exclude_seen`` leaves some row fewer than ``k``
+        recommendable items (every row is then cut to the shortest, so no excluded item appears).
+        """
+        if k < 1:
+            raise NextclickError(f"k must be >= 1, got {k}")
         enc = [self.encode_session(s)[0] for s in sessions]
         scores = self.score_batch(enc)
         top, sc = self._topk(scores, k, enc if exclude_seen else None)
+        width = int(np.isfinite(sc).sum(axis=1).min()) if len(sc) else top.shape[1]
+        top, sc = top[:, :width], sc[:, :width]
         return self.vocab_.decode(top.ravel()).reshape(top.shape), sc
 
     # ------------------------------------------------------------------ artifacts

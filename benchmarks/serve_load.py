@@ -1,0 +1,203 @@
+"""Load benchmark of `nextclick serve`: wrk (a separate process) on loopback, bounded in time.
+
+For each model artifact: start the service (in-memory store), warm it up, then run wrk with one
+connection and with several, each for --duration seconds, every request a click of a live
+anonymous session (POST /v1/sessions/{id}/clicks, k=20; sessions of 1-10 clicks on real item ids).
+Prints p50/p90/p99 latency, throughput and errors, plus where the time goes inside the service
+(server-side request time vs model time from /metrics) and in-process micro-timings of one click
+(model step, top-k, store round trip).
+
+    python benchmarks/serve_load.py MODEL_DIR [MODEL_DIR ...] [--duration 10] [--connections 1,8,32]
+    python benchmarks/serve_load.py --make   # train the GRU4Rec/SASRec artifacts it needs first
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import start_service, stop  # noqa: E402
+
+LUA = r"""
+local ids = {%s}
+local n = #ids
+math.randomseed(%d + os.time())
+local sid, left = 0, 0
+request = function()
+  if left <= 0 then
+    sid = math.random(1, 1000000000)
+    left = math.random(1, 10)
+  end
+  left = left - 1
+  local item = ids[math.random(1, n)]
+  local body = '{"item": ' .. item .. ', "k": 20}'
+  return wrk.format("POST", "/v1/sessions/s" .. sid .. "/clicks", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def parse_wrk(out: str) -> dict:
+    def ms(v: str) -> float:
+        num, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+        return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+    res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for p in ("50", "90", "99"):
+        m = re.search(rf"^\s+{p}%\s+(\S+)", out, re.M)
+        res[f"p{p}"] = ms(m.group(1)) if m else float("nan")
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return res
+
+
+def server_breakdown(url: str) -> dict:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text
+
+    def val(pattern: str) -> float:
+        m = re.search(pattern, text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    req_sum = val(r'^nextclick_request_seconds_sum\{endpoint="clicks"\} (\S+)')
+    req_n = val(r'^nextclick_request_seconds_count\{endpoint="clicks"\} (\S+)')
+    mod_sum, mod_n = val(r"^nextclick_model_seconds_sum (\S+)"), val(r"^nextclick_model_seconds_count (\S+)")
+    bs_sum, bs_n = val(r"^nextclick_batch_size_sum (\S+)"), val(r"^nextclick_batch_size_count (\S+)")
+    return {
+        "server_ms": 1e3 * req_sum / max(req_n, 1),
+        "model_call_ms": 1e3 * mod_sum / max(mod_n, 1),
+        "mean_batch": bs_sum / max(bs_n, 1),
+        "model_ms_per_click": 1e3 * mod_sum / max(bs_sum, 1),
+        "n": req_n,
+    }
+
+
+def micro(model_dir: str, n: int = 300) -> dict:
+    """In-process cost of one click: model step, top-k, memory-store round trip."""
+    import torch
+
+    from nextclick.models.base import Recommender
+    from nextclick.store import MemoryStore, SessionRecord
+
+    torch.set_num_threads(1)
+    m = Recommender.load(model_dir)
+    rng = np.random.default_rng(0)
+    items = rng.integers(1, m.n_items_ + 1, size=n)
+    size = m.live_state_size()
+    st = np.zeros((1, size), np.float32) if size else None
+    t_step = t_top = 0.0
+    clicks: list[int] = []
+    for i in range(n):
+        clicks = [*clicks[-9:], int(items[i])]
+        t0 = time.perf_counter()
+        st, sc = m.live_step(st, [np.array(clicks)], items[i : i + 1])
+        t1 = time.perf_counter()
+        m.topk(sc, 20, [np.zeros(0, np.int64)])
+        t2 = time.perf_counter()
+        t_step += t1 - t0
+        t_top += t2 - t1
+    store = MemoryStore()
+    rec = SessionRecord(items=list(range(10)), state=np.zeros(size, np.float32) if size else None, model_id="x")
+
+    async def rt():
+        t0 = time.perf_counter()
+        for i in range(n):
+            await store.put(f"s{i % 50}", rec)
+            await store.get(f"s{i % 50}")
+        return time.perf_counter() - t0
+
+    t_store = asyncio.run(rt())
+    return {"step_ms": 1e3 * t_step / n, "topk_ms": 1e3 * t_top / n, "store_ms": 1e3 * t_store / n, "n_items": m.n_items_, "model": m.name}
+
+
+def make_artifacts(out: Path) -> list[str]:
+    """Train the artifacts of the benchmark: GRU4Rec and SASRec on rsc15-100k and on a 100k-item shop."""
+    from nextclick.data import load_sessions
+    from nextclick.models import available_models, create_model
+    from nextclick.preprocess import PrepareOptions, prepare
+    from nextclick.synthetic import ShopConfig, generate_shop
+
+    dirs = []
+    rsc = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "rsc15-100k" / "train_full.tsv"
+    tr, _ = load_sessions(rsc, "train")
+    shop = generate_shop(ShopConfig(n_sessions=300_000, n_items=100_000, n_categories=24, seed=2))
+    ds = prepare(shop.clicks.drop("UserId"), out / "shop100k", PrepareOptions(min_item_support=1))
+    big, _ = ds.sessions("train")
+    quick = {"gru4rec": {"n_epochs": 1}, "sasrec": {"n_epochs": 1}}
+    for name in ("gru4rec", "sasrec"):
+        if name not in available_models():
+            continue
+        for tag, data in (("rsc15", tr), ("shop100k", big)):
+            d = out / f"{name}_{tag}"
+            create_model(name, **quick[name]).fit(data).save(d)
+            dirs.append(str(d))
+    return dirs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dirs", nargs="*")
+    ap.add_argument("--make", action="store_true", help="train the benchmark's GRU4Rec/SASRec artifacts first")
+    ap.add_argument("--artifacts", default="runs/serve_bench", help="where --make writes them")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--connections", default="1,8,32")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    dirs = list(args.model_dirs)
+    if args.make:
+        dirs += make_artifacts(Path(args.artifacts))
+    rows = []
+    for d in dirs:
+        from nextclick.models.base import Recommender
+
+        m = Recommender.load(d)
+        ids = m.vocab_.ids[np.argsort(-m.popularity_[1:])[:2000]]  # clicks on the head of the catalogue
+        lua = Path(tempfile.mkdtemp()) / "click.lua"
+        lua.write_text(LUA % (",".join(str(int(x)) for x in ids), os.getpid()))
+        mic = micro(d)
+        proc, url = start_service(Path(d))
+        try:
+            subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-s", str(lua), url], capture_output=True, check=True)  # warm-up
+            for c in [int(x) for x in args.connections.split(",")]:
+                before = server_breakdown(url)
+                out = subprocess.run(
+                    ["wrk", "-t1", f"-c{c}", f"-d{args.duration}s", "--timeout", "2s", "--latency", "-s", str(lua), url],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+                after = server_breakdown(url)
+                w = parse_wrk(out)
+                n = max(after["n"] - before["n"], 1)
+                # per-run deltas of the server-side histograms
+                srv = (after["server_ms"] * after["n"] - before["server_ms"] * before["n"]) / n
+                rows.append((m.name, m.n_items_, c, w, srv, after, mic))
+        finally:
+            stop(proc)
+    print(f"\nwrk on loopback, 1 wrk thread, {args.duration} s per run, POST /v1/sessions/{{id}}/clicks k=20, in-memory store")
+    print("| model | items | connections | req/s | p50 ms | p90 ms | p99 ms | errors | server ms/req | mean batch | model ms/click | step ms (B=1) | top-k ms | store ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n_items, c, w, srv, after, mic in rows:
+        print(
+            f"| {name} | {n_items:,} | {c} | {w['rps']:,.0f} | {w['p50']:.2f} | {w['p90']:.2f} | {w['p99']:.2f} | {w['errors']} | "
+            f"{srv:.2f} | {after['mean_batch']:.1f} | {after['model_ms_per_click']:.3f} | {mic['step_ms']:.3f} | {mic['topk_ms']:.3f} | {mic['store_ms']:.3f} |"
+        )
+    print(json.dumps([{"model": r[0], "items": r[1], "c": r[2], **r[3]} for r in rows]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""GRU4Rec on rsc15-100k (train_full -> test): accuracy, training speed and peak memory per preset,
+printed beside the official implementation's reference figures (measured on this kind of machine,
+quoted from the GRU4Rec issue; the official code is not run here).
+
+Each configuration is trained in a fresh subprocess so its peak RSS is its own.
+
+    python benchmarks/gru4rec_rsc15.py [--seeds 42,1,2] [--configs rsc15,rsc15_n512,rsc15_official,retailrocket]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time
+from nextclick.data import load_sessions
+from nextclick.evaluate import evaluate
+from nextclick.models.gru4rec import GRU4Rec
+preset, seed, extra = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+p = "../shared/data/rsc15-100k/"
+tr, _ = load_sessions(p + "train_full.tsv", "train")
+te, _ = load_sessions(p + "test.tsv", "test", vocab=tr.vocab)
+m = GRU4Rec.from_preset(preset, seed=seed, **extra)
+t = time.perf_counter(); m.fit(tr); fit = time.perf_counter() - t
+r = evaluate(m, te).metrics
+events = int((tr.lengths - 1).sum()) * m.config.n_epochs
+print(json.dumps({"fit": fit, "ev_s": events / fit, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "r20": r["recall@20"], "m20": r["mrr@20"], "r5": r["recall@5"], "m5": r["mrr@5"], "eval_s": r["eval_seconds"]}))
+"""
+
+CONFIGS = {
+    "rsc15": ("rsc15", {}, "cross-entropy, RSC15 preset (n_sample 2048)", (0.676, 0.357, 0.509, 0.339, 71, 7.4, 1.1)),
+    "rsc15_n512": ("rsc15", {"n_sample": 512}, "cross-entropy, RSC15 preset, n_sample 512", (0.679, 0.366, 0.516, 0.349, 47, 11, 0.86)),
+    "rsc15_official": ("rsc15_official", {}, "cross-entropy, official rsc15 paramfile", None),
+    "retailrocket": ("retailrocket", {}, "BPR-max, RetailRocket preset", (0.687, 0.366, 0.522, 0.349, 83, 6.3, 1.2)),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="42")
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print("| run | seeds | Recall@20 | MRR@20 | Recall@5 | MRR@5 | training s | events/s | peak RSS GB | eval s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.configs.split(","):
+        preset, extra, label, ref = CONFIGS[name]
+        res = []
+        for seed in seeds:
+            out = subprocess.run([sys.executable, "-c", CHILD, preset, str(seed), json.dumps(extra)], capture_output=True, text=True, check=True)
+            res.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        mean = {k: sum(r[k] for r in res) / len(res) for k in res[0]}
+        print(f"| nextclick: {label} | {','.join(map(str, seeds))} | {mean['r20']:.4f} | {mean['m20']:.4f} | {mean['r5']:.4f} | {mean['m5']:.4f} | "
+              f"{mean['fit']:.1f} | {mean['ev_s'] / 1000:.1f}k | {max(r['rss_mb'] for r in res) / 1024:.2f} | {mean['eval_s']:.2f} |")
+        if ref:
+            print(f"| official (reference): {label} | - | {ref[0]:.3f} | {ref[1]:.3f} | {ref[2]:.3f} | {ref[3]:.3f} | {ref[4]} | {ref[5]}k | {ref[6]} | - |")
+
+
+if __name__ == "__main__":
+    main()

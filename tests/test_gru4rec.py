@@ -1,0 +1,353 @@
+"""GRU4Rec-specific tests: losses, negative sampling, the hand-written backward pass, learning,
+step-wise inference and artifacts. Everything runs on tiny data in a few seconds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nextclick.errors import NextclickError  # noqa: E402
+from nextclick.evaluate import evaluate  # noqa: E402
+from nextclick.models import create_model  # noqa: E402
+from nextclick.models.base import Recommender  # noqa: E402
+from nextclick.models.gru4rec import (  # noqa: E402
+    GRU4Rec,
+    SampleStore,
+    _Net,
+    _Trainer,
+    alias_table,
+    bpr_max_loss_grad,
+    xe_loss_grad,
+)
+from nextclick.sessions import Sessions  # noqa: E402
+
+MODES = {
+    "constrained": dict(constrained_embedding=True),
+    "embedding": dict(constrained_embedding=False, embedding=16),
+    "onehot": dict(constrained_embedding=False, embedding=0),
+}
+
+
+# ------------------------------------------------------------------------------ references
+def xe_reference(R: torch.Tensor, lq: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy over softmax, written the plain way (autograd differentiates it)."""
+    if lq is not None:
+        R = R - lq
+    X = torch.softmax(R, dim=1)
+    return -torch.log(torch.diagonal(X) + 1e-24).sum()
+
+
+def bpr_max_reference(R: torch.Tensor, bpreg: float, elu: float) -> torch.Tensor:
+    """BPR-max as in the CIKM 2018 paper: softmax over the negatives (target column masked)."""
+    O = torch.nn.functional.elu(R, elu) if elu > 0 else R
+    hm = 1.0 - torch.eye(*O.shape, dtype=O.dtype)
+    X = O * hm
+    e = torch.exp(X - X.max(dim=1, keepdim=True).values) * hm
+    s = e / e.sum(dim=1, keepdim=True)
+    t = torch.diagonal(O)[:, None]
+    return (-torch.log((torch.sigmoid(t - O) * s).sum(1) + 1e-24) + bpreg * (O**2 * s).sum(1)).sum()
+
+
+# ------------------------------------------------------------------------------ losses
+def test_xe_loss_hand_computed() -> None:
+    R = [[1.0, 0.0, 2.0], [0.5, -1.0, 0.0]]
+    lq = [0.2, 0.0, 0.5]
+    expected = 0.0
+    for i, row in enumerate(R):
+        z = [r - q for r, q in zip(row, lq)]
+        expected += -(z[i] - math.log(sum(math.exp(v) for v in z)))
+    loss, grad = xe_loss_grad(torch.tensor(R), torch.tensor(lq), 0.5)
+    assert loss.item() == pytest.approx(0.5 * expected, rel=1e-6)
+    Rt = torch.tensor(R, dtype=torch.float64, requires_grad=True)
+    (0.5 * xe_reference(Rt, torch.tensor(lq, dtype=torch.float64))).backward()
+    np.testing.assert_allclose(grad.numpy(), Rt.grad.numpy(), atol=1e-6)
+
+
+def test_bpr_max_loss_hand_computed() -> None:
+    R = [[1.0, 0.0, 2.0], [0.5, -1.0, 0.0]]
+    bpreg, alpha = 1.5, 0.5
+    sig = lambda v: 1.0 / (1.0 + math.exp(-v))  # noqa: E731
+    elu = lambda v: v if v > 0 else alpha * (math.exp(v) - 1.0)  # noqa: E731
+    expected = 0.0
+    for i, row in enumerate(R):
+        o = [elu(v) for v in row]
+        neg = [j for j in range(len(o)) if j != i]
+        den = sum(math.exp(o[j]) for j in neg)
+        s = {j: math.exp(o[j]) / den for j in neg}
+        expected += -math.log(sum(s[j] * sig(o[i] - o[j]) for j in neg)) + bpreg * sum(s[j] * o[j] ** 2 for j in neg)
+    loss, grad = bpr_max_loss_grad(torch.tensor(R), bpreg, alpha, 0.25)
+    assert loss.item() == pytest.approx(0.25 * expected, rel=1e-6)
+    Rt = torch.tensor(R, dtype=torch.float64, requires_grad=True)
+    (0.25 * bpr_max_reference(Rt, bpreg, alpha)).backward()
+    np.testing.assert_allclose(grad.numpy(), Rt.grad.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("elu", [0.0, 0.5, 2.0])
+def test_loss_gradients_match_autograd_on_random_scores(elu: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    R = torch.randn(7, 20, generator=g, dtype=torch.float64) * 2
+    lq = torch.randn(20, generator=g, dtype=torch.float64)
+    for ours, ref in (
+        (lambda r: xe_loss_grad(r, lq.clone(), 0.1), lambda r: 0.1 * xe_reference(r, lq)),
+        (lambda r: bpr_max_loss_grad(r, 1.95, elu, 0.1), lambda r: 0.1 * bpr_max_reference(r, 1.95, elu)),
+    ):
+        loss, grad = ours(R.clone())
+        Rt = R.clone().requires_grad_(True)
+        ref_loss = ref(Rt)
+        ref_loss.backward()
+        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-9)
+        np.testing.assert_allclose(grad.numpy(), Rt.grad.numpy(), atol=1e-10)
+
+
+# ------------------------------------------------------------------------------ negatives
+def test_alias_table_is_exact() -> None:
+    w = np.array([0.0, 5.0, 1.0, 0.5, 3.5, 0.0, 10.0])
+    prob, alias = alias_table(w)
+    n = w.size
+    implied = prob / n
+    np.add.at(implied, alias, (1.0 - prob) / n)
+    np.testing.assert_allclose(implied, w / w.sum(), atol=1e-12)
+
+
+def test_sampled_negatives_follow_popularity_power_alpha() -> None:
+    counts = np.array([0, 1, 2, 5, 10, 50, 200, 1000], dtype=np.float64)
+    alpha = 0.75
+    store = SampleStore(counts**alpha, n_sample=1000, size=200_000, rng=np.random.default_rng(3))
+    draws = torch.cat([store.next() for _ in range(400)]).numpy()  # refills the store twice
+    assert store.refills == 2
+    freq = np.bincount(draws, minlength=counts.size) / draws.size
+    expected = counts**alpha / (counts**alpha).sum()
+    assert freq[0] == 0.0  # the padding index is never drawn
+    # binomial standard error is below 1.2e-3 for every item here
+    np.testing.assert_allclose(freq, expected, atol=5e-3)
+
+
+# ------------------------------------------------------------------------------ backward pass
+def _reference_gradients(net: _Net, cfg, x, y, neg, H, scale: float):
+    """Autograd through the GRU4Rec equations with the same weights."""
+    P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in net.arrays().items()}
+    inp = None
+    if net.mode == "constrained":
+        inp = P["item_out"][x]
+    elif net.mode == "embedding":
+        inp = P["item_in"][x]
+    for l, Dl in enumerate(cfg.layers):
+        if inp is None:
+            gx = P["gru0.w_item"][x] + P["gru0.b_ih"]
+        else:
+            gx = inp @ P[f"gru{l}.w_ih"].T + P[f"gru{l}.b_ih"]
+        Hp = H[l].double()
+        gh = Hp @ P[f"gru{l}.w_hh"].T + P[f"gru{l}.b_hh"]
+        r = torch.sigmoid(gx[:, :Dl] + gh[:, :Dl])
+        z = torch.sigmoid(gx[:, Dl : 2 * Dl] + gh[:, Dl : 2 * Dl])
+        n = torch.tanh(gx[:, 2 * Dl :] + r * gh[:, 2 * Dl :])
+        inp = (1 - z) * Hp + z * n
+    yy = torch.cat([y, neg])
+    R = inp @ P["item_out"][yy].T + P["item_bias"][yy]
+    if cfg.loss == "cross-entropy":
+        lp = torch.log(torch.tensor(net_counts, dtype=torch.float64))
+        lq = cfg.logq * torch.cat([lp[y], cfg.sample_alpha * lp[neg]])
+        loss = scale * xe_reference(R, lq)
+    else:
+        loss = scale * bpr_max_reference(R, cfg.bpreg, cfg.elu_param)
+    loss.backward()
+    return loss.item(), {k: p.grad.numpy() for k, p in P.items()}
+
+
+net_counts = np.array([0.0] + [float(3 + (i * 7) % 11) for i in range(12)])  # popularity of items 1..12
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+def test_hand_written_backward_matches_autograd(mode: str, loss: str) -> None:
+    cfg = GRU4Rec.Config(
+        layers=(6, 5), loss=loss, batch_size=4, logq=1.0, sample_alpha=0.5, bpreg=0.7, elu_param=0.5, **MODES[mode]
+    )
+    if mode == "embedding":
+        cfg.embedding = 3
+    n_items = 12
+    net = _Net.create(cfg, n_items, np.random.default_rng(0))
+    net.dense.add_(torch.randn(net.dense.shape, generator=torch.Generator().manual_seed(1)) * 0.3)  # non-zero biases
+    trainer = _Trainer(net, cfg, net_counts)
+    x = torch.tensor([1, 5, 7, 5])
+    y = torch.tensor([2, 7, 3, 12])
+    neg = torch.tensor([4, 2, 9, 9, 11])
+    H = [torch.randn(4, d, generator=torch.Generator().manual_seed(2)) * 0.5 for d in cfg.layers]
+    ref_loss, ref = _reference_gradients(net, cfg, x, y, neg, [h.clone() for h in H], 1 / 4)
+    loss, rows = trainer.gradients(x, y, neg, [h.clone() for h in H])
+    assert loss.item() == pytest.approx(ref_loss, rel=1e-5)
+    for name, vs in net.grads.items():
+        for l, g in enumerate(vs):
+            if g is not None:
+                np.testing.assert_allclose(g.numpy(), ref[f"gru{l}.{name}"], atol=1e-5, err_msg=f"gru{l}.{name}")
+    dense = {id(net.out): torch.zeros_like(net.out)}
+    for p in (net.emb, net.wx):
+        if p is not None:
+            dense[id(p)] = torch.zeros_like(p)
+    for p, idx, g in rows:
+        dense[id(p)].index_add_(0, idx, g)
+    D = cfg.layers[-1]
+    np.testing.assert_allclose(dense[id(net.out)][:, :D].numpy(), ref["item_out"], atol=1e-5)
+    np.testing.assert_allclose(dense[id(net.out)][:, D].numpy(), ref["item_bias"], atol=1e-5)
+    if net.emb is not None:
+        np.testing.assert_allclose(dense[id(net.emb)].numpy(), ref["item_in"], atol=1e-5)
+    if net.wx is not None:
+        np.testing.assert_allclose(dense[id(net.wx)].numpy(), ref["gru0.w_item"], atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+def test_one_training_step_lowers_the_loss(loss: str) -> None:
+    cfg = GRU4Rec.Config(layers=(8,), loss=loss, batch_size=3, learning_rate=0.1, n_sample=4)
+    net = _Net.create(cfg, 10, np.random.default_rng(0))
+    trainer = _Trainer(net, cfg, np.array([0.0] + [1.0] * 10))
+    x, y, neg = torch.tensor([1, 4, 7]), torch.tensor([2, 5, 8]), torch.tensor([3, 6, 9, 10])
+    H0 = [torch.zeros(3, 8)]
+    before = trainer.step(x, y, neg, [h.clone() for h in H0]).item()  # loss before its update
+    after = trainer.gradients(x, y, neg, [h.clone() for h in H0])[0].item()
+    assert after < before
+
+
+# ------------------------------------------------------------------------------ learning
+def _small(**kw) -> GRU4Rec:
+    base = dict(layers=(32,), batch_size=8, n_sample=8, learning_rate=0.1, n_epochs=25, sample_alpha=0.5, seed=1)
+    base.update(kw)
+    return GRU4Rec(GRU4Rec.Config(**base))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(loss="cross-entropy", logq=1.0, **MODES["constrained"]),
+        dict(loss="cross-entropy", **MODES["embedding"]),
+        dict(loss="cross-entropy", **MODES["onehot"]),
+        dict(loss="bpr-max", bpreg=1.0, elu_param=0.5, momentum=0.3, **MODES["constrained"]),
+        dict(loss="bpr-max", layers=(32, 24), dropout_p_hidden=0.1, dropout_p_embed=0.1, **MODES["embedding"]),
+    ],
+    ids=["xe-constrained", "xe-embedding", "xe-onehot", "bprmax-constrained", "bprmax-2layers"],
+)
+def test_learns_a_deterministic_transition_pattern(chain_data, kw) -> None:
+    model = _small(**kw).fit(chain_data.train)
+    res = evaluate(model, chain_data.test)
+    assert res.metrics["recall@1"] >= 0.95, res.metrics
+    # the same through the public API, in shop ids
+    prefixes, targets = chain_data.test_prefixes()
+    items, _ = model.recommend_batch(prefixes, k=1)
+    assert np.mean(items[:, 0] == np.array(targets)) >= 0.95
+
+
+@pytest.fixture(scope="module")
+def fitted(chain_data) -> GRU4Rec:
+    return _small(layers=(16, 12), n_epochs=3, dropout_p_hidden=0.2, **MODES["constrained"]).fit(chain_data.train)
+
+
+def test_step_equals_whole_session_inference(fitted: GRU4Rec, chain_data) -> None:
+    sessions = chain_data.test
+    state = None
+    got, want = [], []
+    for s in range(sessions.n_sessions):
+        items = sessions.session(s)
+        state = fitted.init_state()
+        for t, item in enumerate(items):
+            state, scores = fitted.step(state, int(item))
+            got.append(scores)
+            want.append(fitted.score_batch([items[: t + 1]])[0])
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-5)
+    # batched step over several live sessions at once
+    first = np.array([sessions.session(s)[0] for s in range(sessions.n_sessions)])
+    st, sc = fitted.step(None, first)
+    np.testing.assert_allclose(sc, fitted.score_batch([[i] for i in first]), rtol=1e-5, atol=1e-5)
+    # an unknown item (index 0) leaves the state unchanged
+    st2, _ = fitted.step(st, np.zeros(first.size, dtype=np.int64))
+    np.testing.assert_array_equal(st2, st)
+
+
+def test_iter_scores_equals_prefix_scoring(fitted: GRU4Rec, chain_data) -> None:
+    sessions = chain_data.test
+    rows = list(fitted.iter_scores(sessions, batch_size=3))
+    scores = np.concatenate([r[0] for r in rows])
+    sess = np.concatenate([r[2] for r in rows])
+    plen = np.concatenate([r[3] for r in rows])
+    ref = np.concatenate([s for s, *_ in Recommender.iter_scores(fitted, sessions, batch_size=5)])
+    ref_sess, ref_plen, _ = sessions.prefixes()
+    np.testing.assert_array_equal(sess, ref_sess)
+    np.testing.assert_array_equal(plen, ref_plen)
+    np.testing.assert_allclose(scores, ref, rtol=1e-5, atol=1e-5)
+    # leave-one-out data: only the last position of each sequence
+    loo = Sessions(sessions.items, sessions.offsets, sessions.n_items, last_only=True)
+    last = np.concatenate([r[0] for r in fitted.iter_scores(loo)])
+    np.testing.assert_allclose(last, ref[np.r_[ref_plen[1:] <= ref_plen[:-1], True]], rtol=1e-5, atol=1e-5)
+
+
+def test_save_load_round_trip_gives_identical_scores(fitted: GRU4Rec, chain_data, tmp_path) -> None:
+    fitted.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert isinstance(loaded, GRU4Rec) and loaded.config == fitted.config
+    a = np.concatenate([s for s, *_ in fitted.iter_scores(chain_data.test)])
+    b = np.concatenate([s for s, *_ in loaded.iter_scores(chain_data.test)])
+    np.testing.assert_array_equal(a, b)
+    assert (
+        fitted.recommend(chain_data.test_prefixes()[0][0], k=5)[0].tolist()
+        == loaded.recommend(chain_data.test_prefixes()[0][0], k=5)[0].tolist()
+    )
+
+
+def test_training_is_deterministic_given_the_seed(chain_data) -> None:
+    kw = dict(n_epochs=2, dropout_p_embed=0.2, momentum=0.2, session_order="random")
+    a = _small(**kw).fit(chain_data.train)._state()
+    b = _small(**kw).fit(chain_data.train)._state()
+    c = _small(seed=7, **kw).fit(chain_data.train)._state()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["item_out"], c["item_out"])
+
+
+def test_nan_loss_raises(chain_data) -> None:
+    with pytest.raises(NextclickError, match="loss is nan"):
+        _small(learning_rate=1e30, n_epochs=3).fit(chain_data.train)
+
+
+def test_registry_presets_and_bad_config() -> None:
+    m = create_model("gru4rec", "rsc15")
+    assert m.config.layers == (100,) and m.config.batch_size == 32 and m.config.logq == 1.0
+    r = create_model("gru4rec", "retailrocket")
+    assert r.config.loss == "bpr-max" and r.config.bpreg == 1.95 and r.config.momentum == 0.4
+    with pytest.raises(NextclickError, match="dropout_p_embed"):
+        GRU4Rec(dropout_p_embed=1.0).fit(Sessions.from_lists([[1, 2], [2, 1]]))
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.4, False), (0.4, True)])
+def test_dense_and_sparse_row_updates_agree(momentum: float, nesterov: bool) -> None:
+    from nextclick.models.gru4rec import _AdagradM
+
+    cfg = GRU4Rec.Config(layers=(4,))
+    g = torch.Generator().manual_seed(0)
+    results = []
+    for ratio in (1e9, 0.0):  # always dense, never dense
+        net = _Net.create(cfg, 30, np.random.default_rng(0))
+        opt = _AdagradM(net, 0.1, momentum, nesterov, 1e-6)
+        opt.dense_ratio = ratio
+        g.manual_seed(0)
+        for _ in range(3):
+            idx = torch.randint(1, 31, (12,), generator=g)
+            opt.rows(net.out, idx, torch.randn(12, 5, generator=g))
+        results.append(net.out.clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(results[0], _Net.create(cfg, 30, np.random.default_rng(0)).out)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_training_forward_equals_inference_forward(mode: str) -> None:
+    cfg = GRU4Rec.Config(layers=(6, 5), batch_size=3, **MODES[mode])
+    net = _Net.create(cfg, 12, np.random.default_rng(0))
+    net.dense.add_(torch.randn(net.dense.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    trainer = _Trainer(net, cfg, net_counts)
+    x, y = torch.tensor([3, 1, 12]), torch.tensor([4, 2, 11])
+    H = [torch.randn(3, d, generator=torch.Generator().manual_seed(2)) for d in cfg.layers]
+    want = net.forward(x, [h.clone() for h in H])
+    got = [h.clone() for h in H]
+    trainer.forward(x, y, torch.tensor([5, 6]), got)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

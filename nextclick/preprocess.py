@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from nextclick.data import Dataset, sort_clicks, stable_sort, write_dataset
@@ -73,20 +74,53 @@ def drop_repeats(df: pl.DataFrame) -> tuple[pl.DataFrame, StepReport]:
     return out, StepReport("drop_repeats", removed_events=df.height - out.height)
 
 
+def _runs(sid: np.ndarray) -> np.ndarray:
+    """Session number (0, 1, ...) of every row of a frame whose sessions are contiguous."""
+    if sid.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.empty(sid.size, dtype=bool)
+    change[0] = True
+    np.not_equal(sid[1:], sid[:-1], out=change[1:])
+    return np.cumsum(change) - 1
+
+
+def _dense_codes(ids: pl.Series) -> np.ndarray:
+    """Non-negative integer codes for ids (equal ids, equal codes) to ``bincount`` over.
+
+    Integer ids spanning a modest range are their own codes (offset by the minimum): O(n), no
+    sort or hash. Otherwise polars' dense rank."""
+    if ids.len() and ids.dtype.is_integer():
+        lo, hi = int(ids.min()), int(ids.max())
+        if hi - lo < max(4 * ids.len(), 1 << 20):
+            return ids.to_numpy() - lo
+    return ids.rank("dense").to_numpy().astype(np.int64) - 1
+
+
 def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support: int = 5) -> tuple[pl.DataFrame, StepReport]:
     """Iteratively remove sessions shorter than ``min_session_length`` and items with fewer than
-    ``min_item_support`` clicks until nothing changes."""
+    ``min_item_support`` clicks until nothing changes.
+
+    Vectorized: sessions and items get dense codes once; each round is two ``bincount`` calls over
+    the rows still alive, and the frame is filtered once at the end."""
     n0, s0 = df.height, _n_sessions(df)
+    df = sort_clicks(df)
+    sess = _runs(df.get_column("SessionId").to_numpy())
+    item = _dense_codes(df.get_column("ItemId"))
+    alive = np.ones(df.height, dtype=bool)
     rounds = 0
     while True:
         rounds += 1
-        before = df.height
+        before = int(alive.sum())
         if min_session_length > 1:
-            df = df.filter(pl.len().over("SessionId") >= min_session_length)
+            n_sess = np.bincount(sess[alive], minlength=int(sess[-1]) + 1 if sess.size else 0)
+            alive &= n_sess[sess] >= min_session_length
         if min_item_support > 1:
-            df = df.filter(pl.len().over("ItemId") >= min_item_support)
-        if df.height == before:
+            n_item = np.bincount(item[alive], minlength=int(item.max()) + 1 if item.size else 0)
+            alive &= n_item[item] >= min_item_support
+        if int(alive.sum()) == before:
             break
+    if not alive.all():
+        df = df.filter(pl.Series(alive))
     rep = StepReport(
         "min_support",
         removed_events=n0 - df.height,
@@ -105,10 +139,14 @@ def time_split(
     """
     if days <= 0:
         raise NextclickError(f"--test-days must be positive, got {days}")
-    t = pl.col("Time").min() if by == "start" else pl.col("Time").max()
-    tmax = df.get_column("Time").max()
-    cut = tmax - days * DAY
-    in_test = t.over("SessionId") >= cut
+    df = sort_clicks(df)
+    times = df.get_column("Time").to_numpy()
+    sess = _runs(df.get_column("SessionId").to_numpy())
+    # sessions are contiguous and time-ordered: the start is the first click, the end the last
+    first = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]]) if sess.size else np.zeros(0, np.int64)
+    bound = times[first] if by == "start" else times[np.r_[first[1:], sess.size] - 1]
+    cut = float(times.max()) - days * DAY
+    in_test = pl.Series((bound >= cut)[sess])
     train = df.filter(~in_test)
     test = df.filter(in_test)
     if train.height == 0:

@@ -1024,9 +1024,9 @@ class GRU4Rec(Recommender):
     def _output_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Contiguous copies of the output weights (V+1, D) and bias (V+1,) for inference.
 
-        ``net_.out`` keeps the bias as an extra column; scoring through that strided view makes
-        torch copy the whole matrix on every call (4.6 ms per click at 67k items, measured), so
-        serving scores against a contiguous copy, made once per fitted network."""
+        ``net_.out`` keeps the bias as an extra column; serving scores against contiguous
+        copies made once per fitted network, so no call depends on how torch handles the strided
+        view. (At 100k items the product is memory-bound either way: see docs/benchmarks.md.)"""
         cache = getattr(self, "_out_cache", None)
         if cache is None or cache[0] is not self.net_:
             D = self.config.layers[-1]

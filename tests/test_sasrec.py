@@ -1,0 +1,255 @@
+"""SASRec-specific tests (the shared contract suite in test_contract.py runs on top of these)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nextclick.errors import NextclickError
+from nextclick.evaluate import evaluate
+from nextclick.models import sasrec as sasrec_module
+from nextclick.models.base import Recommender
+from nextclick.models.sasrec import (
+    SASRec,
+    SoftmaxWorkspace,
+    bce_loss,
+    ce_loss,
+    gbce_beta,
+    gbce_loss,
+    sampled_ce_loss,
+)
+from nextclick.sessions import Sessions
+
+N_ITEMS = 30
+SMALL = dict(max_len=8, hidden=16, n_blocks=2, n_heads=2, dropout=0.2, batch_size=32, progress=False, seed=0, n_threads=1)
+
+
+def cycle_sessions(n_sessions: int, n_items: int = N_ITEMS, seed: int = 0) -> Sessions:
+    """Sessions walking the cycle 1 -> 2 -> ... -> n_items -> 1 from random starts, lengths 2..12."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_sessions):
+        start, length = rng.integers(0, n_items), rng.integers(2, 13)
+        out.append([(start + j) % n_items + 1 for j in range(length)])
+    return Sessions.from_lists(out, n_items=n_items)
+
+
+@pytest.fixture(scope="module", params=[("end", False), ("start", True)], ids=["paper-positions", "start-pre_ln"])
+def model(request) -> SASRec:
+    positions, pre_ln = request.param
+    return SASRec(n_epochs=2, positions=positions, pre_ln=pre_ln, **SMALL).fit(cycle_sessions(200))
+
+
+def hidden(m: SASRec, rows: list[list[int]]) -> list[np.ndarray]:
+    """Hidden states of the real positions of each left-padded row (eval mode)."""
+    width = max(len(r) for r in rows)
+    x = np.array([[0] * (width - len(r)) + r for r in rows], dtype=np.int64)
+    m.net_.eval()
+    with torch.no_grad():
+        h = m.net_(x).numpy()
+    bounds = np.cumsum([0] + [len(r) for r in rows])
+    return [h[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# ---------------------------------------------------------------------------------------- masks
+def test_causal_mask_later_clicks_do_not_change_earlier_outputs(model: SASRec) -> None:
+    a = [3, 7, 1, 9, 4, 12]
+    base = hidden(model, [a])[0]
+    for t in range(len(a)):
+        b = a[:t] + [20] + a[t + 1 :]  # change click t
+        h = hidden(model, [b])[0]
+        np.testing.assert_allclose(h[:t], base[:t], rtol=1e-5, atol=1e-6)  # positions before t: untouched
+        assert not np.allclose(h[t], base[t])  # position t sees its own click
+
+
+def test_padding_does_not_change_scores(model: SASRec) -> None:
+    s = [5, 6, 7]
+    alone = hidden(model, [s])[0]
+    # the same row next to longer rows (more left padding) and with explicit padding columns
+    mixed = hidden(model, [[1, 2, 3, 4, 5, 6, 7, 8], s, [9]])[1]
+    np.testing.assert_allclose(mixed, alone, rtol=1e-5, atol=1e-6)
+    ref = model.score_batch([s])
+    np.testing.assert_allclose(model.score_batch([[0, 0, 5, 6, 7]]), ref, rtol=1e-5, atol=1e-6)  # 0 = padding
+    batch = model.score_batch([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], s, [4]])
+    np.testing.assert_allclose(batch[1], ref[0], rtol=1e-5, atol=1e-6)
+
+
+def test_inference_keeps_the_last_max_len_clicks(model: SASRec) -> None:
+    long = list(range(1, 21))  # 20 clicks, max_len = 8
+    np.testing.assert_allclose(model.score_batch([long]), model.score_batch([long[-8:]]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+def test_one_pass_evaluation_equals_prefix_scoring(model: SASRec, last_only: bool) -> None:
+    """iter_scores (all positions of a session in one pass, windows past max_len) == score_batch."""
+    test = Sessions.from_lists([[4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15], [3, 9], [7], [2, 3, 4]], n_items=N_ITEMS,
+                               last_only=last_only)
+    n = 0
+    for scores, targets, sess, plen in model.iter_scores(test, batch_size=5):
+        want = model.score_batch([test.session(s)[:p] for s, p in zip(sess, plen)])
+        np.testing.assert_allclose(scores[:, 1:], want[:, 1:], rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(targets, [test.session(s)[p] for s, p in zip(sess, plen)])
+        n += len(targets)
+    assert n == test.n_predictions()
+
+
+# ---------------------------------------------------------------------------------------- losses
+def test_bce_loss_by_hand() -> None:
+    pos, neg = torch.tensor([0.0, 2.0]), torch.tensor([1.0, -1.0])
+    # -log sigma(s+) - log(1 - sigma(s-)) = log(1 + e^-s+) + log(1 + e^s-), averaged over positions
+    want = ((math.log(2) + math.log(1 + math.e)) + (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)))) / 2
+    assert bce_loss(pos, neg).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_ce_loss_by_hand_ignores_padding_row() -> None:
+    E = torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], requires_grad=True)  # row 0 = padding
+    h = torch.tensor([[1.0, 2.0], [0.5, 0.0]], requires_grad=True)
+    target = torch.tensor([2, 3])
+    l1 = [1.0, 2.0, 3.0]  # h0 . E[1:]
+    l2 = [0.5, 0.0, 0.5]  # h1 . E[1:]
+    want = (-math.log(math.exp(2) / sum(map(math.exp, l1))) - math.log(math.exp(0.5) / sum(map(math.exp, l2)))) / 2
+    loss = ce_loss(h, E, target)
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    # gradients equal torch's cross-entropy over items 1..V; the padding row gets none
+    gh, gE = torch.autograd.grad(loss, (h, E))
+    rh, rE = torch.autograd.grad(F.cross_entropy(h @ E[1:].T, target - 1), (h, E))
+    torch.testing.assert_close(gh, rh)
+    torch.testing.assert_close(gE, rE)
+    assert torch.all(gE[0] == 0)
+
+
+@pytest.mark.parametrize("workspace", [None, "kept", "too-small"])
+def test_ce_loss_blocks_match_torch_on_many_rows(workspace: str | None) -> None:
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(700, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    E = torch.randn(5001, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(1, 5001, (700,), generator=g)
+    ws = None if workspace is None else SoftmaxWorkspace(max_bytes=1 << 30 if workspace == "kept" else 1 << 10)
+    ref = torch.autograd.grad(F.cross_entropy(h @ E[1:].T, t - 1) * 3.0, (h, E))
+    for _ in range(2):  # the workspace is reused by the next batch
+        ours = torch.autograd.grad(ce_loss(h, E, t, ws) * 3.0, (h, E))
+        torch.testing.assert_close(ours, ref)
+
+
+def test_sampled_ce_loss_by_hand() -> None:
+    pos = torch.tensor([1.0])
+    neg = torch.tensor([[0.5, 2.0]])
+    log_q_pos = torch.tensor([math.log(0.5)])
+    log_q_neg = torch.tensor([math.log(0.25), math.log(0.25)])
+    hit = torch.tensor([[False, True]])  # the second "negative" is the target itself: masked
+    a, b = 1.0 - math.log(0.5), 0.5 - math.log(0.25)
+    want = -math.log(math.exp(a) / (math.exp(a) + math.exp(b)))
+    assert sampled_ce_loss(pos, neg, log_q_pos, log_q_neg, hit).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_gbce_by_hand() -> None:
+    # alpha = k / (|I| - 1) = 2 / 4; beta = alpha (t (1 - 1/alpha) + 1/alpha)
+    assert gbce_beta(2, 5, 0.5) == pytest.approx(0.5 * (0.5 * (1 - 2) + 2))  # 0.75
+    assert gbce_beta(2, 5, 0.0) == pytest.approx(1.0)  # t = 0: plain BCE
+    assert gbce_beta(2, 5, 1.0) == pytest.approx(0.5)  # t = 1: beta = alpha
+    pos, neg = torch.tensor([0.3]), torch.tensor([[0.2, -1.0]])
+    want = -0.75 * math.log(1 / (1 + math.exp(-0.3))) - math.log(1 - 1 / (1 + math.exp(-0.2))) - math.log(
+        1 - 1 / (1 + math.exp(1.0)))
+    assert gbce_loss(pos, neg, 0.75).item() == pytest.approx(want, rel=1e-6)
+    masked = gbce_loss(pos, neg, 0.75, hit=torch.tensor([[False, True]])).item()
+    assert masked == pytest.approx(want + math.log(1 - 1 / (1 + math.exp(1.0))), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- learning
+@pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce", "gbce"])
+def test_learns_a_deterministic_cycle(loss: str) -> None:
+    # bce_exclude_seen=False: the paper's sampler never uses the session's own items as negatives,
+    # so it never learns to rank them below the target, which full ranking counts
+    cfg = dict(SMALL, n_blocks=1, n_heads=1, dropout=0.1, lr=0.01, n_epochs=15, loss=loss, n_negatives=8,
+               bce_exclude_seen=False)
+    m = SASRec(**cfg).fit(cycle_sessions(300))
+    r = evaluate(m, cycle_sessions(40, seed=1), cutoffs=(1, 5)).metrics
+    if loss == "gbce":  # with 8 of 30 items as negatives gBCE ranks the target top-5 but sharpens slowly
+        assert r["recall@5"] >= 0.95 and r["recall@1"] >= 0.4, r
+    else:
+        assert r["recall@1"] >= 0.9, f"{loss}: Recall@1 {r['recall@1']:.3f} on a deterministic cycle"
+
+
+def test_learns_to_copy_with_attention() -> None:
+    """Sessions a b c a b c: after the second a, the next item is b -- not a function of the last
+    click (a's successor differs in every session), only of what attention finds earlier on."""
+    rng = np.random.default_rng(0)
+
+    def data(n: int) -> Sessions:
+        return Sessions.from_lists([list(rng.choice(N_ITEMS, 3, replace=False) + 1) * 2 for _ in range(n)], n_items=N_ITEMS)
+
+    m = SASRec(**dict(SMALL, n_blocks=2, n_heads=1, dropout=0.0, lr=0.01, n_epochs=30, batch_size=64)).fit(data(400))
+    test = data(100)
+    hits = []
+    for scores, targets, _sess, plen in m.iter_scores(test):
+        keep = plen >= 4  # predictions that need the first half of the session
+        hits.append(scores[keep].argmax(1) == targets[keep])
+    assert np.concatenate(hits).mean() >= 0.9
+
+
+def test_nan_loss_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sasrec_module, "ce_loss", lambda h, E, target, *rest: (h * float("nan")).sum())
+    with pytest.raises(NextclickError, match="ce loss is nan at epoch 1, batch 1"):
+        SASRec(**dict(SMALL, loss="ce", n_epochs=1)).fit(cycle_sessions(200))
+
+
+def test_fit_is_deterministic_and_validation_restores_best_weights() -> None:
+    train, valid = cycle_sessions(200), cycle_sessions(30, seed=2)
+    cfg = dict(SMALL, n_epochs=3, eval_every=1, patience=0, valid_metric="mrr@20", valid_negatives=10)
+    a = SASRec(**cfg).fit(train, valid)
+    b = SASRec(**cfg).fit(train, valid)
+    for k, v in a._state().items():
+        np.testing.assert_array_equal(v, b._state()[k])
+    assert [r["epoch"] for r in a.history_] == [1, 2, 3] and all("valid" in r for r in a.history_)
+    best = max(a.history_, key=lambda r: r["valid"]["mrr@20"])
+    assert a.best_epoch_ == best["epoch"]
+    again = evaluate(a, valid, cutoffs=(10, 20)).metrics["mrr@20"]
+    assert again == pytest.approx(best["valid"]["mrr@20"], abs=1e-6)
+
+
+def test_bad_config_names_the_parameter() -> None:
+    with pytest.raises(NextclickError, match="loss"):
+        SASRec(loss="hinge", **SMALL).fit(cycle_sessions(20))
+    with pytest.raises(NextclickError, match="n_heads"):
+        SASRec(**dict(SMALL, hidden=10, n_heads=3)).fit(cycle_sessions(20))
+    with pytest.raises(NextclickError, match="valid_metric 'auc'"):
+        SASRec(**dict(SMALL, valid_metric="auc")).fit(cycle_sessions(20), cycle_sessions(5))
+
+
+# ---------------------------------------------------------------------------------------- attention
+def test_attention_rows_sum_to_one_over_visible_clicks(model: SASRec) -> None:
+    s = [3, 4, 5, 6, 7]
+    mats = model.attention(s)
+    assert len(mats) == model.config.n_blocks
+    for w in mats:
+        assert w.shape == (5, 5)
+        np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-5)
+        assert np.all(np.triu(w, 1) == 0)  # no weight on later clicks
+    heads = model.attention(s, per_head=True)
+    assert heads[0].shape == (model.config.n_heads, 5, 5)
+    np.testing.assert_allclose(heads[0].mean(0), mats[0], rtol=1e-6)
+    # a long session keeps its last max_len clicks
+    assert model.attention(list(range(1, 21)))[0].shape == (8, 8)
+
+
+def test_click_weights_for_a_live_session(model: SASRec) -> None:
+    ids, w = model.click_weights([3, 4, 999, 5])  # 999 is unknown: ignored
+    assert ids.tolist() == [3, 4, 5] and w.shape == (3,)
+    assert w.sum() == pytest.approx(1.0, rel=1e-5) and np.all(w >= 0)
+    ids, w = model.click_weights([999])
+    assert ids.size == 0 and w.size == 0
+
+
+# ---------------------------------------------------------------------------------------- artifacts
+def test_save_load_round_trip_gives_identical_scores(model: SASRec, tmp_path: Path) -> None:
+    loaded = Recommender.load(model.save(tmp_path / "m"))
+    assert isinstance(loaded, SASRec) and loaded.config == model.config
+    sessions = [[1, 2, 3], [7], list(range(1, 25))]
+    np.testing.assert_array_equal(loaded.score_batch(sessions), model.score_batch(sessions))
+    for a, b in zip(loaded.attention([4, 5, 6]), model.attention([4, 5, 6])):
+        np.testing.assert_array_equal(a, b)

@@ -161,12 +161,13 @@ def test_gbce_by_hand() -> None:
 
 
 # ---------------------------------------------------------------------------------------- learning
-@pytest.mark.parametrize("loss", ["bce", "ce", "sampled_ce", "gbce"])
-def test_learns_a_deterministic_cycle(loss: str) -> None:
+@pytest.mark.parametrize("loss,sharing", [("bce", "auto"), ("ce", "auto"), ("sampled_ce", "auto"),
+                                          ("sampled_ce", "sequence"), ("gbce", "auto"), ("gbce", "batch")])
+def test_learns_a_deterministic_cycle(loss: str, sharing: str) -> None:
     # bce_exclude_seen=False: the paper's sampler never uses the session's own items as negatives,
     # so it never learns to rank them below the target, which full ranking counts
     cfg = dict(SMALL, n_blocks=1, n_heads=1, dropout=0.1, lr=0.01, n_epochs=15, loss=loss, n_negatives=8,
-               bce_exclude_seen=False)
+               bce_exclude_seen=False, neg_sharing=sharing)
     m = SASRec(**cfg).fit(cycle_sessions(300))
     r = evaluate(m, cycle_sessions(40, seed=1), cutoffs=(1, 5)).metrics
     if loss == "gbce":  # with 8 of 30 items as negatives gBCE ranks the target top-5 but sharpens slowly

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
 from nextclick.sessions import Sessions
 
@@ -41,7 +42,7 @@ class SequentialRules(Recommender):
 
     def _fit(self, train: Sessions, valid: Sessions | None) -> None:
         if self.config.steps < 1:
-            raise ValueError("steps must be >= 1")
+            raise NextclickError(f"sr: steps must be an integer >= 1, got {self.config.steps}")
         sid = train.session_index()
         rows, cols, vals = [], [], []
         for d in range(1, self.config.steps + 1):  # loop over distances, vectorized over clicks

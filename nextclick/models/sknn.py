@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
 from nextclick.sessions import Sessions, gather_prefixes
 
@@ -61,7 +62,7 @@ class VSKNN(Recommender):
 
     def _fit(self, train: Sessions, valid: Sessions | None) -> None:
         if self.config.k < 1:
-            raise ValueError("k must be >= 1")
+            raise NextclickError(f"vsknn: k must be an integer >= 1, got {self.config.k}")
         sid = train.session_index()
         s = sp.csr_matrix(
             (np.ones(sid.size, dtype=np.float32), (sid, train.items)),

@@ -88,14 +88,20 @@ def server_breakdown(url: str) -> dict:
 
 
 def micro(model_dir: str, n: int = 300) -> dict:
-    """In-process cost of one click: model step, top-k, memory-store round trip."""
+    """In-process cost of one click as the service computes it (batch of one, one thread): model
+    step (GRU step / SASRec forward, or the baselines' scores), top-k (for GRU4Rec/SASRec the
+    fp16-candidate TopK of nextclick.scoring, otherwise a sort of the full score row), memory-store
+    round trip."""
     import torch
 
     from nextclick.models.base import Recommender
+    from nextclick.scoring import TopK
     from nextclick.store import MemoryStore, SessionRecord
 
     torch.set_num_threads(1)
     m = Recommender.load(model_dir)
+    layer = m.output_layer()
+    scorer = TopK(layer[0], layer[1]) if layer is not None else None
     rng = np.random.default_rng(0)
     items = rng.integers(1, m.n_items_ + 1, size=n)
     size = m.live_state_size()
@@ -104,10 +110,16 @@ def micro(model_dir: str, n: int = 300) -> dict:
     clicks: list[int] = []
     for i in range(n):
         clicks = [*clicks[-9:], int(items[i])]
+        excl = [np.array(clicks)]
         t0 = time.perf_counter()
-        st, sc = m.live_step(st, [np.array(clicks)], items[i : i + 1])
-        t1 = time.perf_counter()
-        m.topk(sc, 20, [np.zeros(0, np.int64)])
+        if scorer is not None:
+            st, q = m.live_query(st, [np.array(clicks)], items[i : i + 1])
+            t1 = time.perf_counter()
+            scorer.topk(q, 20, excl)
+        else:
+            st, sc = m.live_step(st, [np.array(clicks)], items[i : i + 1])
+            t1 = time.perf_counter()
+            m.topk(sc, 20, excl)
         t2 = time.perf_counter()
         t_step += t1 - t0
         t_top += t2 - t1

@@ -168,6 +168,90 @@ def train(
     typer.echo(f"trained {model} in {rec.fit_seconds_:.2f} s -> {out}")
 
 
+class Direction(str, Enum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="Model name (see `nextclick models`).")],
+    space: Annotated[
+        str,
+        typer.Option(
+            "--space",
+            help='Search space: a JSON file or inline JSON, e.g. \'{"k": {"low": 50, "high": 500}, '
+            '"decay": {"choices": ["linear", "div"]}}\' (low/high + optional log, step; or choices).',
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for trials.csv and best.json.")],
+    data: Annotated[
+        Optional[Path], typer.Option("--data", help="Prepared dataset dir: trains on train_tr (loo: train), scores on valid.")
+    ] = None,
+    train: Annotated[
+        Optional[Path], typer.Option("--train", help="Training click file, e.g. train_tr.tsv (with --valid).")
+    ] = None,
+    valid: Annotated[
+        Optional[Path], typer.Option("--valid", help="Validation click file, e.g. train_valid.tsv (with --train).")
+    ] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="Named preset of the model as the base parameters.")] = None,
+    param: Annotated[
+        Optional[list[str]], typer.Option("--param", "--fixed", "-p", help="Fix a hyper-parameter: key=value (repeatable).")
+    ] = None,
+    trials: Annotated[int, typer.Option("--trials", help="New trials to run.")] = 20,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Start no new trial after this many seconds.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Validation metric: recall@K, mrr@K, ndcg@K, ...")] = "mrr@20",
+    direction: Annotated[Direction, typer.Option("--direction", help="Whether a higher or lower metric is better.")] = (
+        Direction.maximize
+    ),
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the TPE sampler (same seed, same trials).")] = 0,
+    storage: Annotated[
+        Optional[str], typer.Option("--storage", help="Optuna RDB URL (sqlite:///tune.db) to keep and resume the study.")
+    ] = None,
+    study_name: Annotated[
+        Optional[str], typer.Option("--study-name", help="Study name in --storage (default nextclick-MODEL-METRIC).")
+    ] = None,
+) -> None:
+    """Search MODEL's hyper-parameters with Optuna on validation data only (the test split is never read)."""
+    from nextclick.models import get_model_class
+    from nextclick.models.base import parse_params
+    from nextclick.tune import check_arguments, load_tuning_data, require_optuna
+    from nextclick.tune import tune as run_tune
+
+    # every argument is checked before any data is read
+    fixed = parse_params(get_model_class(model).Config, param or [])
+    klass, search = check_arguments(
+        model, space, preset=preset, fixed=fixed, metric=metric, direction=direction.value, n_trials=trials, timeout=timeout
+    )
+    optuna = require_optuna()
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    d = load_tuning_data(data, train, valid)
+    typer.echo(
+        f"tuning {model} on {d.train.n_events:,} clicks / {d.train.n_sessions:,} sessions ({d.sources['train']}), "
+        f"scoring {metric} on {d.valid.n_predictions():,} predictions ({d.sources['valid']})",
+        err=True,
+    )
+    res = run_tune(
+        klass,
+        d,
+        search,
+        preset=preset,
+        fixed=fixed,
+        metric=metric,
+        direction=direction.value,
+        n_trials=trials,
+        timeout=timeout,
+        seed=seed,
+        storage=storage,
+        study_name=study_name,
+        out=out,
+        echo=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(f"best {metric}={res.best_value:.4f} at trial {res.best_trial} ({res.n_complete} complete, {res.n_failed} failed)")
+    typer.echo(f"params {json.dumps(res.best_params, sort_keys=True)} -> {out}/best.json, {out}/trials.csv")
+
+
 def _report_encode(rep, path) -> None:
     d = rep.as_dict()
     if any(d.values()):
@@ -329,6 +413,12 @@ def quickstart(
     run_quickstart(out, ShopConfig(n_sessions=n_sessions, seed=seed), models=model or None, echo=typer.echo)
 
 
+class ScoringMode(str, Enum):
+    auto = "auto"
+    exact = "exact"
+    fp16 = "fp16"
+
+
 class StoreKind(str, Enum):
     memory = "memory"
     redis = "redis"
@@ -349,6 +439,11 @@ def serve(
     ] = 1_000_000,
     max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 100,
     max_batch: Annotated[int, typer.Option(help="Most requests scored together in one model call.")] = 64,
+    scoring: Annotated[
+        ScoringMode,
+        typer.Option(help="Top-k of GRU4Rec/SASRec: exact float32 product, fp16 candidates re-scored and proven exact, "
+                     "or auto (fp16 for item matrices over 8 MB)."),
+    ] = ScoringMode.auto,
     admin_token_env: Annotated[
         str, typer.Option(help="Environment variable holding the token for POST /admin/reload (unset: reload via SIGHUP only).")
     ] = "NEXTCLICK_ADMIN_TOKEN",
@@ -371,6 +466,7 @@ def serve(
         max_sessions=max_sessions,
         max_k=max_k,
         max_batch=max_batch,
+        scoring=scoring.value,
         admin_token=os.environ.get(admin_token_env) or None,
     )
     uvicorn.run(

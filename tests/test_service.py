@@ -260,3 +260,47 @@ def test_recommendations_follow_a_shift_of_intent(shop_models) -> None:
         assert share(after, second) > 0.5 and share(after, second) > share(before, second)
     finally:
         stop(proc)
+
+
+def test_fast_click_path_answers_like_the_fastapi_route(svc, shop_models) -> None:
+    # application/json clicks take the middleware's fast path; another JSON media type sends the
+    # same body through FastAPI's route: the answers must agree
+    items = known_items(shop_models, 3)
+    with httpx.Client(base_url=svc) as c:
+        for i, it in enumerate(items):
+            body = {"item": it, "k": 7, "exclude_seen": True, "deny": [items[0]]}
+            fast = click(c, "fast-path", it, k=7, exclude_seen=True, deny=[items[0]])
+            slow = c.post("/v1/sessions/slow-path/clicks", content=httpx.Request("POST", "/", json=body).content,
+                          headers={"content-type": "application/vnd.api+json"})
+            assert fast.status_code == slow.status_code == 200, (fast.text, slow.text)
+            f, s = fast.json(), slow.json()
+            assert f.pop("session_id") == "fast-path" and s.pop("session_id") == "slow-path"
+            assert f == s and f["n_clicks"] == i + 1
+            assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+        # bodies the fast path does not accept still get FastAPI's validation answers
+        assert c.post("/v1/sessions/fast-path/clicks", json={"item": items[0], "k": 5.5}).status_code == 422
+        assert c.post("/v1/sessions/fast-path/clicks", json={"item": items[0], "extra": 1}).status_code == 422
+        assert c.post("/v1/sessions/fast-path/clicks", json={"item": True}).status_code == 422
+        assert c.post("/v1/sessions/fast-path/clicks", json={"item": items[0], "k": 10_000}).status_code == 422
+        assert c.post("/v1/sessions/" + "x" * 500 + "/clicks", json={"item": items[0]}).status_code == 422
+        got = c.get("/v1/sessions/fast-path/recommendations", params={"k": 7, "exclude_seen": True}).json()
+        assert got["n_clicks"] == 3
+        text = c.get("/metrics").text
+        assert 'nextclick_requests_total{endpoint="clicks",status="200"}' in text
+
+
+@pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
+def test_fp16_scoring_serves_the_exact_top_k(shop_models) -> None:
+    items = known_items(shop_models, 5)
+    exact, url_e = start_service(shop_models["dirs"]["gru4rec"], "--scoring", "exact")
+    half, url_h = start_service(shop_models["dirs"]["gru4rec"], "--scoring", "fp16")
+    try:
+        with httpx.Client() as c:
+            for it in items:
+                e = c.post(f"{url_e}/v1/sessions/s/clicks", json={"item": it, "k": 20, "exclude_seen": True}).json()
+                h = c.post(f"{url_h}/v1/sessions/s/clicks", json={"item": it, "k": 20, "exclude_seen": True}).json()
+                np.testing.assert_allclose(h["scores"], e["scores"], rtol=1e-5, atol=1e-6)
+                assert h["items"] == e["items"] or sorted(h["items"]) == sorted(e["items"])
+    finally:
+        stop(exact)
+        stop(half)

@@ -176,6 +176,22 @@ class Recommender:
         """Scores (B, n_items + 1) for sessions as they stand (no new click)."""
         return self.score_batch([c[-self.live_max_clicks :] for c in clicks])
 
+    # Dot-product models (GRU4Rec, SASRec) score the next click as ``q @ W.T + b``. They expose W
+    # and the query vectors so the service can pick the top k with :class:`nextclick.scoring.TopK`
+    # instead of materialising and sorting (B, n_items + 1) float32 scores.
+    def output_layer(self) -> tuple[Any, Any] | None:
+        """(W (n_items + 1, d), b (n_items + 1,) or None) as float32 torch tensors, when the
+        model's scores are ``q @ W.T + b``; None (the default) otherwise."""
+        return None
+
+    def live_query(
+        self, states: np.ndarray | None, clicks: Sequence[np.ndarray], new_items: np.ndarray | None
+    ) -> tuple[np.ndarray | None, Any]:
+        """Like :meth:`live_step` (``new_items`` None: like :meth:`live_scores`, the state is
+        unchanged) but returns the (B, d) query vectors instead of scores. Only models whose
+        :meth:`output_layer` is not None implement it."""
+        raise NotImplementedError(f"{self.name} is not a dot-product model")
+
     def topk(
         self, scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
         allow: np.ndarray | None = None, deny: np.ndarray | None = None,

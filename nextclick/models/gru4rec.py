@@ -1034,34 +1034,43 @@ class GRU4Rec(Recommender):
             self._out_cache = cache
         return cache[1], cache[2]
 
-    def _live_scores_t(self, S: torch.Tensor) -> np.ndarray:
+    def _live_scores_t(self, top: torch.Tensor) -> np.ndarray:
         W, b = self._output_matrix()
-        top = S[:, -self.config.layers[-1] :].contiguous()
         scores = torch.addmm(b, top, W.t()).numpy()
         scores[:, 0] = -np.inf
         return scores
 
-    def live_step(self, states, clicks, new_items):  # type: ignore[override]
-        """One GRU step per session (unknown items, index 0, leave the state unchanged)."""
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._output_matrix()
+
+    def live_query(self, states, clicks, new_items):  # type: ignore[override]
+        """One GRU step per session (``new_items`` None or an unknown item, index 0, leave the
+        state unchanged); the query is the top layer's new state."""
         self._check_fitted()
-        x = np.asarray(new_items, dtype=np.int64)
-        st = self.init_state(x.size) if states is None else np.asarray(states, dtype=np.float32).reshape(x.size, self.state_size)
+        B = len(clicks) if new_items is None else len(new_items)
+        st = self.init_state(B) if states is None else np.asarray(states, dtype=np.float32).reshape(B, self.state_size)
         with torch.no_grad(), _one_thread():
             S = torch.from_numpy(np.array(st, dtype=np.float32, copy=True))
-            known = x > 0
-            if known.any():
-                H = [h.contiguous() for h in torch.split(S, list(self.config.layers), dim=1)]
-                Hn = torch.cat(self.net_.forward(torch.from_numpy(x), H), dim=1)
-                S = Hn if known.all() else torch.where(torch.from_numpy(known)[:, None], Hn, S)
-            scores = self._live_scores_t(S)
-        return S.numpy(), scores
+            if new_items is not None:
+                x = np.asarray(new_items, dtype=np.int64)
+                known = x > 0
+                if known.any():
+                    H = [h.contiguous() for h in torch.split(S, list(self.config.layers), dim=1)]
+                    Hn = torch.cat(self.net_.forward(torch.from_numpy(x), H), dim=1)
+                    S = Hn if known.all() else torch.where(torch.from_numpy(known)[:, None], Hn, S)
+            return S.numpy(), S[:, -self.config.layers[-1] :].contiguous()
+
+    def live_step(self, states, clicks, new_items):  # type: ignore[override]
+        """One GRU step per session (unknown items, index 0, leave the state unchanged)."""
+        S, q = self.live_query(states, clicks, new_items)
+        with torch.no_grad(), _one_thread():
+            return S, self._live_scores_t(q)
 
     def live_scores(self, states, clicks):  # type: ignore[override]
         """Scores from stored states (no new click): the output layer over the top layer's state."""
-        self._check_fitted()
-        st = np.asarray(states, dtype=np.float32).reshape(-1, self.state_size)
+        _, q = self.live_query(states, clicks, None)
         with torch.no_grad(), _one_thread():
-            return self._live_scores_t(torch.from_numpy(np.ascontiguousarray(st)))
+            return self._live_scores_t(q)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, np.ndarray]:

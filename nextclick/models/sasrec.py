@@ -664,6 +664,28 @@ class SASRec(Recommender):
         out[:, 0] = -np.inf
         return out
 
+    # ------------------------------------------------------------------ live sessions (serving)
+    def output_layer(self) -> tuple[torch.Tensor, None]:
+        return self.net_.item_emb.weight.detach(), None
+
+    def live_query(self, states, clicks, new_items):  # type: ignore[override]
+        """Hidden state at the last position of each session's last T known clicks (no state of
+        its own: the store keeps the clicks)."""
+        self._check_fitted()
+        T = self.config.max_len
+        seqs = [np.asarray(c, dtype=np.int64) for c in clicks]
+        seqs = [s[(s > 0) & (s <= self.n_items_)][-T:] for s in seqs]
+        t = max(max((s.size for s in seqs), default=1), 1)
+        x = np.zeros((len(seqs), t), dtype=np.int64)
+        for r, s in enumerate(seqs):
+            if s.size:
+                x[r, t - s.size :] = s
+        empty = (x > 0).sum(1) == 0
+        if empty.any():  # not expected from the service (it answers those with popularity)
+            raise NextclickError("sasrec.live_query: a session has no known click")
+        h = self._hidden(x, np.ones(len(seqs), dtype=np.int64))
+        return states, h.float().cpu().contiguous()
+
     def _score(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> np.ndarray:
         T = self.config.max_len
         out = np.empty((len(sess), self.n_items_ + 1), dtype=np.float32)

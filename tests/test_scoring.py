@@ -1,0 +1,82 @@
+"""TopK: the fp16-candidate path returns exactly what float32 scoring returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nextclick.scoring import TopK, fp16_available
+
+pytestmark = pytest.mark.skipif(not fp16_available(), reason="no fbgemm fp16 GEMM in this torch build")
+
+
+def exact_topk(W: torch.Tensor, b: torch.Tensor | None, q: torch.Tensor, k: int, drop: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    s = (q @ W.T + (b if b is not None else 0)).numpy().astype(np.float64)
+    s[0] = -np.inf
+    s[drop] = -np.inf
+    order = np.argsort(-s, kind="stable")[:k]
+    return order, s[order]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fp16_candidates_give_the_exact_top_k(bias: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    V, d, k = 5000, 32, 20
+    W = torch.randn(V, d, generator=g) * 0.5
+    b = torch.randn(V, generator=g) * 0.1 if bias else None
+    Q = torch.randn(40, d, generator=g)
+    fast, ref = TopK(W, b, mode="fp16", margin=8), TopK(W, b, mode="exact")
+    assert fast.mode == "fp16" and ref.mode == "exact"
+    rng = np.random.default_rng(0)
+    excl = [rng.integers(1, V, size=5) for _ in range(40)]
+    deny = [rng.integers(1, V, size=3) if r % 2 else None for r in range(40)]
+    ids, sc = fast.topk(Q, k, excl, deny=deny)
+    ids2, sc2 = ref.topk(Q, k, excl, deny=deny)
+    for r in range(40):
+        drop = [*excl[r].tolist(), *([] if deny[r] is None else deny[r].tolist())]
+        want_ids, want_sc = exact_topk(W, b, Q[r], k, drop)
+        np.testing.assert_allclose(sc[r], want_sc, rtol=1e-5, atol=1e-5)  # the exact float32 scores
+        np.testing.assert_allclose(sc2[r], want_sc, rtol=1e-5, atol=1e-5)
+        assert set(ids[r].tolist()) == set(want_ids.tolist())
+        assert not set(ids[r].tolist()) & set(drop) and 0 not in ids[r]
+
+
+def test_near_ties_fall_back_to_exact_scoring() -> None:
+    # items 1..60 score within fp16 rounding of each other: the candidate set cannot be proven
+    # complete, so the row is re-scored over the whole catalogue (and counted)
+    V, d = 3000, 16
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(V, d, generator=g) * 0.01
+    base = torch.randn(d, generator=g)
+    W[1:61] = base + torch.randn(60, d, generator=g) * 1e-4
+    q = base[None] * 3
+    fast = TopK(W, None, mode="fp16", margin=4)
+    ids, sc = fast.topk(q, 10)
+    want_ids, want_sc = exact_topk(W, None, q[0], 10, [])
+    assert fast.fallbacks == 1
+    np.testing.assert_allclose(sc[0], want_sc, rtol=1e-6)
+    # near-ties may order differently in float32 and float64: each returned item's own exact score
+    # equals the reference score at its rank
+    s = (q[0].double() @ W.double().T).numpy()
+    np.testing.assert_allclose(s[ids[0]], want_sc, rtol=1e-6)
+
+
+def test_allow_lists_and_short_rows() -> None:
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(200, 8, generator=g)
+    q = torch.randn(2, 8, generator=g)
+    tk = TopK(W, None, mode="fp16")
+    allow = [np.array([5, 7, 9, 0, 500]), None]
+    ids, sc = tk.topk(q, 5, exclude=[np.array([7]), None], allow=allow)
+    assert set(ids[0][np.isfinite(sc[0])].tolist()) == {5, 9}  # 0 and out-of-range ids ignored, 7 excluded
+    assert np.isinf(sc[0][2:]).all() and (ids[0][2:] == 0).all()
+    assert np.isfinite(sc[1]).all()
+    s = (W @ q[1]).numpy()
+    s[0] = -np.inf
+    np.testing.assert_allclose(sc[1], np.sort(s)[::-1][:5], rtol=1e-6)
+
+
+def test_bad_mode() -> None:
+    with pytest.raises(ValueError, match="scoring mode"):
+        TopK(torch.zeros(3, 2), None, mode="int4")  # type: ignore[arg-type]

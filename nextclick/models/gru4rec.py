@@ -61,6 +61,11 @@ Deliberate deviations (from the papers; most follow the official PyTorch impleme
   rate does not depend on how many slots are still alive at the end of an epoch.
 * logQ correction (cross-entropy only): in-batch targets are corrected by ``log(count)``, the
   shared samples by ``sample_alpha * log(count)`` (their sampling distribution), as officially.
+* Each step scores and updates each DISTINCT sampled negative once, its draw count folded into
+  the softmax (``+ log(count)`` on the cross-entropy logits, a weight on BPR-max's softmax over
+  negatives): the same loss and gradients as scoring every drawn column (a repeated column's
+  terms are identical; checked against autograd over the repeated columns in the tests), with
+  far fewer columns when the catalogue is small (2048 draws hold ~1,150 distinct rsc15 items).
 * Negatives are drawn with Walker's alias method (exact, O(1) per draw) instead of a binary
   search over the cumulative distribution; the result has the same distribution.
 * CPU only (the official code targets a GPU); no L2 regularisation, gradient clipping or other
@@ -199,7 +204,8 @@ def xe_loss_grad(
 
 
 def bpr_max_loss_grad(
-    R: torch.Tensor, bpreg: float, elu_param: float, scale: float, out: torch.Tensor | None = None
+    R: torch.Tensor, bpreg: float, elu_param: float, scale: float, out: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BPR-max with score regularisation over ELU scores; row ``i``'s target is column ``i``.
 
@@ -207,6 +213,8 @@ def bpr_max_loss_grad(
     its negatives (every column but the target) and ``t`` the target's score, the loss is
     ``scale * sum_i [-log(sum_j s_j sigmoid(t - o_j) + 1e-24) + bpreg * sum_j s_j o_j^2]``.
     Returns ``(loss, dL/dR)`` (written to ``out`` when given). ``R`` may be overwritten.
+    ``weights`` (M,): column ``j`` stands for ``weights[j]`` identical negatives (its softmax weight
+    is multiplied by it), which equals repeating the column that many times.
     """
     a = float(elu_param)
     if a > 0:
@@ -221,6 +229,8 @@ def bpr_max_loss_grad(
     e.diagonal().zero_()
     # sigmoid(t - o_j) = 1 / (1 + exp(o_j - c) exp(c - t)), reusing the softmax's exponentials
     sig = torch.mul(e, torch.sub(c, t).clamp_(max=80.0).exp_()).add_(1.0).reciprocal_()
+    if weights is not None:
+        e.mul_(weights)
     s = e.div_(e.sum(dim=1, keepdim=True))  # softmax over the negatives, zero at the target
     A = torch.linalg.vecdot(sig, s, dim=1)  # (B,)
     O2 = O * O
@@ -452,7 +462,7 @@ class _AdagradM:
     momentum), which gives identical results with fewer index operations.
     """
 
-    dense_ratio = 2.0  # dense path when n_rows <= dense_ratio * touched rows (with repeats)
+    dense_ratio = 4.0  # dense path when n_rows <= dense_ratio * touched rows (negatives distinct)
 
     def __init__(self, net: _Net, lr: float, momentum: float, nesterov: bool, eps: float) -> None:
         self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
@@ -580,6 +590,7 @@ class _Fwd:
     m_e: torch.Tensor | None  # embedding dropout mask
     cache: list  # per layer: (input, previous state, [r z], candidate, U_n h + b, candidate - state, dropout mask)
     lq: torch.Tensor | None  # (M,) logQ correction of the scores, or None
+    w: torch.Tensor | None  # (M,) BPR-max: how many sampled negatives each column stands for
 
 
 class _Trainer:
@@ -610,7 +621,10 @@ class _Trainer:
         sizes, mode, b = net.sizes, net.mode, x.numel()
         D, L = sizes[-1], len(sizes)
         V = net.views
-        y_all = y if neg is None else torch.cat((y, neg))  # (M,) M = b + S
+        cnt = None
+        if neg is not None:  # each distinct negative once, weighted by how often it was drawn
+            neg, cnt = self._distinct(neg)
+        y_all = y if neg is None else torch.cat((y, neg))  # (M,) M = b + distinct negatives
         if mode == "constrained":
             G = net.out.index_select(0, torch.cat((x, y_all)))  # (b + M, D + 1), one gather
             Gout, inp = G[b:], G[:b, :D]  # (M, D + 1), (b, D)
@@ -642,12 +656,30 @@ class _Trainer:
             cache.append((inp, Hp, rz, n, ghn, dn, m))
             H[l] = h  # the (dropped-out) output is the new hidden state, as in the official code
             inp = h
-        lq = None
-        if self.logq_t is not None:
-            lq = self.logq_t.index_select(0, y_all)
+        lq = w = None
+        if self.xe and (self.logq_t is not None or cnt is not None):
+            # logits R - lq; a negative drawn c times enters the softmax c times: + log(c)
+            lq = self.logq_t.index_select(0, y_all) if self.logq_t is not None else torch.zeros(y_all.numel())
             if neg is not None:
-                lq[b:] = self.logq_s.index_select(0, neg)  # type: ignore[union-attr]
-        return _Fwd(b, x, y_all, Gout, hx, m_e, cache, lq)
+                lq_s = self.logq_s.index_select(0, neg) if self.logq_s is not None else torch.zeros(neg.numel())
+                lq[b:] = lq_s.sub_(cnt.log())  # type: ignore[union-attr]
+        elif cnt is not None:
+            w = torch.cat((torch.ones(b), cnt))
+        return _Fwd(b, x, y_all, Gout, hx, m_e, cache, lq, w)
+
+    def _distinct(self, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distinct sampled negatives (sorted) and how often each was drawn (float). Scoring and
+        updating each distinct item once, with its count folded into the softmax, gives the same
+        loss and gradients as the repeated columns (a repeated column's softmax terms are
+        identical) at a fraction of the cost: 2048 draws from rsc15-100k's 2,933 items hold about
+        1,150 distinct ones."""
+        n = self.net.out.shape[0]
+        if n <= 16 * neg.numel():
+            c = torch.bincount(neg, minlength=n)
+            u = torch.nonzero(c).flatten()
+            return u, c.index_select(0, u).float()
+        u, c = torch.unique(neg, return_counts=True)
+        return u, c.float()
 
     def loss(self, f: _Fwd, dR: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
         """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D) with dL/d(top-layer output)."""
@@ -655,7 +687,7 @@ class _Trainer:
         if self.xe:
             loss, _ = xe_loss_grad(R, f.lq, self.scale, out=dR)
         else:
-            loss, _ = bpr_max_loss_grad(R, self.cfg.bpreg, self.cfg.elu_param, self.scale, out=dR)
+            loss, _ = bpr_max_loss_grad(R, self.cfg.bpreg, self.cfg.elu_param, self.scale, out=dR, weights=f.w)
         torch.mm(dR, f.Gout[:, : self.net.sizes[-1]], out=dh)
         return loss
 

@@ -31,11 +31,17 @@ print(json.dumps({"fit": fit, "ev_s": events / fit, "rss_mb": resource.getrusage
                   "r20": r["recall@20"], "m20": r["mrr@20"], "r5": r["recall@5"], "m5": r["mrr@5"], "eval_s": r["eval_seconds"]}))
 """
 
+# name: (preset, extra params, label, official reference row from the GRU4Rec issue or None)
+REF_XE2048 = (0.676, 0.357, 0.509, 0.339, 71, 7.4, 1.1)
+REF_XE512 = (0.679, 0.366, 0.516, 0.349, 47, 11, 0.86)
+REF_BPR = (0.687, 0.366, 0.522, 0.349, 83, 6.3, 1.2)
 CONFIGS = {
-    "rsc15": ("rsc15", {}, "cross-entropy, RSC15 preset (n_sample 2048)", (0.676, 0.357, 0.509, 0.339, 71, 7.4, 1.1)),
-    "rsc15_n512": ("rsc15", {"n_sample": 512}, "cross-entropy, RSC15 preset, n_sample 512", (0.679, 0.366, 0.516, 0.349, 47, 11, 0.86)),
-    "rsc15_official": ("rsc15_official", {}, "cross-entropy, official rsc15 paramfile", None),
-    "retailrocket": ("retailrocket", {}, "BPR-max, RetailRocket preset", (0.687, 0.366, 0.522, 0.349, 83, 6.3, 1.2)),
+    "rsc15": ("rsc15", {}, "cross-entropy, issue's RSC15 preset, n_sample 2048", REF_XE2048),
+    "rsc15_official": ("rsc15_official", {}, "cross-entropy, official rsc15 paramfile, n_sample 2048", REF_XE2048),
+    "rsc15_n512": ("rsc15", {"n_sample": 512}, "cross-entropy, issue's RSC15 preset, n_sample 512", REF_XE512),
+    "rsc15_official_n512": ("rsc15_official", {"n_sample": 512}, "cross-entropy, official rsc15 paramfile, n_sample 512", REF_XE512),
+    "rsc15_tuned": ("rsc15_tuned", {}, "cross-entropy, rsc15_tuned (chosen on train_tr -> valid), n_sample 512", REF_XE512),
+    "retailrocket": ("retailrocket", {}, "BPR-max, RetailRocket preset", REF_BPR),
 }
 
 
@@ -43,21 +49,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="42")
     ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads while training (n_threads)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    print("| run | seeds | Recall@20 | MRR@20 | Recall@5 | MRR@5 | training s | events/s | peak RSS GB | eval s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | seeds | Recall@20 | MRR@20 | Recall@5 | MRR@5 | training s | events/s | x official | peak RSS GB | eval s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    per_seed = []
     for name in args.configs.split(","):
         preset, extra, label, ref = CONFIGS[name]
+        extra = {**extra, "n_threads": args.threads}
         res = []
         for seed in seeds:
             out = subprocess.run([sys.executable, "-c", CHILD, preset, str(seed), json.dumps(extra)], capture_output=True, text=True, check=True)
             res.append(json.loads(out.stdout.strip().splitlines()[-1]))
         mean = {k: sum(r[k] for r in res) / len(res) for k in res[0]}
+        ratio = f"{mean['ev_s'] / (ref[5] * 1000):.2f}" if ref else "-"
         print(f"| nextclick: {label} | {','.join(map(str, seeds))} | {mean['r20']:.4f} | {mean['m20']:.4f} | {mean['r5']:.4f} | {mean['m5']:.4f} | "
-              f"{mean['fit']:.1f} | {mean['ev_s'] / 1000:.1f}k | {max(r['rss_mb'] for r in res) / 1024:.2f} | {mean['eval_s']:.2f} |")
+              f"{mean['fit']:.1f} | {mean['ev_s'] / 1000:.1f}k | {ratio} | {max(r['rss_mb'] for r in res) / 1024:.2f} | {mean['eval_s']:.2f} |")
         if ref:
-            print(f"| official (reference): {label} | - | {ref[0]:.3f} | {ref[1]:.3f} | {ref[2]:.3f} | {ref[3]:.3f} | {ref[4]} | {ref[5]}k | {ref[6]} | - |")
+            print(f"| official (reference): {label.split(',')[0]}, issue table | - | {ref[0]:.3f} | {ref[1]:.3f} | {ref[2]:.3f} | {ref[3]:.3f} | {ref[4]} | {ref[5]}k | 1 | {ref[6]} | - |")
+        per_seed.append(f"{name}: " + ", ".join(f"{s} {r['r20']:.4f}/{r['m20']:.4f}" for s, r in zip(seeds, res)))
+    print("\nper seed (Recall@20/MRR@20): " + "; ".join(per_seed))
 
 
 if __name__ == "__main__":

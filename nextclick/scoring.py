@@ -164,10 +164,14 @@ class TopK:
             finally:
                 if threads and threads != old:
                     torch.set_num_threads(old)
-            if self.mode == "exact":
-                self._mask_rows(s, [exclude[r] for r in plain], [deny[r] for r in plain])
-                v, ix = self._top(s, k)
-                vn, ixn = v.numpy(), ix.numpy()
+            if self.mode == "exact":  # small catalogues: numpy's partial sort of the score rows
+                sn = s.numpy()
+                for i, r in enumerate(plain):
+                    sn[i, self._dropped(exclude[r], deny[r])] = -np.inf
+                part = np.argpartition(-sn, k - 1, axis=1)[:, :k]
+                ps = np.take_along_axis(sn, part, 1)
+                order = np.argsort(-ps, axis=1, kind="stable")
+                vn, ixn = np.take_along_axis(ps, order, 1), np.take_along_axis(part, order, 1)
             else:
                 # candidates from the unmasked approximate scores, with room for the items to drop
                 drop = [self._dropped(exclude[r], deny[r]) for r in plain]

@@ -827,6 +827,25 @@ class GRU4Rec(Recommender):
             embedding=0,
             n_epochs=10,
         ),
+        # cross-entropy with n_sample 512, chosen by `nextclick tune` (Optuna TPE, 30 trials, MRR@20)
+        # on rsc15-100k train_tr -> train_valid only, from rsc15_official (command: docs/benchmarks.md)
+        "rsc15_tuned": dict(
+            layers=(100,),
+            batch_size=32,
+            dropout_p_embed=0.43,
+            dropout_p_hidden=0.48,
+            learning_rate=0.089,
+            momentum=0.29,
+            n_sample=512,
+            sample_alpha=0.6,
+            bpreg=0.0,
+            elu_param=0.0,
+            logq=1.0,
+            loss="cross-entropy",
+            constrained_embedding=True,
+            embedding=0,
+            n_epochs=10,
+        ),
         # the official paramfiles/retailrocket_bprmax_shared_best.py: best BPR-max setting on RetailRocket
         "retailrocket": dict(
             layers=(224,),

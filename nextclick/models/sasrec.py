@@ -648,7 +648,8 @@ class SASRec(Recommender):
         concatenated row by row in position order: (sum(last), D)."""
         net = self.net_
         was = net.training
-        net.eval()
+        if was:  # toggling train/eval walks every module: skipped when already in eval (serving)
+            net.eval()
         try:
             t = max(int((x > 0).sum(1).max()), 1)
             x = x[:, x.shape[1] - t :]
@@ -656,7 +657,8 @@ class SASRec(Recommender):
             sel = np.arange(t)[None, :] >= (t - last)[:, None]  # (B, t)
             return h[torch.from_numpy(sel[x > 0]).to(self.device_)]
         finally:
-            net.train(was)
+            if was:
+                net.train()
 
     @torch.no_grad()
     def _scores_from_hidden(self, h: torch.Tensor) -> np.ndarray:

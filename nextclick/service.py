@@ -206,18 +206,21 @@ def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[tuple[np.ndarray | Non
     """Score a batch of jobs (worker thread): model step or scores, then top-k per job."""
     model, size = loaded.model, loaded.state_size
     states_out: list[np.ndarray | None] = [None] * len(jobs)
-    scores = np.empty((len(jobs), model.n_items_ + 1), dtype=np.float32)
-    for j in jobs:  # rare: rebuild a state from the clicks (after a reload or a lost state)
+    for j in jobs:  # rebuild a state from the clicks (stateless calls, a reload or a lost state)
         if size and j.replay:
             st = np.zeros((1, size), np.float32)
             prior = j.clicks[:-1] if j.new_item else j.clicks
-            for i in range(prior.size):
-                st, _ = model.live_step(st, [prior[: i + 1]], prior[i : i + 1])
-            j.state = st[0]
+            for i in range(prior.size):  # state updates only: no catalogue scoring per click
+                if loaded.scorer is not None:
+                    st, _ = model.live_query(st, [prior[: i + 1]], prior[i : i + 1])
+                else:
+                    st, _ = model.live_step(st, [prior[: i + 1]], prior[i : i + 1])
+            j.state = np.asarray(st, dtype=np.float32).reshape(-1)
     step = [i for i, j in enumerate(jobs) if j.new_item is not None]
     plain = [i for i, j in enumerate(jobs) if j.new_item is None]
     if loaded.scorer is not None:
         return _run_dot(loaded, jobs, step, plain)
+    scores = np.empty((len(jobs), model.n_items_ + 1), dtype=np.float32)
     for idx, is_step in ((step, True), (plain, False)):
         if not idx:
             continue

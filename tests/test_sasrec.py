@@ -254,3 +254,18 @@ def test_save_load_round_trip_gives_identical_scores(model: SASRec, tmp_path: Pa
     np.testing.assert_array_equal(loaded.score_batch(sessions), model.score_batch(sessions))
     for a, b in zip(loaded.attention([4, 5, 6]), model.attention([4, 5, 6])):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("positions,pre_ln", [("start", False), ("end", False), ("start", True)])
+def test_live_query_dense_forward_equals_the_packed_forward(positions: str, pre_ln: bool) -> None:
+    # the service's query (dense (B, t) attention) and training/evaluation's packed forward agree
+    m = SASRec(**dict(SMALL, n_epochs=1, positions=positions, pre_ln=pre_ln)).fit(cycle_sessions(60))
+    rng = np.random.default_rng(3)
+    clicks = [rng.integers(1, m.n_items_ + 1, size=n) for n in (1, 3, 8, 12, 5)]
+    _, q = m.live_query(None, clicks, None)
+    for r, c in enumerate(clicks):
+        ref = m._hidden(c[-m.config.max_len :][None, :], np.ones(1, dtype=np.int64))[0]
+        np.testing.assert_allclose(q[r].numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+    scores = m.score_batch(clicks)  # the evaluation path, through the output matrix
+    W, _ = m.output_layer()
+    np.testing.assert_allclose((q @ W.T).numpy()[:, 1:], scores[:, 1:], rtol=1e-4, atol=1e-4)

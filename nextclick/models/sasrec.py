@@ -196,6 +196,24 @@ class _Block(nn.Module):
         return res + self.drop(self.ff2(self.drop(F.relu(self.ff1(n)))))
 
 
+    def forward_dense(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Inference on a (B, t, D) left-padded batch with a (B, 1, t, t) attention mask: the same
+        maths as :meth:`forward` (whose packing pays off in training, not for a few live
+        sessions); outputs at padding slots are meaningless and never read."""
+        B, t, D = x.shape
+        H = self.h
+        n = self.ln_attn(x)
+        kv_in, res = (n, x) if self.pre_ln else (x, n)
+        q = self.q(n).view(B, t, H, D // H).transpose(1, 2)  # (B, H, t, Dh)
+        k, v = self.kv(kv_in).view(B, t, 2, H, D // H).permute(2, 0, 3, 1, 4)
+        s = (q @ k.transpose(-1, -2)) * (D // H) ** -0.5
+        a = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1) @ v  # (B, H, t, Dh)
+        x = res + a.transpose(1, 2).reshape(B, t, D)
+        n = self.ln_ffn(x)
+        res = x if self.pre_ln else n
+        return res + self.ff2(F.relu(self.ff1(n)))
+
+
 @dataclass
 class _Group:
     """Rows of similar length attended together in a (rows, width) left-padded buffer."""
@@ -291,6 +309,23 @@ class _SASRecNet(nn.Module):
         if not np.array_equal(order, np.arange(B)):
             h = self._unsort(h, order, kept)
         return h if extra is None else (h, extra_e)
+
+    def forward_last(self, x: np.ndarray) -> torch.Tensor:
+        """Inference: the (B, D) hidden state at the LAST slot of each left-padded row of ``x``
+        (B, t), every row with at least one real click; equal to :meth:`forward` at that slot."""
+        dev = self.item_emb.weight.device
+        B, t = x.shape
+        real = x > 0
+        if self.start_positions:
+            pos = np.cumsum(real, axis=1)
+        else:
+            pos = np.broadcast_to(np.arange(self.T - t + 1, self.T + 1), (B, t))
+        h = self.item_emb(torch.from_numpy(x).to(dev)) * self.scale + self.pos_emb(torch.from_numpy(np.ascontiguousarray(pos)).to(dev))
+        m = np.tril(np.ones((t, t), dtype=bool)) & (real[:, None, :] | np.eye(t, dtype=bool))
+        mask = torch.from_numpy(m[:, None]).to(dev)  # (B, 1, t, t): causal, real keys (a padding query sees itself)
+        for blk in self.blocks:
+            h = blk.forward_dense(h, mask)
+        return self.ln_out(h[:, -1])
 
     @staticmethod
     def _unsort(h: torch.Tensor, order: np.ndarray, kept: np.ndarray) -> torch.Tensor:
@@ -685,7 +720,16 @@ class SASRec(Recommender):
         empty = (x > 0).sum(1) == 0
         if empty.any():  # not expected from the service (it answers those with popularity)
             raise NextclickError("sasrec.live_query: a session has no known click")
-        h = self._hidden(x, np.ones(len(seqs), dtype=np.int64))
+        net = self.net_
+        was = net.training
+        if was:
+            net.eval()
+        try:
+            with torch.no_grad():
+                h = net.forward_last(x)
+        finally:
+            if was:
+                net.train()
         return states, h.float().cpu().contiguous()
 
     def _score(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> np.ndarray:

@@ -48,6 +48,8 @@ Deliberate deviations from the paper (measured with benchmarks/sasrec_amazon.py,
    gBCE collapse (every logit pushed far below zero within ~5 epochs), per-sequence ones train as
    stably as per-position ones at a fraction of the cost; sampled softmax is fine batch-shared.
 4. Attention has no output projection (as in the paper's formula and its code); Q/K/V have biases.
+   K and V share one (2d x d) linear layer whose Xavier initialisation uses the joint shape
+   (bound sqrt(6 / 3d)); the reference code initialises them separately (sqrt(6 / 2d)).
 5. Adam uses beta2 = 0.98 and the embedding L2 (``l2``) is Adam's L2 penalty on the item
    embedding table, as in the reference code; dropout is also applied to the attention weights.
 6. Negatives for ``bce`` avoid the items of the sequence's kept window (T clicks + target), not of

@@ -42,6 +42,7 @@ CONFIGS = {
     "rsc15_official_n512": ("rsc15_official", {"n_sample": 512}, "cross-entropy, official rsc15 paramfile, n_sample 512", REF_XE512),
     "rsc15_tuned": ("rsc15_tuned", {}, "cross-entropy, rsc15_tuned (chosen on train_tr -> valid), n_sample 512", REF_XE512),
     "retailrocket": ("retailrocket", {}, "BPR-max, RetailRocket preset", REF_BPR),
+    "rsc15_bprmax_tuned": ("rsc15_bprmax_tuned", {}, "BPR-max, rsc15_bprmax_tuned (chosen on train_tr -> valid)", REF_BPR),
 }
 
 

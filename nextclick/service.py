@@ -316,6 +316,14 @@ class Metrics:
             "nextclick_batch_size", "Requests per model call", registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128)
         )
         self.sessions = Gauge("nextclick_sessions", "Sessions in the store", registry=r)
+        self.topk_rows = Gauge(
+            "nextclick_topk_rows", "Rows scored by the dot-product top-k of the current model (see nextclick.scoring)", registry=r
+        )
+        self.topk_fallbacks = Gauge(
+            "nextclick_topk_fallback_rows",
+            "Rows whose fp16 candidate set could not be proven exact and were re-scored over the whole catalogue",
+            registry=r,
+        )
         self.unknown = Counter("nextclick_unknown_items_total", "Item ids unknown to the model (ignored)", registry=r)
         self.clicks = Counter("nextclick_clicks_total", "Clicks received", registry=r)
         self.reloads = Counter("nextclick_reloads_total", "Model reloads", ["result"], registry=r)
@@ -714,6 +722,10 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
     async def metrics_endpoint(rt: Runtime = Depends(rt_dep)) -> Response:
         """Prometheus metrics."""
         rt.metrics.sessions.set(await rt.store.size())
+        scorer = rt.holder.current.scorer
+        if scorer is not None:
+            rt.metrics.topk_rows.set(scorer.rows)
+            rt.metrics.topk_fallbacks.set(scorer.fallbacks)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     class ReloadBody(BaseModel):

@@ -301,6 +301,8 @@ def test_fp16_scoring_serves_the_exact_top_k(shop_models) -> None:
                 h = c.post(f"{url_h}/v1/sessions/s/clicks", json={"item": it, "k": 20, "exclude_seen": True}).json()
                 np.testing.assert_allclose(h["scores"], e["scores"], rtol=1e-5, atol=1e-6)
                 assert h["items"] == e["items"] or sorted(h["items"]) == sorted(e["items"])
+            text = c.get(f"{url_h}/metrics").text
+            assert f"nextclick_topk_rows {float(len(items))}" in text and "nextclick_topk_fallback_rows" in text
     finally:
         stop(exact)
         stop(half)

@@ -27,6 +27,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from nextclick.models.base import top_k_rows
+
 log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "exact", "fp16"]
@@ -168,10 +170,7 @@ class TopK:
                 sn = s.numpy()
                 for i, r in enumerate(plain):
                     sn[i, self._dropped(exclude[r], deny[r])] = -np.inf
-                part = np.argpartition(-sn, k - 1, axis=1)[:, :k]
-                ps = np.take_along_axis(sn, part, 1)
-                order = np.argsort(-ps, axis=1, kind="stable")
-                vn, ixn = np.take_along_axis(ps, order, 1), np.take_along_axis(part, order, 1)
+                ixn, vn = top_k_rows(sn, k)
             else:
                 # candidates from the unmasked approximate scores, with room for the items to drop
                 drop = [self._dropped(exclude[r], deny[r]) for r in plain]

@@ -22,7 +22,6 @@ import hashlib
 import logging
 import re
 import signal
-import sys
 import time
 import weakref
 from collections.abc import Sequence
@@ -70,10 +69,6 @@ class Settings:
     admin_token: str | None = None  # POST /admin/reload is disabled without one
     torch_threads: int = 1
     scoring: Literal["auto", "exact", "fp16"] = "auto"  # top-k of dot-product models: see nextclick.scoring
-    # GIL switch interval (s) of the service process (0: the interpreter's 5 ms). The model
-    # thread's torch calls release the GIL and must win it back from the event loop; measured on
-    # the load benchmark, 0.05-1 ms made no difference beyond the run-to-run noise
-    switch_interval: float = 0.0
 
 
 # ---------------------------------------------------------------------- request / response bodies
@@ -202,10 +197,34 @@ class Batcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
-    """Score a batch of jobs (worker thread): model step or scores, then top-k per job."""
-    model, size = loaded.model, loaded.state_size
+def _by_group(
+    loaded: Loaded, jobs: Sequence[Job], call: Any
+) -> tuple[list[np.ndarray | None], list[Any]]:
+    """Run ``call(states, clicks, new_items)`` once for the jobs with a new click and once for the
+    others (``new_items`` None); ``call`` returns (new states, one output row per job). Returns each
+    job's new state (None for models without one) and its output row, in job order."""
+    size = loaded.state_size
     states_out: list[np.ndarray | None] = [None] * len(jobs)
+    rows: list[Any] = [None] * len(jobs)
+    for has_click in (True, False):
+        idx = [i for i, j in enumerate(jobs) if (j.new_item is not None) == has_click]
+        if not idx:
+            continue
+        st = None
+        if size:
+            st = np.stack([jobs[i].state if jobs[i].state is not None else np.zeros(size, np.float32) for i in idx])
+        new_items = np.array([jobs[i].new_item for i in idx], dtype=np.int64) if has_click else None
+        st_new, out = call(st, [jobs[i].clicks for i in idx], new_items)
+        for r, i in enumerate(idx):
+            rows[i] = out[r]
+            if size and st_new is not None:
+                states_out[i] = np.asarray(st_new[r], dtype=np.float32)
+    return states_out, rows
+
+
+def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
+    """Score a batch of jobs (worker thread): model step or query, then top-k per job."""
+    model, size = loaded.model, loaded.state_size
     for j in jobs:  # rebuild a state from the clicks (stateless calls, a reload or a lost state)
         if size and j.replay:
             st = np.zeros((1, size), np.float32)
@@ -216,27 +235,25 @@ def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[tuple[np.ndarray | Non
                 else:
                     st, _ = model.live_step(st, [prior[: i + 1]], prior[i : i + 1])
             j.state = np.asarray(st, dtype=np.float32).reshape(-1)
-    step = [i for i, j in enumerate(jobs) if j.new_item is not None]
-    plain = [i for i, j in enumerate(jobs) if j.new_item is None]
-    if loaded.scorer is not None:
-        return _run_dot(loaded, jobs, step, plain)
-    scores = np.empty((len(jobs), model.n_items_ + 1), dtype=np.float32)
-    for idx, is_step in ((step, True), (plain, False)):
-        if not idx:
-            continue
-        st = None
-        if size:
-            st = np.stack([jobs[i].state if jobs[i].state is not None else np.zeros(size, np.float32) for i in idx])
-        clicks = [jobs[i].clicks for i in idx]
-        if is_step:
-            new_items = np.array([jobs[i].new_item for i in idx], dtype=np.int64)
-            st_new, sc = model.live_step(st, clicks, new_items)
-        else:
-            st_new, sc = st, model.live_scores(st, clicks)
-        scores[idx] = sc
-        if size and st_new is not None:
-            for r, i in enumerate(idx):
-                states_out[i] = np.asarray(st_new[r], dtype=np.float32)
+    if loaded.scorer is not None:  # dot-product models: query vectors, exact top-k from TopK
+        states_out, queries = _by_group(loaded, jobs, model.live_query)
+        ids, sc = loaded.scorer.topk(
+            torch.stack(queries), max(j.k for j in jobs),
+            [j.exclude for j in jobs], [j.allow for j in jobs], [j.deny for j in jobs],
+        )
+        out = []
+        for r, j in enumerate(jobs):
+            keep = np.isfinite(sc[r, : j.k])
+            out.append((states_out[r], ids[r, : j.k][keep], sc[r, : j.k][keep]))
+        return out
+
+    def step_or_scores(st: np.ndarray | None, clicks: list, new_items: np.ndarray | None) -> tuple:
+        if new_items is None:
+            return st, model.live_scores(st, clicks)
+        return model.live_step(st, clicks, new_items)
+
+    states_out, rows = _by_group(loaded, jobs, step_or_scores)
+    scores = np.stack(rows).astype(np.float32, copy=False)
     out: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
     simple = [i for i, j in enumerate(jobs) if j.allow is None and j.deny is None]
     top_all: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -254,37 +271,6 @@ def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[tuple[np.ndarray | Non
         ids, sc = top_all[i]
         keep = np.isfinite(sc)
         out.append((states_out[i], ids[keep], sc[keep]))
-    return out
-
-
-def _run_dot(
-    loaded: Loaded, jobs: Sequence[Job], step: list[int], plain: list[int]
-) -> list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
-    """Dot-product models: query vectors from the model, exact top-k from :class:`TopK`."""
-    model, size, scorer = loaded.model, loaded.state_size, loaded.scorer
-    assert scorer is not None
-    states_out: list[np.ndarray | None] = [None] * len(jobs)
-    queries: list = [None] * len(jobs)
-    for idx, is_step in ((step, True), (plain, False)):
-        if not idx:
-            continue
-        st = None
-        if size:
-            st = np.stack([jobs[i].state if jobs[i].state is not None else np.zeros(size, np.float32) for i in idx])
-        new_items = np.array([jobs[i].new_item for i in idx], dtype=np.int64) if is_step else None
-        st_new, q = model.live_query(st, [jobs[i].clicks for i in idx], new_items)
-        for r, i in enumerate(idx):
-            queries[i] = q[r]
-            if size and st_new is not None:
-                states_out[i] = np.asarray(st_new[r], dtype=np.float32)
-    Q = torch.stack(queries)
-    ids, sc = scorer.topk(
-        Q, max(j.k for j in jobs), [j.exclude for j in jobs], [j.allow for j in jobs], [j.deny for j in jobs]
-    )
-    out = []
-    for r, j in enumerate(jobs):
-        keep = np.isfinite(sc[r, : j.k])
-        out.append((states_out[r], ids[r, : j.k][keep], sc[r, : j.k][keep]))
     return out
 
 
@@ -541,8 +527,6 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         torch.set_num_threads(max(settings.torch_threads, 1))
-        if settings.switch_interval > 0:  # see Settings.switch_interval
-            sys.setswitchinterval(settings.switch_interval)
         loop = asyncio.get_running_loop()
         loaded = await loop.run_in_executor(None, load_artifact, settings.model_dir, settings.scoring)
         holder = ModelHolder(loaded)

@@ -36,6 +36,15 @@ from nextclick.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the ``k`` largest entries of each row, best first (a partial
+    sort: O(n) per row, then k log k)."""
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    ps = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-ps, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(ps, order, axis=1)
+
+
 ARTIFACT_FORMAT = "nextclick-model"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
@@ -230,11 +239,7 @@ class Recommender:
             scores[:, mask] = -np.inf
         if deny is not None:
             scores[:, deny] = -np.inf
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        ps = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        idx = np.take_along_axis(part, order, axis=1)
-        return idx, np.take_along_axis(ps, order, axis=1)
+        return top_k_rows(scores, k)
 
     def recommend_detailed(
         self,

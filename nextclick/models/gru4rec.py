@@ -829,44 +829,6 @@ class GRU4Rec(Recommender):
             embedding=0,
             n_epochs=10,
         ),
-        # cross-entropy with n_sample 512, chosen by `nextclick tune` (Optuna TPE, 30 trials, MRR@20)
-        # on rsc15-100k train_tr -> train_valid only, from rsc15_official (command: docs/benchmarks.md)
-        "rsc15_tuned": dict(
-            layers=(100,),
-            batch_size=32,
-            dropout_p_embed=0.43,
-            dropout_p_hidden=0.48,
-            learning_rate=0.089,
-            momentum=0.29,
-            n_sample=512,
-            sample_alpha=0.6,
-            bpreg=0.0,
-            elu_param=0.0,
-            logq=1.0,
-            loss="cross-entropy",
-            constrained_embedding=True,
-            embedding=0,
-            n_epochs=10,
-        ),
-        # BPR-max (the retailrocket network: layers 224, batch 80, n_sample 2048, elu 0.5), chosen by
-        # `nextclick tune` (16 trials, MRR@20) on rsc15-100k train_tr -> train_valid only
-        "rsc15_bprmax_tuned": dict(
-            layers=(224,),
-            batch_size=80,
-            dropout_p_embed=0.58,
-            dropout_p_hidden=0.32,
-            learning_rate=0.0375,
-            momentum=0.58,
-            n_sample=2048,
-            sample_alpha=0.44,
-            bpreg=2.87,
-            elu_param=0.5,
-            logq=0.0,
-            loss="bpr-max",
-            constrained_embedding=True,
-            embedding=0,
-            n_epochs=10,
-        ),
         # the official paramfiles/retailrocket_bprmax_shared_best.py: best BPR-max setting on RetailRocket
         "retailrocket": dict(
             layers=(224,),
@@ -885,6 +847,17 @@ class GRU4Rec(Recommender):
             embedding=0,
             n_epochs=10,
         ),
+    }
+
+    # chosen by `nextclick tune` (Optuna TPE, MRR@20) on rsc15-100k train_tr -> train_valid only, as
+    # changes to an official setting (commands and trials: docs/benchmarks.md)
+    presets["rsc15_tuned"] = {  # cross-entropy, n_sample 512; 30 trials
+        **presets["rsc15_official"], "n_sample": 512, "dropout_p_embed": 0.43, "dropout_p_hidden": 0.48,
+        "learning_rate": 0.089, "momentum": 0.29, "sample_alpha": 0.6,
+    }
+    presets["rsc15_bprmax_tuned"] = {  # the RetailRocket BPR-max network; 16 trials
+        **presets["retailrocket"], "dropout_p_embed": 0.58, "dropout_p_hidden": 0.32, "learning_rate": 0.0375,
+        "momentum": 0.58, "sample_alpha": 0.44, "bpreg": 2.87,
     }
 
     # ------------------------------------------------------------------ fitting

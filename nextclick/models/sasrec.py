@@ -75,6 +75,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -128,6 +129,20 @@ class SASRecConfig:
 
 
 # ---------------------------------------------------------------------------------------- network
+@contextmanager
+def _eval_mode(net: nn.Module) -> Iterator[None]:
+    """Inference with ``net`` in eval mode, restoring training mode after. Toggling walks every
+    module, so a network already in eval mode (fitted or loaded: serving) is left alone."""
+    was = net.training
+    if was:
+        net.eval()
+    try:
+        yield
+    finally:
+        if was:
+            net.train()
+
+
 class _Dropout(nn.Module):
     """Inverted dropout whose masks come from a numpy generator (``rng``, set by ``fit``).
 
@@ -683,19 +698,12 @@ class SASRec(Recommender):
     def _hidden(self, x: np.ndarray, last: np.ndarray) -> torch.Tensor:
         """Hidden states of the last ``last[b]`` positions of each left-padded row of ``x`` (B, T),
         concatenated row by row in position order: (sum(last), D)."""
-        net = self.net_
-        was = net.training
-        if was:  # toggling train/eval walks every module: skipped when already in eval (serving)
-            net.eval()
-        try:
+        with _eval_mode(self.net_):
             t = max(int((x > 0).sum(1).max()), 1)
             x = x[:, x.shape[1] - t :]
-            h = net(x)  # (N, D)
+            h = self.net_(x)  # (N, D)
             sel = np.arange(t)[None, :] >= (t - last)[:, None]  # (B, t)
             return h[torch.from_numpy(sel[x > 0]).to(self.device_)]
-        finally:
-            if was:
-                net.train()
 
     @torch.no_grad()
     def _scores_from_hidden(self, h: torch.Tensor) -> np.ndarray:
@@ -722,16 +730,8 @@ class SASRec(Recommender):
         empty = (x > 0).sum(1) == 0
         if empty.any():  # not expected from the service (it answers those with popularity)
             raise NextclickError("sasrec.live_query: a session has no known click")
-        net = self.net_
-        was = net.training
-        if was:
-            net.eval()
-        try:
-            with torch.no_grad():
-                h = net.forward_last(x)
-        finally:
-            if was:
-                net.train()
+        with _eval_mode(self.net_), torch.no_grad():
+            h = self.net_.forward_last(x)
         return states, h.float().cpu().contiguous()
 
     def _score(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> np.ndarray:
@@ -798,14 +798,9 @@ class SASRec(Recommender):
         s = s[(s > 0) & (s <= self.n_items_)][-self.config.max_len :]
         if s.size == 0:
             return []
-        net = self.net_
-        was = net.training
-        net.eval()
-        try:
-            weights: list[torch.Tensor] = []
-            net(s[None, :], weights)
-        finally:
-            net.train(was)
+        weights: list[torch.Tensor] = []
+        with _eval_mode(self.net_):
+            self.net_(s[None, :], weights)
         out = [w[0].cpu().numpy() for w in weights]  # (H, t, t) each
         return out if per_head else [w.mean(0) for w in out]
 

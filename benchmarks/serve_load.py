@@ -34,16 +34,25 @@ LUA = r"""
 local ids = {%s}
 local n = #ids
 math.randomseed(%d + os.time())
-local sid, left = 0, 0
+-- 1,000 live visitors; each request is the next click of a random one of them, and a visitor
+-- whose session is over (1-10 clicks) is replaced by a new one. Concurrent requests therefore
+-- belong to different sessions, as on a shop: clicks of ONE session are serialized by the
+-- service (a per-session lock), so sharing a session between connections would measure that
+-- lock, not the service.
+local pool, left, next_sid = {}, {}, 0
+for v = 1, 1000 do
+  next_sid = next_sid + 1; pool[v] = next_sid; left[v] = math.random(1, 10)
+end
+local run = math.random(1, 1000000000)
 request = function()
-  if left <= 0 then
-    sid = math.random(1, 1000000000)
-    left = math.random(1, 10)
+  local v = math.random(1, 1000)
+  if left[v] <= 0 then
+    next_sid = next_sid + 1; pool[v] = next_sid; left[v] = math.random(1, 10)
   end
-  left = left - 1
+  left[v] = left[v] - 1
   local item = ids[math.random(1, n)]
   local body = '{"item": ' .. item .. ', "k": 20}'
-  return wrk.format("POST", "/v1/sessions/s" .. sid .. "/clicks", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/v1/sessions/s" .. run .. "-" .. pool[v] .. "/clicks", {["Content-Type"] = "application/json"}, body)
 end
 """
 

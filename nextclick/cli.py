@@ -419,6 +419,11 @@ class ScoringMode(str, Enum):
     fp16 = "fp16"
 
 
+class ModelWorkerKind(str, Enum):
+    process = "process"
+    thread = "thread"
+
+
 class StoreKind(str, Enum):
     memory = "memory"
     redis = "redis"
@@ -444,6 +449,11 @@ def serve(
         typer.Option(help="Top-k of GRU4Rec/SASRec: exact float32 product, fp16 candidates re-scored and proven exact, "
                      "or auto (fp16 for item matrices over 8 MB)."),
     ] = ScoringMode.auto,
+    model_worker: Annotated[
+        ModelWorkerKind,
+        typer.Option(help="Run the model in its own process (default: it and the event loop then do not share "
+                     "Python's GIL) or on a thread of the service process."),
+    ] = ModelWorkerKind.process,
     admin_token_env: Annotated[
         str, typer.Option(help="Environment variable holding the token for POST /admin/reload (unset: reload via SIGHUP only).")
     ] = "NEXTCLICK_ADMIN_TOKEN",
@@ -467,6 +477,7 @@ def serve(
         max_k=max_k,
         max_batch=max_batch,
         scoring=scoring.value,
+        model_worker=model_worker.value,
         admin_token=os.environ.get(admin_token_env) or None,
     )
     uvicorn.run(

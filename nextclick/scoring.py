@@ -53,7 +53,7 @@ class TopK:
     """
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor | None = None, mode: Mode = "auto",
-                 margin: int = 32, auto_bytes: int = 8 << 20) -> None:
+                 margin: int = 32, auto_bytes: int = 8 << 20, chunk_rows: int = 8192) -> None:
         if mode not in MODES:
             raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
         self.W = W.detach().float().contiguous()
@@ -66,21 +66,68 @@ class TopK:
             self.mode = "exact"
         self.fallbacks = 0  # rows re-scored over the whole catalogue after a failed check
         self.rows = 0
+        self.scored = 0  # catalogue columns scored by the fp16 product (pruning skips the others)
         if self.mode == "fp16":
-            # the bias goes into the packed op (one pass over the scores less); it may be rounded
-            # to half precision there, which the bound below covers (``_eb``)
-            self._packed = torch.ops.quantized.linear_prepack_fp16(self.W, self.b)
-            err = self.W - self.W.half().float()
-            self._e = float(torch.linalg.vector_norm(err, dim=1).max())
-            self._eb = 0.0 if self.b is None else float((self.b - self.b.half().float()).abs().max())
+            self._prepare_fp16(chunk_rows)
+
+    def _prepare_fp16(self, chunk_rows: int) -> None:
+        """Rows sorted by norm, largest first, in chunks each packed for fbgemm's fp16 GEMM (the
+        bias goes into the packed op; its half-precision rounding is covered by ``_eb``), and for
+        each chunk a bound on the score of every row from that chunk on (see :meth:`topk`)."""
+        W, b = self.W, self.b
+        V = W.shape[0]
+        norms = torch.linalg.vector_norm(W.double(), dim=1)
+        self._order = torch.argsort(norms, descending=True, stable=True)
+        n_chunks = max(1, min(8, V // max(chunk_rows, 1)))
+        self._bounds = np.linspace(0, V, n_chunks + 1).astype(np.int64)
+        Ws = W[self._order]
+        bs = None if b is None else b[self._order]
+        self._packs = [
+            torch.ops.quantized.linear_prepack_fp16(Ws[lo:hi].contiguous(), None if bs is None else bs[lo:hi].contiguous())
+            for lo, hi in zip(self._bounds[:-1], self._bounds[1:])
+        ]
+        ns = norms[self._order].numpy()
+        bsn = np.zeros(V) if bs is None else bs.double().numpy()
+        suffix_b = np.maximum.accumulate(bsn[::-1])[::-1]
+        starts = self._bounds[:-1]
+        self._tail_norm = np.append(ns[starts], 0.0)  # max ||W_i|| over the rows from chunk c on
+        self._tail_b = np.append(suffix_b[starts], -np.inf)  # max b_i over the same rows
+        err = W - W.half().float()
+        self._e = float(torch.linalg.vector_norm(err, dim=1).max())
+        self._eb = 0.0 if b is None else float((b - b.half().float()).abs().max())
 
     # ------------------------------------------------------------------ scoring
     def exact_scores(self, Q: torch.Tensor) -> torch.Tensor:
         """(B, V) float32 scores."""
         return torch.addmm(self.b, Q, self.W.t()) if self.b is not None else Q @ self.W.t()
 
-    def _approx(self, Q: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic_fp16(Q, self._packed)
+    def _approx(self, Q: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Half-precision scores of the rows of ``chunk`` (in norm order)."""
+        return torch.ops.quantized.linear_dynamic_fp16(Q, self._packs[chunk])
+
+    def _fp16_scores(self, P: torch.Tensor, kk: int, slack: np.ndarray, qn: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Approximate scores of the leading chunks (norm order), as many as it takes to prove
+        that no row of the chunks left out can reach any query's top ``kk``; and per query a
+        bound on the exact score of every row left out (-inf when none is).
+
+        The first chunk's scores give a lower bound ``theta`` on each query's exact ``kk``-th
+        best score: at least ``kk`` of its rows have an approximate score >= its ``kk``-th,
+        so an exact score >= that minus ``slack``. Every row from chunk c on scores at most
+        ``||q|| max ||W_i|| + max b_i`` over those rows (Cauchy-Schwarz), so the chunks from
+        the first whose bound is below ``theta`` for every query on need not be scored."""
+        n_chunks = len(self._packs)
+        first = self._approx(P, 0)
+        if n_chunks == 1 or first.shape[1] < kk:
+            parts = [first] + [self._approx(P, c) for c in range(1, n_chunks)]
+            self.scored += P.shape[0] * int(self._bounds[-1])
+            return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), np.full(P.shape[0], -np.inf)
+        theta = torch.topk(first, kk, dim=1, sorted=False).values.amin(1).numpy().astype(np.float64) - slack
+        tail = qn[:, None] * self._tail_norm[None, 1:] * (1 + 1e-6) + self._tail_b[None, 1:] + 1e-6  # (n, chunks)
+        ok = (tail < theta[:, None]).all(0)  # chunk c + 1 and all after it can be skipped
+        stop = int(np.argmax(ok)) + 1 if ok.any() else n_chunks  # chunks to score
+        parts = [first] + [self._approx(P, c) for c in range(1, stop)]
+        self.scored += P.shape[0] * int(self._bounds[stop])
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), tail[:, stop - 1]
 
     def _rescore(self, Q: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Exact scores of the items ``idx`` (B, C) for each row of Q (B, d)."""
@@ -131,12 +178,10 @@ class TopK:
         exclude: Sequence[np.ndarray | None] | None = None,
         allow: Sequence[np.ndarray | None] | None = None,
         deny: Sequence[np.ndarray | None] | None = None,
-        threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) item indices and exact scores, best first; a row ends in -inf scores (and
         index 0) when fewer than k items qualify. ``exclude``/``allow``/``deny``: per row, an
-        array of item indices or None. ``threads``: torch threads for the catalogue-wide product
-        only (None: torch's current setting)."""
+        array of item indices or None."""
         Q = torch.as_tensor(Q, dtype=torch.float32)
         if Q.ndim == 1:
             Q = Q[None]
@@ -158,44 +203,13 @@ class TopK:
                 return ids, out
             P = Q[plain] if len(plain) < B else Q
             n = len(plain)
-            old = torch.get_num_threads()
-            if threads and threads != old:
-                torch.set_num_threads(threads)
-            try:
-                s = self.exact_scores(P) if self.mode == "exact" else self._approx(P)
-            finally:
-                if threads and threads != old:
-                    torch.set_num_threads(old)
             if self.mode == "exact":  # small catalogues: numpy's partial sort of the score rows
-                sn = s.numpy()
+                sn = self.exact_scores(P).numpy()
                 for i, r in enumerate(plain):
                     sn[i, self._dropped(exclude[r], deny[r])] = -np.inf
                 ixn, vn = top_k_rows(sn, k)
             else:
-                # candidates from the unmasked approximate scores, with room for the items to drop
-                drop = [self._dropped(exclude[r], deny[r]) for r in plain]
-                C = min(k + self.margin + max(d.size for d in drop), V)
-                a_t, cand_t = self._top(s, C)
-                ex = self._rescore(P, cand_t).numpy()  # (n, C) exact float32 scores
-                a, cand = a_t.numpy(), cand_t.numpy()
-                for i, d in enumerate(drop):
-                    ex[i, np.isin(cand[i], d)] = -np.inf
-                ex[np.isinf(a)] = -np.inf
-                order = np.argsort(-ex, axis=1, kind="stable")[:, :k]
-                vn, ixn = np.take_along_axis(ex, order, 1), np.take_along_axis(cand, order, 1)
-                if C < V:
-                    # every item outside the candidates scores at most a[:, -1] + bound exactly
-                    last = a[:, -1].astype(np.float64)
-                    qn = np.linalg.norm(P.numpy().astype(np.float64), axis=1)
-                    outside = last + qn * self._e * 1.001 + self._eb + 1e-5 * np.abs(last) + 1e-6
-                    bad = np.flatnonzero(~((vn[:, -1] > outside) | np.isinf(last)))
-                    if bad.size:  # a near-tie at the cut: score these rows over the whole catalogue
-                        self.fallbacks += int(bad.size)
-                        sf = self.exact_scores(P[torch.from_numpy(bad)])
-                        self._mask_rows(sf, [exclude[plain[i]] for i in bad], [deny[plain[i]] for i in bad])
-                        vf, ixf = self._top(sf, k)
-                        vn, ixn = vn.copy(), ixn.copy()
-                        vn[bad], ixn[bad] = vf.numpy(), ixf.numpy()
+                ixn, vn = self._fp16_topk(P, k, [self._dropped(exclude[r], deny[r]) for r in plain], exclude, deny, plain)
             if n == B:
                 ids, out = ixn.astype(np.int64, copy=True), vn.astype(np.float32, copy=True)
             else:
@@ -203,6 +217,42 @@ class TopK:
         bad = ~np.isfinite(out)
         ids[bad] = 0
         return ids, out
+
+    def _fp16_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], exclude: list, deny: list,
+                   plain: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        V = self.W.shape[0]
+        nd = max(d.size for d in drop)
+        qn = np.linalg.norm(P.numpy().astype(np.float64), axis=1)
+        slack = qn * self._e * 1.001 + self._eb  # |approximate - exact| score bound, per query
+        S, tail = self._fp16_scores(P, min(k + nd, V), slack, qn)
+        # candidates from the unmasked approximate scores, with room for the items to drop
+        C = min(k + self.margin + nd, S.shape[1])
+        a_t, pos = self._top(S, C)
+        cand_t = self._order[pos]
+        ex = self._rescore(P, cand_t).numpy()  # (n, C) exact float32 scores
+        a, cand = a_t.numpy(), cand_t.numpy()
+        D = np.full((len(drop), nd), -1, np.int64)
+        for i, d in enumerate(drop):
+            D[i, : d.size] = d
+        ex[(cand[:, :, None] == D[:, None, :]).any(2)] = -np.inf
+        ex[np.isinf(a)] = -np.inf
+        order = np.argsort(-ex, axis=1, kind="stable")[:, :k]
+        vn, ixn = np.take_along_axis(ex, order, 1), np.take_along_axis(cand, order, 1)
+        if C < V:
+            # every scored row outside the candidates scores at most a[:, -1] + slack exactly,
+            # every row left unscored at most ``tail``
+            last = a[:, -1].astype(np.float64)
+            outside = np.maximum(last + slack + 1e-5 * np.abs(last) + 1e-6, tail)
+            outside[np.isinf(last) & (last < 0)] = tail[np.isinf(last) & (last < 0)]
+            bad = np.flatnonzero(~(vn[:, -1] > outside))
+            if bad.size:  # a near-tie at the cut: score these rows over the whole catalogue
+                self.fallbacks += int(bad.size)
+                sf = self.exact_scores(P[torch.from_numpy(bad)])
+                self._mask_rows(sf, [exclude[plain[i]] for i in bad], [deny[plain[i]] for i in bad])
+                vf, ixf = self._top(sf, k)
+                vn, ixn = vn.copy(), ixn.copy()
+                vn[bad], ixn[bad] = vf.numpy(), ixf.numpy()
+        return ixn, vn
 
     def _allowed(self, q: torch.Tensor, k: int, allow: np.ndarray, exclude: np.ndarray | None,
                  deny: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -18,17 +18,13 @@ Endpoints: ``POST /v1/sessions/{id}/clicks``, ``GET /v1/sessions/{id}/recommenda
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import re
 import signal
 import time
 import weakref
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import numpy as np
@@ -41,9 +37,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from nextclick.models.base import Recommender
-from nextclick.scoring import TopK
 from nextclick.store import MemoryStore, RedisStore, SessionRecord, SessionStore
+from nextclick.worker import Job, Loaded, ProcessWorker, Stats, ThreadWorker, WorkerDied, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +64,7 @@ class Settings:
     admin_token: str | None = None  # POST /admin/reload is disabled without one
     torch_threads: int = 1
     scoring: Literal["auto", "exact", "fp16"] = "auto"  # top-k of dot-product models: see nextclick.scoring
+    model_worker: Literal["process", "thread"] = "process"  # where the model runs: see nextclick.worker
 
 
 # ---------------------------------------------------------------------- request / response bodies
@@ -105,175 +101,7 @@ class RecommendationOut(BaseModel):
     model: str = ""
 
 
-# ---------------------------------------------------------------------- model holder and batcher
-def artifact_id(model_dir: str | Path) -> str:
-    """Content hash of an artifact (config + weights), tagging stored model states."""
-    h = hashlib.sha256()
-    for name in ("config.json", "vocab.json", "weights.safetensors"):
-        p = Path(model_dir) / name
-        if p.exists():
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-@dataclass
-class Loaded:
-    model: Recommender
-    model_id: str
-    model_dir: str
-    state_size: int
-    pop_top: tuple[np.ndarray, np.ndarray]  # popularity ranking, for sessions with no known click
-    scorer: TopK | None = None  # dot-product models: exact top-k without full score rows
-
-
-def load_artifact(model_dir: str, scoring: str = "auto") -> Loaded:
-    model = Recommender.load(model_dir)
-    pop = model.popularity_.astype(np.float32).copy()
-    pop[0] = -np.inf
-    order = np.argsort(-pop[1:], kind="stable")[:1000] + 1
-    layer = model.output_layer()
-    scorer = TopK(layer[0], layer[1], mode=scoring) if layer is not None else None  # type: ignore[arg-type]
-    if scorer is not None:
-        log.info("top-k scoring: %s", scorer.mode)
-    return Loaded(model, artifact_id(model_dir), str(model_dir), model.live_state_size(), (order, pop[order]), scorer)
-
-
-@dataclass
-class Job:
-    clicks: np.ndarray  # known clicks (internal indices), most recent last
-    new_item: int | None  # index of the new click (0 unknown), None: no new click
-    state: np.ndarray | None  # float32 state before the click (None: zero / none)
-    replay: bool  # state must be rebuilt from clicks first (new model or lost state)
-    k: int
-    exclude: np.ndarray | None
-    allow: np.ndarray | None
-    deny: np.ndarray | None
-    future: asyncio.Future = field(default=None)  # type: ignore[assignment]
-
-
-class Batcher:
-    """Collects jobs that arrive while the model is busy and runs them as one batch on a
-    dedicated thread. An idle service runs each job at once (batch of one)."""
-
-    def __init__(self, holder: "ModelHolder", max_batch: int, metrics: "Metrics") -> None:
-        self.holder = holder
-        self.max_batch = max_batch
-        self.metrics = metrics
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextclick-model")
-        self.pending: list[Job] = []
-        self._task: asyncio.Task | None = None
-
-    async def submit(self, job: Job) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-        loop = asyncio.get_running_loop()
-        job.future = loop.create_future()
-        self.pending.append(job)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
-        return await job.future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.pending:
-            jobs, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
-            loaded = self.holder.current
-            t0 = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self.pool, run_jobs, loaded, jobs)
-            except Exception as e:  # never leave a request hanging
-                log.exception("model call failed")
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-                continue
-            self.metrics.model_seconds.observe(time.perf_counter() - t0)
-            self.metrics.batch_size.observe(len(jobs))
-            for j, r in zip(jobs, results):
-                if not j.future.done():
-                    j.future.set_result(r)
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _by_group(
-    loaded: Loaded, jobs: Sequence[Job], call: Any
-) -> tuple[list[np.ndarray | None], list[Any]]:
-    """Run ``call(states, clicks, new_items)`` once for the jobs with a new click and once for the
-    others (``new_items`` None); ``call`` returns (new states, one output row per job). Returns each
-    job's new state (None for models without one) and its output row, in job order."""
-    size = loaded.state_size
-    states_out: list[np.ndarray | None] = [None] * len(jobs)
-    rows: list[Any] = [None] * len(jobs)
-    for has_click in (True, False):
-        idx = [i for i, j in enumerate(jobs) if (j.new_item is not None) == has_click]
-        if not idx:
-            continue
-        st = None
-        if size:
-            st = np.stack([jobs[i].state if jobs[i].state is not None else np.zeros(size, np.float32) for i in idx])
-        new_items = np.array([jobs[i].new_item for i in idx], dtype=np.int64) if has_click else None
-        st_new, out = call(st, [jobs[i].clicks for i in idx], new_items)
-        for r, i in enumerate(idx):
-            rows[i] = out[r]
-            if size and st_new is not None:
-                states_out[i] = np.asarray(st_new[r], dtype=np.float32)
-    return states_out, rows
-
-
-def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[tuple[np.ndarray | None, np.ndarray, np.ndarray]]:
-    """Score a batch of jobs (worker thread): model step or query, then top-k per job."""
-    model, size = loaded.model, loaded.state_size
-    for j in jobs:  # rebuild a state from the clicks (stateless calls, a reload or a lost state)
-        if size and j.replay:
-            st = np.zeros((1, size), np.float32)
-            prior = j.clicks[:-1] if j.new_item else j.clicks
-            for i in range(prior.size):  # state updates only: no catalogue scoring per click
-                if loaded.scorer is not None:
-                    st, _ = model.live_query(st, [prior[: i + 1]], prior[i : i + 1])
-                else:
-                    st, _ = model.live_step(st, [prior[: i + 1]], prior[i : i + 1])
-            j.state = np.asarray(st, dtype=np.float32).reshape(-1)
-    if loaded.scorer is not None:  # dot-product models: query vectors, exact top-k from TopK
-        states_out, queries = _by_group(loaded, jobs, model.live_query)
-        ids, sc = loaded.scorer.topk(
-            torch.stack(queries), max(j.k for j in jobs),
-            [j.exclude for j in jobs], [j.allow for j in jobs], [j.deny for j in jobs],
-        )
-        out = []
-        for r, j in enumerate(jobs):
-            keep = np.isfinite(sc[r, : j.k])
-            out.append((states_out[r], ids[r, : j.k][keep], sc[r, : j.k][keep]))
-        return out
-
-    def step_or_scores(st: np.ndarray | None, clicks: list, new_items: np.ndarray | None) -> tuple:
-        if new_items is None:
-            return st, model.live_scores(st, clicks)
-        return model.live_step(st, clicks, new_items)
-
-    states_out, rows = _by_group(loaded, jobs, step_or_scores)
-    scores = np.stack(rows).astype(np.float32, copy=False)
-    out: list[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = []
-    simple = [i for i, j in enumerate(jobs) if j.allow is None and j.deny is None]
-    top_all: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if simple:
-        kmax = max(jobs[i].k for i in simple)
-        excl = [jobs[i].exclude if jobs[i].exclude is not None else np.zeros(0, np.int64) for i in simple]
-        ids, sc = model.topk(scores[simple], kmax, excl)
-        for r, i in enumerate(simple):
-            top_all[i] = (ids[r, : jobs[i].k], sc[r, : jobs[i].k])
-    for i, j in enumerate(jobs):
-        if i not in top_all:
-            excl = [j.exclude] if j.exclude is not None else None
-            ids, sc = model.topk(scores[i : i + 1], j.k, excl, j.allow, j.deny)
-            top_all[i] = (ids[0], sc[0])
-        ids, sc = top_all[i]
-        keep = np.isfinite(sc)
-        out.append((states_out[i], ids[keep], sc[keep]))
-    return out
-
-
+# ---------------------------------------------------------------------- model holder
 class ModelHolder:
     def __init__(self, loaded: Loaded) -> None:
         self.current = loaded
@@ -385,6 +213,7 @@ class GuardMiddleware:
         self.metrics = metrics
         self.max_body = max_body
         self.fast = fast
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -453,7 +282,13 @@ class GuardMiddleware:
             sid = m.group(1)
             args = fast.parse(raw) if len(sid) <= fast.settings.max_session_id_length else None
             if args is not None:
-                body = orjson.dumps(await fast.core(fast.rt, sid, *args), option=orjson.OPT_SERIALIZE_NUMPY)
+                try:
+                    result = await fast.core(fast.rt, sid, *args)
+                except HTTPException as e:  # e.g. 503 while the model process restarts
+                    await _plain(send, e.status_code, {"detail": e.detail})
+                    self._record(label, e.status_code, t0)
+                    return
+                body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
@@ -472,12 +307,17 @@ class GuardMiddleware:
             await self.app(scope, downstream, send_wrapper)
         except Exception:
             if not refused[0]:
+                self._record(label, 500, t0)
                 raise
         self._record(label, status[0], t0)
 
     def _record(self, label: str, status: int, t0: float) -> None:
-        self.metrics.requests.labels(label, str(status)).inc()
-        self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
+        children = self._children.get((label, status))
+        if children is None:  # prometheus' labels() lookup, once per (endpoint, status)
+            children = self._children[(label, status)] = (
+                self.metrics.requests.labels(label, str(status)), self.metrics.latency.labels(label))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - t0)
 
 
 async def _plain(send: Any, status: int, body: dict) -> None:
@@ -497,12 +337,29 @@ def _json(obj: Any, status: int = 200) -> Response:
 
 
 # ---------------------------------------------------------------------- the app factory
+class _App(FastAPI):
+    """FastAPI with :class:`GuardMiddleware` OUTSIDE its own middleware stack (error handling,
+    body limit, telemetry), so the click fast path skips those layers too (profiled: FastAPI's
+    telemetry middleware alone read the environment three times per request). The guard is
+    written not to raise; everything it passes on meets the full FastAPI stack."""
+
+    guard: tuple[Any, int, Any] | None = None
+
+    def build_middleware_stack(self) -> Any:
+        inner = super().build_middleware_stack()
+        if self.guard is None:
+            return inner
+        metrics, max_body, fast = self.guard
+        return GuardMiddleware(inner, metrics=metrics, max_body=max_body, fast=fast)
+
+
 @dataclass
 class Runtime:
     settings: Settings
     holder: ModelHolder
     store: SessionStore
-    batcher: Batcher
+    worker: ProcessWorker | ThreadWorker
+    stats: Stats
     metrics: Metrics
     locks: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
@@ -528,9 +385,12 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
     async def lifespan(app: FastAPI):
         torch.set_num_threads(max(settings.torch_threads, 1))
         loop = asyncio.get_running_loop()
-        loaded = await loop.run_in_executor(None, load_artifact, settings.model_dir, settings.scoring)
-        holder = ModelHolder(loaded)
-        rt = Runtime(settings, holder, store or make_store(settings), Batcher(holder, settings.max_batch, metrics), metrics)
+        in_thread = settings.model_worker == "thread"
+        loaded = await loop.run_in_executor(None, load_artifact, settings.model_dir, settings.scoring, in_thread)
+        stats = Stats(metrics)
+        worker = ThreadWorker(settings.max_batch, stats) if in_thread else ProcessWorker(settings, stats)
+        await worker.start(loaded)
+        rt = Runtime(settings, ModelHolder(loaded), store or make_store(settings), worker, stats, metrics)
         app.state.rt = rt
         fast.rt = rt
         log.info(
@@ -541,17 +401,17 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
         try:
             yield
         finally:
-            rt.batcher.close()
+            rt.worker.close()
             await rt.store.close()
 
-    app = FastAPI(
+    app = _App(
         title="nextclick",
         version=__import__("nextclick").__version__,
         description="Next-click recommendations for live anonymous sessions.",
         lifespan=lifespan,
     )
     fast = FastClicks(settings)
-    app.add_middleware(GuardMiddleware, metrics=metrics, max_body=settings.max_body_bytes, fast=fast)
+    app.guard = (metrics, settings.max_body_bytes, fast)
     s = settings
 
     @app.exception_handler(RequestValidationError)
@@ -615,8 +475,11 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
             )
             if rec is None or rec.model_id != loaded.model_id or (state is not None and state.size != loaded.state_size):
                 state = None
-            job = Job(known[-model.live_max_clicks :], new_idx, state, replay, k, exclude, allow_idx, deny_idx)
-            new_state, ids, sc = await rt.batcher.submit(job)
+            job = Job(known[-model.live_max_clicks :], new_idx, state, replay, k, exclude, allow_idx, deny_idx, loaded.gen)
+            try:
+                new_state, ids, sc = await rt.worker.submit(job)
+            except WorkerDied as e:
+                raise HTTPException(503, f"model unavailable: {e}") from None
             fallback = False
         out = {
             "items": vocab.decode(ids).tolist() if ids.size else [],
@@ -695,21 +558,20 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
 
     @app.get("/readyz", tags=["ops"])
     async def readyz(request: Request) -> Response:
-        """Readiness: a model is loaded and the session store answers."""
+        """Readiness: a model is loaded, its process runs, and the session store answers."""
         rt: Runtime | None = getattr(request.app.state, "rt", None)
-        if rt is None or not await rt.store.ping():
+        if rt is None or not rt.worker.ready() or not await rt.store.ping():
             return _json({"status": "not ready"}, 503)
         m = rt.holder.current
-        return _json({"status": "ready", "model": m.model.name, "model_id": m.model_id, "n_items": m.model.n_items_})
+        return _json({"status": "ready", "model": m.model.name, "model_id": m.model_id, "n_items": m.model.n_items_,
+                      "model_pid": rt.worker.pid()})
 
     @app.get("/metrics", tags=["ops"])
     async def metrics_endpoint(rt: Runtime = Depends(rt_dep)) -> Response:
         """Prometheus metrics."""
         rt.metrics.sessions.set(await rt.store.size())
-        scorer = rt.holder.current.scorer
-        if scorer is not None:
-            rt.metrics.topk_rows.set(scorer.rows)
-            rt.metrics.topk_fallbacks.set(scorer.fallbacks)
+        rt.metrics.topk_rows.set(rt.stats.topk_rows)
+        rt.metrics.topk_fallbacks.set(rt.stats.topk_fallbacks)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     class ReloadBody(BaseModel):
@@ -741,12 +603,17 @@ async def reload_model(rt: Runtime, model_dir: str | None) -> Loaded:
     loop = asyncio.get_running_loop()
     path = model_dir or rt.holder.current.model_dir
     try:
-        loaded = await loop.run_in_executor(None, load_artifact, path, rt.settings.scoring)
+        loaded = await loop.run_in_executor(
+            None, load_artifact, path, rt.settings.scoring, rt.settings.model_worker == "thread"
+        )
+        loaded.gen = rt.holder.current.gen + 1
+        await rt.worker.adopt(loaded)
     except Exception:
         rt.metrics.reloads.labels("error").inc()
         log.exception("reload of %s failed; still serving %s", path, rt.holder.current.model_id)
         raise
-    rt.holder.current = loaded
+    old, rt.holder.current = rt.holder.current, loaded
+    rt.worker.release(old.gen)
     rt.settings.model_dir = path
     rt.metrics.reloads.labels("ok").inc()
     log.info("reloaded: now serving %s (%s)", loaded.model.name, loaded.model_id)

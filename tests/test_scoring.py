@@ -80,3 +80,32 @@ def test_allow_lists_and_short_rows() -> None:
 def test_bad_mode() -> None:
     with pytest.raises(ValueError, match="scoring mode"):
         TopK(torch.zeros(3, 2), None, mode="int4")  # type: ignore[arg-type]
+
+
+def test_norm_pruning_skips_rows_that_cannot_reach_the_top_and_stays_exact() -> None:
+    # a catalogue where most items kept tiny embeddings (never trained): their scores are bounded
+    # by ||q|| ||W_i|| + b_i, far below the top-k, so their chunks are never scored
+    g = torch.Generator().manual_seed(4)
+    V, d, k = 40_000, 24, 20
+    W = torch.randn(V, d, generator=g) * 0.02
+    hot = torch.randperm(V, generator=g)[:6000]
+    W[hot] = torch.randn(6000, d, generator=g)
+    b = torch.zeros(V)
+    b[hot] = torch.randn(6000, generator=g) * 0.1
+    Q = torch.randn(16, d, generator=g)
+    tk = TopK(W, b, mode="fp16", chunk_rows=4096)
+    assert len(tk._packs) == 8
+    excl = [hot[r : r + 3].numpy() for r in range(16)]  # drop some of the best-scoring items
+    ids, sc = tk.topk(Q, k, excl)
+    assert tk.scored < 16 * V // 2  # most of the catalogue was never scored
+    for r in range(16):
+        want_ids, want_sc = exact_topk(W, b, Q[r], k, excl[r].tolist())
+        np.testing.assert_allclose(sc[r], want_sc, rtol=1e-5, atol=1e-5)
+        assert set(ids[r].tolist()) == set(want_ids.tolist())
+    # a query that every row could answer (all norms alike): everything is scored, still exact
+    flat = TopK(torch.randn(V, d, generator=g), None, mode="fp16", chunk_rows=4096)
+    q = torch.randn(1, d, generator=g)
+    ids, sc = flat.topk(q, k)
+    assert flat.scored == V
+    want_ids, want_sc = exact_topk(flat.W, None, q[0], k, [])
+    np.testing.assert_allclose(sc[0], want_sc, rtol=1e-5, atol=1e-5)

@@ -306,3 +306,51 @@ def test_fp16_scoring_serves_the_exact_top_k(shop_models) -> None:
     finally:
         stop(exact)
         stop(half)
+
+
+@pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
+def test_thread_and_process_model_workers_answer_alike(shop_models) -> None:
+    items = known_items(shop_models, 5)
+    proc, url_p = start_service(shop_models["dirs"]["gru4rec"])  # default: model process
+    thread, url_t = start_service(shop_models["dirs"]["gru4rec"], "--model-worker", "thread")
+    try:
+        with httpx.Client() as c:
+            assert c.get(f"{url_p}/readyz").json()["model_pid"] != proc.pid  # a process of its own
+            for i, it in enumerate(items):
+                body = {"item": it, "k": 15, "exclude_seen": i % 2 == 0, "deny": items[:1]}
+                p = c.post(f"{url_p}/v1/sessions/s/clicks", json=body).json()
+                t = c.post(f"{url_t}/v1/sessions/s/clicks", json=body).json()
+                assert p["items"] == t["items"]
+                np.testing.assert_allclose(p["scores"], t["scores"], rtol=1e-6)
+    finally:
+        stop(proc)
+        stop(thread)
+
+
+@pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
+def test_a_killed_model_process_is_replaced(shop_models) -> None:
+    import os
+    import signal
+    import time
+
+    items = known_items(shop_models, 3)
+    proc, url = start_service(shop_models["dirs"]["gru4rec"])
+    try:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            first = click(c, "k", items[0]).json()
+            pid = c.get("/readyz").json()["model_pid"]
+            os.kill(pid, signal.SIGKILL)
+            codes, deadline = [], time.monotonic() + 60
+            while time.monotonic() < deadline:  # 503 (never 500, never a hang) until it is back
+                r = click(c, "k2", items[1])
+                codes.append(r.status_code)
+                if r.status_code == 200:
+                    break
+                time.sleep(0.2)
+            assert codes[-1] == 200 and set(codes) <= {200, 503}, codes
+            ready = c.get("/readyz").json()
+            assert ready["status"] == "ready" and ready["model_pid"] != pid
+            again = click(c, "k3", items[0]).json()  # same model, same answers
+            assert again["items"] == first["items"]
+    finally:
+        stop(proc)

@@ -4,10 +4,12 @@ For each model artifact: start the service (in-memory store), warm it up, then r
 connection and with several, each for --duration seconds, every request a click of a live
 anonymous session (POST /v1/sessions/{id}/clicks, k=20; sessions of 1-10 clicks on real item ids).
 Prints p50/p90/p99 latency, throughput and errors, plus where the time goes inside the service
-(server-side request time vs model time from /metrics) and in-process micro-timings of one click
-(model step, top-k, store round trip).
+(server-side request time, model time per click and batch size from /metrics, CPU cores used by
+the event-loop process and the model process) and in-process micro-timings of one click (model
+step, top-k, store round trip).
 
-    python benchmarks/serve_load.py MODEL_DIR [MODEL_DIR ...] [--duration 10] [--connections 1,8,32]
+    python benchmarks/serve_load.py MODEL_DIR [MODEL_DIR ...] [--duration 10] [--connections 1,4,6,8,16,32]
+        [--model-worker process,thread]
     python benchmarks/serve_load.py --make   # train the GRU4Rec/SASRec artifacts it needs first
 """
 
@@ -74,7 +76,8 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
-def server_breakdown(url: str) -> dict:
+def server_sums(url: str) -> dict:
+    """Cumulative sums of the service's own histograms (differences give one wrk run's share)."""
     import httpx
 
     text = httpx.get(f"{url}/metrics").text
@@ -83,17 +86,34 @@ def server_breakdown(url: str) -> dict:
         m = re.search(pattern, text, re.M)
         return float(m.group(1)) if m else 0.0
 
-    req_sum = val(r'^nextclick_request_seconds_sum\{endpoint="clicks"\} (\S+)')
-    req_n = val(r'^nextclick_request_seconds_count\{endpoint="clicks"\} (\S+)')
-    mod_sum, mod_n = val(r"^nextclick_model_seconds_sum (\S+)"), val(r"^nextclick_model_seconds_count (\S+)")
-    bs_sum, bs_n = val(r"^nextclick_batch_size_sum (\S+)"), val(r"^nextclick_batch_size_count (\S+)")
     return {
-        "server_ms": 1e3 * req_sum / max(req_n, 1),
-        "model_call_ms": 1e3 * mod_sum / max(mod_n, 1),
-        "mean_batch": bs_sum / max(bs_n, 1),
-        "model_ms_per_click": 1e3 * mod_sum / max(bs_sum, 1),
-        "n": req_n,
+        "req_sum": val(r'^nextclick_request_seconds_sum\{endpoint="clicks"\} (\S+)'),
+        "req_n": val(r'^nextclick_request_seconds_count\{endpoint="clicks"\} (\S+)'),
+        "model_sum": val(r"^nextclick_model_seconds_sum (\S+)"),
+        "calls": val(r"^nextclick_model_seconds_count (\S+)"),
+        "jobs": val(r"^nextclick_batch_size_sum (\S+)"),
     }
+
+
+def breakdown(before: dict, after: dict) -> dict:
+    d = {k: after[k] - before[k] for k in before}
+    return {
+        "server_ms": 1e3 * d["req_sum"] / max(d["req_n"], 1),  # inside the service, per request
+        "mean_batch": d["jobs"] / max(d["calls"], 1),
+        "model_ms_per_click": 1e3 * d["model_sum"] / max(d["jobs"], 1),  # model call time / jobs in it
+    }
+
+
+def cpu_seconds(pids: list[int]) -> list[float]:
+    """user + system CPU seconds of each process so far (Linux /proc)."""
+    out = []
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"))
+        except (OSError, IndexError, ValueError):
+            out.append(float("nan"))
+    return out
 
 
 def micro(model_dir: str, n: int = 300) -> dict:
@@ -184,7 +204,9 @@ def main() -> None:
     ap.add_argument("--make", action="store_true", help="train the benchmark's GRU4Rec/SASRec artifacts first")
     ap.add_argument("--artifacts", default="runs/serve_bench", help="where --make writes them")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
-    ap.add_argument("--connections", default="1,8,32")
+    ap.add_argument("--connections", default="1,4,6,8,16,32")
+    ap.add_argument("--model-worker", default="process",
+                    help="comma-separated `nextclick serve --model-worker` values to compare (process,thread)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -193,6 +215,8 @@ def main() -> None:
         dirs += make_artifacts(Path(args.artifacts))
     rows = []
     for d in dirs:
+        import httpx
+
         from nextclick.models.base import Recommender
 
         m = Recommender.load(d)
@@ -200,32 +224,35 @@ def main() -> None:
         lua = Path(tempfile.mkdtemp()) / "click.lua"
         lua.write_text(LUA % (",".join(str(int(x)) for x in ids), os.getpid()))
         mic = micro(d)
-        proc, url = start_service(Path(d))
-        try:
-            subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-s", str(lua), url], capture_output=True, check=True)  # warm-up
-            for c in [int(x) for x in args.connections.split(",")]:
-                before = server_breakdown(url)
-                out = subprocess.run(
-                    ["wrk", "-t1", f"-c{c}", f"-d{args.duration}s", "--timeout", "2s", "--latency", "-s", str(lua), url],
-                    capture_output=True, text=True, check=True,
-                ).stdout
-                after = server_breakdown(url)
-                w = parse_wrk(out)
-                n = max(after["n"] - before["n"], 1)
-                # per-run deltas of the server-side histograms
-                srv = (after["server_ms"] * after["n"] - before["server_ms"] * before["n"]) / n
-                rows.append((m.name, m.n_items_, c, w, srv, after, mic))
-        finally:
-            stop(proc)
-    print(f"\nwrk on loopback, 1 wrk thread, {args.duration} s per run, POST /v1/sessions/{{id}}/clicks k=20, in-memory store")
-    print("| model | items | connections | req/s | p50 ms | p90 ms | p99 ms | errors | server ms/req | mean batch | model ms/click | step ms (B=1) | top-k ms | store ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, n_items, c, w, srv, after, mic in rows:
+        for mode in args.model_worker.split(","):
+            proc, url = start_service(Path(d), "--model-worker", mode)
+            try:
+                model_pid = httpx.get(f"{url}/readyz").json().get("model_pid")
+                pids = [proc.pid] + ([model_pid] if model_pid and model_pid != proc.pid else [])
+                subprocess.run(["wrk", "-t1", "-c4", "-d2s", "-s", str(lua), url], capture_output=True, check=True)  # warm-up
+                for c in [int(x) for x in args.connections.split(",")]:
+                    before, cpu0, t0 = server_sums(url), cpu_seconds(pids), time.perf_counter()
+                    out = subprocess.run(
+                        ["wrk", "-t1", f"-c{c}", f"-d{args.duration}s", "--timeout", "2s", "--latency", "-s", str(lua), url],
+                        capture_output=True, text=True, check=True,
+                    ).stdout
+                    cpu = [(b - a) / (time.perf_counter() - t0) for a, b in zip(cpu0, cpu_seconds(pids))]
+                    rows.append((m.name, m.n_items_, mode, c, parse_wrk(out), breakdown(before, server_sums(url)), cpu, mic))
+            finally:
+                stop(proc)
+    print(f"\nwrk on loopback, 1 wrk thread, {args.duration} s per run, POST /v1/sessions/{{id}}/clicks k=20 "
+          "(1,000 concurrent visitors), in-memory store")
+    print("| model | items | model worker | connections | req/s | p50 ms | p90 ms | p99 ms | errors | server ms/req | "
+          "mean batch | model ms/click | cores: event loop / model process | step ms (B=1) | top-k ms (B=1) | store ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, n_items, mode, c, w, br, cpu, mic in rows:
+        cores = " / ".join(f"{x:.2f}" for x in cpu)
         print(
-            f"| {name} | {n_items:,} | {c} | {w['rps']:,.0f} | {w['p50']:.2f} | {w['p90']:.2f} | {w['p99']:.2f} | {w['errors']} | "
-            f"{srv:.2f} | {after['mean_batch']:.1f} | {after['model_ms_per_click']:.3f} | {mic['step_ms']:.3f} | {mic['topk_ms']:.3f} | {mic['store_ms']:.3f} |"
+            f"| {name} | {n_items:,} | {mode} | {c} | {w['rps']:,.0f} | {w['p50']:.2f} | {w['p90']:.2f} | {w['p99']:.2f} | "
+            f"{w['errors']} | {br['server_ms']:.2f} | {br['mean_batch']:.1f} | {br['model_ms_per_click']:.3f} | {cores} | "
+            f"{mic['step_ms']:.3f} | {mic['topk_ms']:.3f} | {mic['store_ms']:.3f} |"
         )
-    print(json.dumps([{"model": r[0], "items": r[1], "c": r[2], **r[3]} for r in rows]))
+    print(json.dumps([{"model": r[0], "items": r[1], "worker": r[2], "c": r[3], **r[4]} for r in rows]))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """The real-time next-click service: FastAPI on uvicorn, built by :func:`create_app`.
 
 One artifact is loaded at start-up (and can be hot-reloaded). Clicks of anonymous sessions go
-through a session store (in-process or Redis) and a micro-batcher: requests that arrive while the
-model is busy are scored together in one model call on a worker thread, so inference never
-blocks the event loop and batching costs no latency when the service is idle.
+through a session store (in-process or Redis) to the model side (:mod:`nextclick.worker`): by
+default a model process of its own, which scores every click that arrived while it was busy in one
+batch, so inference never blocks the event loop, the two never contend for Python's GIL, and
+batching costs no latency when the service is idle.
 
 Where a click's time goes (see docs/benchmarks.md): HTTP parsing and FastAPI's routing, dependency
-injection and validation were the largest cost for small catalogues, so well-formed JSON clicks
-take a fast path in :class:`GuardMiddleware` (anything else reaches the FastAPI route unchanged);
-for large catalogues the item matrix product is, so GRU4Rec/SASRec use the exact fp16-candidate
-top-k of :mod:`nextclick.scoring`.
+injection, validation and middleware were the largest cost for small catalogues, so well-formed
+JSON clicks take a fast path in :class:`GuardMiddleware`, which sits outside FastAPI's own middleware
+stack (anything else reaches the FastAPI route unchanged); for large catalogues the item matrix
+product is, so GRU4Rec/SASRec use the exact fp16-candidate top-k of :mod:`nextclick.scoring`.
 
 Endpoints: ``POST /v1/sessions/{id}/clicks``, ``GET /v1/sessions/{id}/recommendations``,
 ``DELETE /v1/sessions/{id}``, ``POST /v1/recommendations`` (stateless), ``/healthz``,

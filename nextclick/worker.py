@@ -24,13 +24,13 @@ import hashlib
 import logging
 import os
 import queue
+import select
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -388,8 +388,64 @@ def _int_msg(*values: int, text: str = "") -> bytes:
     return np.array(values, np.int64).tobytes() + text.encode()
 
 
+# Frames on the pipes: an 8-byte little-endian length, then the message. (Not multiprocessing's
+# Connection: the event loop's end is non-blocking once registered with the loop, and a message
+# may arrive in pieces.)
+def write_frame(fd: int, msg: bytes) -> None:
+    """Write one frame to a blocking fd (all of it)."""
+    view = memoryview(len(msg).to_bytes(8, "little") + msg)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    parts, left = [], n
+    while left:
+        b = os.read(fd, left)
+        if not b:
+            raise EOFError
+        parts.append(b)
+        left -= len(b)
+    return b"".join(parts)
+
+
+def read_frame(fd: int) -> bytes:
+    """Read one frame from a blocking fd (EOFError when the writer is gone)."""
+    return _read_exact(fd, int.from_bytes(_read_exact(fd, 8), "little"))
+
+
+class FrameReader:
+    """Frames from a non-blocking fd, as they complete."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+
+    def read(self) -> list[bytes]:
+        """Every frame completed by what can be read now (EOFError when the writer is gone)."""
+        while True:
+            try:
+                b = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not b:
+                raise EOFError
+            self.buf += b
+            if len(b) < 1 << 20:
+                break
+        out, off, buf = [], 0, self.buf
+        while len(buf) - off >= 8:
+            n = int.from_bytes(buf[off : off + 8], "little")
+            if len(buf) - off - 8 < n:
+                break
+            out.append(bytes(buf[off + 8 : off + 8 + n]))
+            off += 8 + n
+        del buf[:off]
+        return out
+
+
 # ---------------------------------------------------------------------- the worker process
-def worker_main(rx: Any, tx: Any, model_dir: str, gen: int, scoring: str, threads: int, max_batch: int) -> None:
+def worker_main(rx: int, tx: int, model_dir: str, gen: int, scoring: str, threads: int, max_batch: int) -> None:
     """Entry point of the model process: load the artifact, then serve batches until the pipe
     closes. Jobs are read eagerly, so every job that arrived while a batch ran joins the next."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[model]: %(message)s")
@@ -398,7 +454,7 @@ def worker_main(rx: Any, tx: Any, model_dir: str, gen: int, scoring: str, thread
 
     def send(data: bytes) -> None:
         with send_lock:
-            tx.send_bytes(data)
+            write_frame(tx, data)
 
     models: dict[int, Loaded] = {}
     try:
@@ -433,9 +489,9 @@ def worker_main(rx: Any, tx: Any, model_dir: str, gen: int, scoring: str, thread
     while True:
         try:
             if not pending:
-                handle(rx.recv_bytes())
-            while rx.poll():
-                handle(rx.recv_bytes())
+                handle(read_frame(rx))
+            while select.select([rx], [], [], 0)[0]:
+                handle(read_frame(rx))
         except (EOFError, OSError):
             return  # the service is gone
         if pending:
@@ -482,6 +538,8 @@ class ProcessWorker:
         self.closed = False
         self.dead = True
         self.flush_scheduled = False
+        self.rx: int | None = None
+        self.tx: int | None = None
 
     async def start(self, loaded: Loaded) -> None:
         self.loop = asyncio.get_running_loop()
@@ -497,16 +555,18 @@ class ProcessWorker:
         up_r, up_w = os.pipe()  # model -> event loop
         cmd = [sys.executable, "-m", "nextclick.worker", str(down_r), str(up_w), model_dir, str(gen), s.scoring,
                str(s.torch_threads), str(s.max_batch)]
-        self.proc = subprocess.Popen(cmd, pass_fds=(down_r, up_w), close_fds=True)
+        root = str(Path(__file__).resolve().parent.parent)  # this nextclick, however it was imported
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self.proc = subprocess.Popen(cmd, pass_fds=(down_r, up_w), close_fds=True, env=env)
         os.close(down_r)
         os.close(up_w)
-        self.rx = Connection(up_r, writable=False)
-        self.tx = Connection(down_w, readable=False)
+        self.rx, self.tx = up_r, down_w  # the loop makes rx non-blocking; tx stays blocking
+        self.reader = FrameReader(up_r)
         rx = self.rx
         self.dead = False
         fut = self.loop.create_future()  # type: ignore[union-attr]
         self.loading[gen] = fut
-        self.loop.add_reader(rx.fileno(), self._readable)  # type: ignore[union-attr]
+        self.loop.add_reader(rx, self._readable)  # type: ignore[union-attr]
         await fut
         log.info("model process %d serves %s", self.proc.pid, model_dir)
 
@@ -519,7 +579,7 @@ class ProcessWorker:
     async def adopt(self, loaded: Loaded) -> None:
         fut = self.loop.create_future()  # type: ignore[union-attr]
         self.loading[loaded.gen] = fut
-        self.tx.send_bytes(_int_msg(MSG_LOAD, loaded.gen, text=loaded.model_dir))
+        write_frame(self.tx, _int_msg(MSG_LOAD, loaded.gen, text=loaded.model_dir))
         await fut
         self.current = (loaded.model_dir, loaded.gen)
 
@@ -560,15 +620,17 @@ class ProcessWorker:
         for m in messages:
             if m and not self.dead:
                 try:
-                    self.tx.send_bytes(m)
-                except OSError:
+                    write_frame(self.tx, m)
+                except OSError as e:
+                    log.error("writing to the model process: %r", e)
                     self._died()
 
     def _readable(self) -> None:
         try:
-            while self.rx.poll():
-                self._handle(self.rx.recv_bytes())
-        except (EOFError, OSError):
+            for msg in self.reader.read():
+                self._handle(msg)
+        except (EOFError, OSError) as e:
+            log.error("reading from the model process: %r", e)
             self._died()
             return
         if self.backlog and len(self.waiting) < self.max_inflight:
@@ -601,13 +663,23 @@ class ProcessWorker:
                 if job is not None and not job.future.done():
                     job.future.set_exception(err)
 
+    def _close_pipes(self) -> None:
+        if self.loop is not None and self.rx is not None:
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(self.rx)
+        for fd in (self.tx, self.rx):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.rx = self.tx = None
+
     def _died(self) -> None:
         if self.dead:
             return
         self.dead = True
-        if self.loop is not None:
-            with contextlib.suppress(Exception):
-                self.loop.remove_reader(self.rx.fileno())
+        self._close_pipes()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # alive but unreadable: start afresh
         err = WorkerDied("the model process stopped")
         for job in [*self.waiting.values(), *(j for _, _, j in self.backlog if j is not None)]:
             if not job.future.done():
@@ -637,12 +709,7 @@ class ProcessWorker:
 
     def close(self) -> None:
         self.closed = True
-        if self.loop is not None:
-            with contextlib.suppress(Exception):
-                self.loop.remove_reader(self.rx.fileno())
-        for c in (getattr(self, "tx", None), getattr(self, "rx", None)):
-            with contextlib.suppress(Exception):
-                c.close()  # type: ignore[union-attr]
+        self._close_pipes()
         if self.proc is not None:  # its pipe closed: it exits by itself
             try:
                 self.proc.wait(5)
@@ -653,8 +720,7 @@ class ProcessWorker:
 
 def _main(argv: list[str]) -> None:
     rx, tx, model_dir, gen, scoring, threads, max_batch = argv
-    worker_main(Connection(int(rx), writable=False), Connection(int(tx), readable=False), model_dir, int(gen), scoring,
-                int(threads), int(max_batch))
+    worker_main(int(rx), int(tx), model_dir, int(gen), scoring, int(threads), int(max_batch))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import re
 
 import httpx
 import numpy as np
@@ -352,5 +353,35 @@ def test_a_killed_model_process_is_replaced(shop_models) -> None:
             assert ready["status"] == "ready" and ready["model_pid"] != pid
             again = click(c, "k3", items[0]).json()  # same model, same answers
             assert again["items"] == first["items"]
+    finally:
+        stop(proc)
+
+
+@pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
+def test_a_burst_of_large_concurrent_clicks_is_answered_like_one_by_one(shop_models) -> None:
+    # many clicks at once, each with a long allow-list: batches and pipe messages larger than the
+    # pipe's atomic write size (a message then arrives in pieces at the event loop's end)
+    import asyncio
+
+    all_items = shop_models["train"].vocab.decode(np.arange(1, shop_models["train"].vocab.n_items + 1)).tolist()
+    items = all_items[:60]
+    allow = all_items[:200]
+    proc, url = start_service(shop_models["dirs"]["gru4rec"])
+    try:
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+                return await asyncio.gather(*(
+                    c.post(f"/v1/sessions/b{i}/clicks", json={"item": it, "k": 50, "allow": allow}) for i, it in enumerate(items)
+                ))
+
+        got = asyncio.run(burst())
+        assert [r.status_code for r in got] == [200] * len(items)
+        with httpx.Client(base_url=url) as c:
+            for i in (0, 17, 59):
+                one = c.post(f"/v1/sessions/one{i}/clicks", json={"item": items[i], "k": 50, "allow": allow}).json()
+                assert got[i].json()["items"] == one["items"]
+            text = c.get("/metrics").text
+        batches = float(re.search(r"^nextclick_batch_size_count (\S+)", text, re.M).group(1))
+        assert batches < len(items) + 3  # some clicks shared a model call
     finally:
         stop(proc)

@@ -130,8 +130,9 @@ class TopK:
             parts = [first] + [self._approx(P, c) for c in range(1, n_chunks)]
             self.scored += P.shape[0] * int(self._bounds[-1])
             return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), np.full(P.shape[0], -np.inf)
-        theta = torch.topk(first, kk, dim=1, sorted=False).values.amin(1).numpy().astype(np.float64) - slack
-        tail = qn[:, None] * self._tail_norm[None, 1:] * (1 + 1e-6) + self._tail_b[None, 1:] + 1e-6  # (n, chunks)
+        kth = torch.topk(first, kk, dim=1, sorted=False).values.amin(1).numpy().astype(np.float64)
+        theta = kth - slack - 1e-5 * np.abs(kth) - 1e-6  # margins: float32 rounding of the exact scores
+        tail = qn[:, None] * self._tail_norm[None, 1:] * (1 + 1e-5) + self._tail_b[None, 1:] + 1e-6  # (n, chunks)
         ok = (tail < theta[:, None]).all(0)  # chunk c + 1 and all after it can be skipped
         stop = int(np.argmax(ok)) + 1 if ok.any() else n_chunks  # chunks to score
         parts = [first] + [self._approx(P, c) for c in range(1, stop)]

@@ -289,6 +289,11 @@ class GuardMiddleware:
                     await _plain(send, e.status_code, {"detail": e.detail})
                     self._record(label, e.status_code, t0)
                     return
+                except Exception:  # outside FastAPI's error middleware: answer 500 here
+                    log.exception("click failed")
+                    await _plain(send, 500, {"detail": "internal error"})
+                    self._record(label, 500, t0)
+                    return
                 body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -341,8 +346,9 @@ def _json(obj: Any, status: int = 200) -> Response:
 class _App(FastAPI):
     """FastAPI with :class:`GuardMiddleware` OUTSIDE its own middleware stack (error handling,
     body limit, telemetry), so the click fast path skips those layers too (profiled: FastAPI's
-    telemetry middleware alone read the environment three times per request). The guard is
-    written not to raise; everything it passes on meets the full FastAPI stack."""
+    telemetry middleware alone read the environment three times per request). The fast path
+    answers its own errors (503 while the model process restarts, 500 logged); everything else
+    the guard passes on meets the full FastAPI stack."""
 
     guard: tuple[Any, int, Any] | None = None
 
@@ -363,6 +369,7 @@ class Runtime:
     stats: Stats
     metrics: Metrics
     locks: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def lock(self, session_id: str) -> asyncio.Lock:
         lk = self.locks.get(session_id)
@@ -600,7 +607,13 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
 
 
 async def reload_model(rt: Runtime, model_dir: str | None) -> Loaded:
-    """Load in a worker thread, then swap atomically; in-flight batches finish on the old model."""
+    """Load in a worker thread, then swap atomically; in-flight batches finish on the old model.
+    Reloads run one at a time (two overlapping ones must not share a model generation)."""
+    async with rt.reload_lock:
+        return await _reload(rt, model_dir)
+
+
+async def _reload(rt: Runtime, model_dir: str | None) -> Loaded:
     loop = asyncio.get_running_loop()
     path = model_dir or rt.holder.current.model_dir
     try:

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import os
 import queue
-import select
+import signal
 import subprocess
 import sys
 import threading
@@ -236,6 +236,8 @@ class ThreadWorker:
         self.queue.put(Job(np.zeros(0, np.int64), None, None, False, 0, None, None, None, gen=-1 - gen))
 
     async def submit(self, job: Job) -> Result:
+        if not self.thread.is_alive():
+            raise WorkerDied("the model thread is not running")
         job.loop = asyncio.get_running_loop()
         job.future = job.loop.create_future()
         self.queue.put(job)
@@ -421,18 +423,18 @@ class FrameReader:
         self.fd = fd
         self.buf = bytearray()
 
-    def read(self) -> list[bytes]:
-        """Every frame completed by what can be read now (EOFError when the writer is gone)."""
+    def read(self) -> tuple[list[bytes], bool]:
+        """Every frame completed by what can be read now, and whether the writer is gone."""
+        eof = False
         while True:
             try:
                 b = os.read(self.fd, 1 << 20)
             except BlockingIOError:
                 break
             if not b:
-                raise EOFError
-            self.buf += b
-            if len(b) < 1 << 20:
+                eof = True
                 break
+            self.buf += b
         out, off, buf = [], 0, self.buf
         while len(buf) - off >= 8:
             n = int.from_bytes(buf[off : off + 8], "little")
@@ -441,76 +443,97 @@ class FrameReader:
             out.append(bytes(buf[off + 8 : off + 8 + n]))
             off += 8 + n
         del buf[:off]
-        return out
+        return out, eof
 
 
 # ---------------------------------------------------------------------- the worker process
 def worker_main(rx: int, tx: int, model_dir: str, gen: int, scoring: str, threads: int, max_batch: int) -> None:
     """Entry point of the model process: load the artifact, then serve batches until the pipe
-    closes. Jobs are read eagerly, so every job that arrived while a batch ran joins the next."""
+    closes. A reader thread drains the incoming pipe at all times (so the service never waits to
+    write), and every job that arrived while a batch ran joins the next one."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[model]: %(message)s")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the service stops us by closing the pipe
+        signal.signal(sig, signal.SIG_IGN)
     torch.set_num_threads(max(threads, 1))
     send_lock = threading.Lock()
+    alive = [True]
 
     def send(data: bytes) -> None:
         with send_lock:
-            write_frame(tx, data)
+            try:
+                write_frame(tx, data)
+            except OSError:  # the service is gone
+                alive[0] = False
+
+    def loaded_msg(g: int, loaded: Loaded | None, error: str = "") -> bytes:
+        return _int_msg(MSG_LOADED, g, int(loaded is not None), text=loaded.model_id if loaded is not None else error)
 
     models: dict[int, Loaded] = {}
     try:
         models[gen] = load_artifact(model_dir, scoring)
     except Exception as e:
-        send(_int_msg(MSG_LOADED, gen, 0, text=f"{type(e).__name__}: {e}"))
+        send(loaded_msg(gen, None, f"{type(e).__name__}: {e}"))
         return
     models[gen].gen = gen
-    send(_int_msg(MSG_LOADED, gen, 1))
+    send(loaded_msg(gen, models[gen]))
     pending: collections.deque[tuple[int, Job]] = collections.deque()
     dropping: set[int] = set()
+    cond = threading.Condition()
 
     def load(g: int, path: str) -> None:  # a reload, in a thread: batches go on meanwhile
         try:
             loaded = load_artifact(path, scoring)
         except Exception as e:
-            send(_int_msg(MSG_LOADED, g, 0, text=f"{type(e).__name__}: {e}"))
+            send(loaded_msg(g, None, f"{type(e).__name__}: {e}"))
             return
         loaded.gen = g
         models[g] = loaded
-        send(_int_msg(MSG_LOADED, g, 1))
+        send(loaded_msg(g, loaded))
 
-    def handle(msg: bytes) -> None:
-        kind, a = np.frombuffer(msg, np.int64, 2).tolist()
-        if kind == MSG_JOBS:
-            pending.extend(decode_jobs(msg))
-        elif kind == MSG_LOAD:
-            threading.Thread(target=load, args=(a, msg[16:].decode()), daemon=True).start()
-        elif kind == MSG_DROP:
-            dropping.add(a)
-
-    while True:
-        try:
-            if not pending:
-                handle(read_frame(rx))
-            while select.select([rx], [], [], 0)[0]:
-                handle(read_frame(rx))
-        except (EOFError, OSError):
-            return  # the service is gone
-        if pending:
-            batch = [pending.popleft() for _ in range(min(max_batch, len(pending)))]
-            tags, jobs = [t for t, _ in batch], [j for _, j in batch]
-            t0 = time.perf_counter()
+    def reader() -> None:
+        while True:
             try:
-                results = run_mixed(models, jobs)
-            except Exception as e:
-                log.exception("model call failed")
-                send(_int_msg(MSG_FAILED, len(tags), *tags, text=f"{type(e).__name__}: {e}"))
-            else:
-                sc = models[jobs[-1].gen].scorer
-                rows, fb = (sc.rows, sc.fallbacks) if sc is not None else (0, 0)
-                send(encode_results(tags, results, time.perf_counter() - t0, rows, fb))
-        for g in list(dropping):
-            if all(j.gen != g for _, j in pending):
-                models.pop(g, None)
-                dropping.discard(g)
+                msg = read_frame(rx)
+            except (EOFError, OSError):
+                break
+            kind, a = np.frombuffer(msg, np.int64, 2).tolist()
+            if kind == MSG_LOAD:
+                threading.Thread(target=load, args=(a, msg[16:].decode()), daemon=True).start()
+                continue
+            with cond:
+                if kind == MSG_JOBS:
+                    pending.extend(decode_jobs(msg))
+                elif kind == MSG_DROP:
+                    dropping.add(a)
+                cond.notify()
+        with cond:
+            alive[0] = False
+            cond.notify()
+
+    threading.Thread(target=reader, name="nextclick-model-reader", daemon=True).start()
+    while True:
+        with cond:
+            while alive[0] and not pending:
+                cond.wait()
+            if not alive[0]:
+                return
+            batch = [pending.popleft() for _ in range(min(max_batch, len(pending)))]
+        tags, jobs = [t for t, _ in batch], [j for _, j in batch]
+        t0 = time.perf_counter()
+        try:
+            results = run_mixed(models, jobs)
+        except Exception as e:
+            log.exception("model call failed")
+            send(_int_msg(MSG_FAILED, len(tags), *tags, text=f"{type(e).__name__}: {e}"))
+        else:
+            sc = models[jobs[-1].gen].scorer
+            rows, fb = (sc.rows, sc.fallbacks) if sc is not None else (0, 0)
+            send(encode_results(tags, results, time.perf_counter() - t0, rows, fb))
+        with cond:
+            for g in list(dropping):
+                if all(j.gen != g for _, j in pending):
+                    models.pop(g, None)
+                    dropping.discard(g)
 
 
 class WorkerDied(RuntimeError):
@@ -520,10 +543,13 @@ class WorkerDied(RuntimeError):
 class ProcessWorker:
     """The event loop's handle on the model process (``--model-worker process``, the default).
 
-    Jobs are written to a pipe as they come; the loop reads results back through ``add_reader``,
-    so no thread of this process touches the model. At most ``max_inflight`` jobs are in the pipe
-    (the rest wait here), which bounds the pipe's memory whatever the load. If the process dies,
-    the requests waiting on it fail (503) and a new one is started."""
+    Jobs go out on a non-blocking pipe (what the pipe cannot take at once waits in a buffer that
+    ``add_writer`` drains), results come back through ``add_reader``: the event loop never blocks
+    on the model, and no thread of this process touches it. At most ``max_inflight`` jobs are
+    outstanding (the rest wait here). The process answers a load with its artifact's content id,
+    which must be the one this side loaded (an artifact rewritten on disk is refused). If the
+    process dies, the requests waiting on it fail (503), /readyz says not ready, and a new one is
+    started, with growing pauses while it keeps failing."""
 
     def __init__(self, settings: Any, stats: Stats) -> None:
         self.settings = settings
@@ -531,44 +557,27 @@ class ProcessWorker:
         self.max_inflight = 4 * max(int(settings.max_batch), 1)
         self.waiting: dict[int, Job] = {}  # tag -> job sent to the process
         self.backlog: collections.deque[tuple[int, bytes, Job | None]] = collections.deque()  # None: control
-        self.loading: dict[int, asyncio.Future] = {}
+        self.loading: dict[int, tuple[str, asyncio.Future]] = {}  # gen -> (expected artifact id, done)
         self.tag = 0
-        self.proc: Any = None
+        self.proc: subprocess.Popen | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
-        self.dead = True
+        self.dead = True  # no process, or one not yet ready
         self.flush_scheduled = False
         self.rx: int | None = None
         self.tx: int | None = None
+        self.out = bytearray()  # frames the pipe has not taken yet
+        self.writing = False
+        self.failures = 0
 
     async def start(self, loaded: Loaded) -> None:
         self.loop = asyncio.get_running_loop()
-        self.current = (loaded.model_dir, loaded.gen)
-        await self._spawn()
-
-    async def _spawn(self) -> None:
-        model_dir, gen = self.current
-        s = self.settings
-        # a plain child interpreter (``python -m nextclick.worker``) with two pipes: unlike
-        # multiprocessing's spawn it never re-imports the caller's __main__
-        down_r, down_w = os.pipe()  # event loop -> model
-        up_r, up_w = os.pipe()  # model -> event loop
-        cmd = [sys.executable, "-m", "nextclick.worker", str(down_r), str(up_w), model_dir, str(gen), s.scoring,
-               str(s.torch_threads), str(s.max_batch)]
-        root = str(Path(__file__).resolve().parent.parent)  # this nextclick, however it was imported
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        self.proc = subprocess.Popen(cmd, pass_fds=(down_r, up_w), close_fds=True, env=env)
-        os.close(down_r)
-        os.close(up_w)
-        self.rx, self.tx = up_r, down_w  # the loop makes rx non-blocking; tx stays blocking
-        self.reader = FrameReader(up_r)
-        rx = self.rx
-        self.dead = False
-        fut = self.loop.create_future()  # type: ignore[union-attr]
-        self.loading[gen] = fut
-        self.loop.add_reader(rx, self._readable)  # type: ignore[union-attr]
-        await fut
-        log.info("model process %d serves %s", self.proc.pid, model_dir)
+        self.current = (loaded.model_dir, loaded.gen, loaded.model_id)
+        try:
+            await self._spawn()
+        except BaseException:
+            self.close()
+            raise
 
     def ready(self) -> bool:
         return not self.dead
@@ -576,12 +585,48 @@ class ProcessWorker:
     def pid(self) -> int | None:
         return None if self.proc is None else self.proc.pid
 
-    async def adopt(self, loaded: Loaded) -> None:
+    async def _spawn(self) -> None:
+        model_dir, gen, model_id = self.current
+        s = self.settings
+        # a plain child interpreter (``python -m nextclick.worker``) with two pipes: unlike
+        # multiprocessing's spawn it never re-imports the caller's __main__
+        down_r, down_w = os.pipe()  # event loop -> model
+        up_r, up_w = os.pipe()  # model -> event loop
+        root = str(Path(__file__).resolve().parent.parent)  # this nextclick, however it was imported
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        cmd = [sys.executable, "-m", "nextclick.worker", str(down_r), str(up_w), model_dir, str(gen), s.scoring,
+               str(s.torch_threads), str(s.max_batch)]
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=(down_r, up_w), close_fds=True, env=env)
+        except BaseException:
+            for fd in (down_w, up_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(down_r)
+            os.close(up_w)
+        self.rx, self.tx = up_r, down_w
+        os.set_blocking(up_r, False)
+        os.set_blocking(down_w, False)
+        self.reader = FrameReader(up_r)
+        self.out.clear()
         fut = self.loop.create_future()  # type: ignore[union-attr]
-        self.loading[loaded.gen] = fut
-        write_frame(self.tx, _int_msg(MSG_LOAD, loaded.gen, text=loaded.model_dir))
+        self.loading[gen] = (model_id, fut)
+        self.loop.add_reader(up_r, self._readable)  # type: ignore[union-attr]
         await fut
-        self.current = (loaded.model_dir, loaded.gen)
+        self.dead = False
+        self.failures = 0
+        log.info("model process %d serves %s", self.proc.pid, model_dir)
+
+    async def adopt(self, loaded: Loaded) -> None:
+        """Have the process load ``loaded``'s artifact as generation ``loaded.gen``."""
+        if self.dead:
+            raise WorkerDied("the model process is not running")
+        fut = self.loop.create_future()  # type: ignore[union-attr]
+        self.loading[loaded.gen] = (loaded.model_id, fut)
+        self._write(_int_msg(MSG_LOAD, loaded.gen, text=loaded.model_dir))
+        await fut
+        self.current = (loaded.model_dir, loaded.gen, loaded.model_id)
 
     def release(self, gen: int) -> None:
         self.backlog.append((0, _int_msg(MSG_DROP, gen), None))  # after every job queued for it
@@ -593,7 +638,7 @@ class ProcessWorker:
         job.future = self.loop.create_future()  # type: ignore[union-attr]
         self.tag += 1
         self.backlog.append((self.tag, encode_job(self.tag, job), job))
-        if not self.flush_scheduled:  # one write for every job submitted in this loop iteration
+        if not self.flush_scheduled:  # one frame for every job submitted in this loop iteration
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)  # type: ignore[union-attr]
         return await job.future
@@ -601,12 +646,14 @@ class ProcessWorker:
     def _flush(self) -> None:
         self.flush_scheduled = False
         batch: list[bytes] = []
-        while self.backlog:
+        while self.backlog and not self.dead:
             tag, msg, job = self.backlog[0]
             if job is None:  # a control message goes after the jobs queued before it
                 self.backlog.popleft()
-                self._write(encode_jobs(batch) if batch else b"", msg)
-                batch = []
+                if batch:
+                    self._write(encode_jobs(batch))
+                    batch = []
+                self._write(msg)
                 continue
             if len(self.waiting) >= self.max_inflight:
                 break
@@ -616,21 +663,40 @@ class ProcessWorker:
         if batch:
             self._write(encode_jobs(batch))
 
-    def _write(self, *messages: bytes) -> None:
-        for m in messages:
-            if m and not self.dead:
-                try:
-                    write_frame(self.tx, m)
-                except OSError as e:
-                    log.error("writing to the model process: %r", e)
-                    self._died()
+    def _write(self, msg: bytes) -> None:
+        """Queue one frame and write what the pipe takes now; the rest when it is writable."""
+        if self.tx is None:
+            return
+        self.out += len(msg).to_bytes(8, "little") + msg
+        self._drain()
+
+    def _drain(self) -> None:
+        try:
+            while self.out:
+                n = os.write(self.tx, self.out)  # type: ignore[arg-type]
+                del self.out[:n]
+        except BlockingIOError:
+            if not self.writing:
+                self.writing = True
+                self.loop.add_writer(self.tx, self._drain)  # type: ignore[union-attr, arg-type]
+            return
+        except OSError as e:
+            log.error("writing to the model process: %r", e)
+            self._died()
+            return
+        if self.writing:
+            self.writing = False
+            self.loop.remove_writer(self.tx)  # type: ignore[union-attr, arg-type]
 
     def _readable(self) -> None:
         try:
-            for msg in self.reader.read():
+            frames, eof = self.reader.read()
+            for msg in frames:
                 self._handle(msg)
-        except (EOFError, OSError) as e:
-            log.error("reading from the model process: %r", e)
+        except Exception:
+            log.exception("reading from the model process")
+            eof = True
+        if eof:
             self._died()
             return
         if self.backlog and len(self.waiting) < self.max_inflight:
@@ -648,12 +714,18 @@ class ProcessWorker:
                     job.future.set_result(r)
         elif kind == MSG_LOADED:
             _, gen, ok = np.frombuffer(msg, np.int64, 3).tolist()
-            fut = self.loading.pop(gen, None)
-            if fut is not None and not fut.done():
-                if ok:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(RuntimeError(msg[24:].decode()))
+            want, fut = self.loading.pop(gen, (None, None))
+            text = msg[24:].decode()
+            if fut is None or fut.done():
+                return
+            if not ok:
+                fut.set_exception(RuntimeError(text))
+            elif text != want:
+                fut.set_exception(RuntimeError(
+                    f"the model process loaded artifact {text}, this process {want}: "
+                    "was the artifact rewritten on disk? reload it"))
+            else:
+                fut.set_result(None)
         elif kind == MSG_FAILED:
             n = int(np.frombuffer(msg, np.int64, 2)[1])
             tags = np.frombuffer(msg, np.int64, n, 16).tolist()
@@ -664,52 +736,61 @@ class ProcessWorker:
                     job.future.set_exception(err)
 
     def _close_pipes(self) -> None:
-        if self.loop is not None and self.rx is not None:
-            with contextlib.suppress(Exception):
-                self.loop.remove_reader(self.rx)
+        if self.loop is not None:
+            for fd, remove in ((self.rx, self.loop.remove_reader), (self.tx, self.loop.remove_writer)):
+                if fd is not None:
+                    with contextlib.suppress(Exception):
+                        remove(fd)
         for fd in (self.tx, self.rx):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self.rx = self.tx = None
+        self.writing = False
+        self.out.clear()
 
-    def _died(self) -> None:
-        if self.dead:
-            return
-        self.dead = True
-        self._close_pipes()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # alive but unreadable: start afresh
-        err = WorkerDied("the model process stopped")
+    def _fail_all(self, err: BaseException) -> None:
         for job in [*self.waiting.values(), *(j for _, _, j in self.backlog if j is not None)]:
             if not job.future.done():
                 job.future.set_exception(err)
-        for fut in self.loading.values():
+        for _, fut in self.loading.values():
             if not fut.done():
                 fut.set_exception(err)
         self.waiting.clear()
         self.backlog.clear()
         self.loading.clear()
+
+    def _died(self) -> None:
+        if self.rx is None and self.dead:
+            return
+        self.dead = True
+        self._close_pipes()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # alive but unreadable: start afresh
+        self._fail_all(WorkerDied("the model process stopped"))
         if not self.closed and self.loop is not None:
             log.error("the model process stopped (exit code %s); starting a new one",
                       self.proc.poll() if self.proc else None)
             self.loop.create_task(self._restart())
 
     async def _restart(self) -> None:
-        await asyncio.sleep(1.0)  # no tight loop if it dies at once
+        self.failures += 1
+        await asyncio.sleep(min(30.0, 0.5 * 2 ** min(self.failures, 6)))  # no tight loop while it keeps failing
         if self.closed:
             return
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(1)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
         try:
             await self._spawn()
-        except Exception:
-            log.exception("restarting the model process failed")
+        except Exception as e:
+            log.error("restarting the model process failed: %s", e)
+            self._died()  # cleans up and schedules the next try
 
     def close(self) -> None:
         self.closed = True
+        self.dead = True
         self._close_pipes()
+        self._fail_all(WorkerDied("the service is stopping"))
         if self.proc is not None:  # its pipe closed: it exits by itself
             try:
                 self.proc.wait(5)

@@ -364,24 +364,50 @@ def test_a_burst_of_large_concurrent_clicks_is_answered_like_one_by_one(shop_mod
     import asyncio
 
     all_items = shop_models["train"].vocab.decode(np.arange(1, shop_models["train"].vocab.n_items + 1)).tolist()
-    items = all_items[:60]
+    items = all_items[:100]
     allow = all_items[:200]
     proc, url = start_service(shop_models["dirs"]["gru4rec"])
     try:
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)) as c:
                 return await asyncio.gather(*(
-                    c.post(f"/v1/sessions/b{i}/clicks", json={"item": it, "k": 50, "allow": allow}) for i, it in enumerate(items)
+                    c.post(f"/v1/sessions/b{i}/clicks", json={"item": it, "k": 100, "allow": allow}) for i, it in enumerate(items)
                 ))
 
         got = asyncio.run(burst())
         assert [r.status_code for r in got] == [200] * len(items)
         with httpx.Client(base_url=url) as c:
-            for i in (0, 17, 59):
-                one = c.post(f"/v1/sessions/one{i}/clicks", json={"item": items[i], "k": 50, "allow": allow}).json()
+            for i in (0, 17, 99):
+                one = c.post(f"/v1/sessions/one{i}/clicks", json={"item": items[i], "k": 100, "allow": allow}).json()
                 assert got[i].json()["items"] == one["items"]
             text = c.get("/metrics").text
         batches = float(re.search(r"^nextclick_batch_size_count (\S+)", text, re.M).group(1))
         assert batches < len(items) + 3  # some clicks shared a model call
+    finally:
+        stop(proc)
+
+
+@pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
+def test_overlapping_reloads_leave_one_consistent_model(shop_models) -> None:
+    items = known_items(shop_models, 3)
+    proc, url = start_service(shop_models["dirs"]["gru4rec"], env={"NEXTCLICK_ADMIN_TOKEN": "t"})
+    try:
+        def reload(name: str) -> int:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                return c.post("/admin/reload", headers={"Authorization": "Bearer t"},
+                              json={"model_dir": str(shop_models["dirs"][name])}).status_code
+
+        with cf.ThreadPoolExecutor(3) as pool:
+            codes = list(pool.map(reload, ["sasrec", "gru4rec", "sasrec"]))
+        assert codes == [200, 200, 200]
+        with httpx.Client(base_url=url) as c:
+            model = c.get("/readyz").json()["model"]
+            got = click(c, "after", items[0], k=10).json()
+        fresh, url_f = start_service(shop_models["dirs"][model])
+        try:
+            with httpx.Client(base_url=url_f) as c:
+                assert click(c, "after", items[0], k=10).json()["items"] == got["items"]
+        finally:
+            stop(fresh)
     finally:
         stop(proc)

@@ -452,7 +452,7 @@ def worker_main(rx: int, tx: int, model_dir: str, gen: int, scoring: str, thread
     closes. A reader thread drains the incoming pipe at all times (so the service never waits to
     write), and every job that arrived while a batch ran joins the next one."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[model]: %(message)s")
-    for sig in (signal.SIGINT, signal.SIGTERM):  # the service stops us by closing the pipe
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # the service stops us by closing the pipe
         signal.signal(sig, signal.SIG_IGN)
     torch.set_num_threads(max(threads, 1))
     send_lock = threading.Lock()

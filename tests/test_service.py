@@ -411,3 +411,28 @@ def test_overlapping_reloads_leave_one_consistent_model(shop_models) -> None:
             stop(fresh)
     finally:
         stop(proc)
+
+
+@pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
+def test_sighup_reloads_the_model_process_too(shop_models) -> None:
+    import os
+    import signal
+    import time
+
+    items = known_items(shop_models, 2)
+    proc, url = start_service(shop_models["dirs"]["gru4rec"])
+    try:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            before = click(c, "h", items[0]).json()
+            pid = c.get("/readyz").json()["model_pid"]
+            os.kill(pid, signal.SIGHUP)  # ignored by the model process (a hang-up of the group reaches it too)
+            os.kill(proc.pid, signal.SIGHUP)  # the service reloads
+            deadline = time.monotonic() + 30
+            while 'nextclick_reloads_total{result="ok"} 1.0' not in c.get("/metrics").text:
+                assert time.monotonic() < deadline, "no reload after SIGHUP"
+                time.sleep(0.2)
+            assert c.get("/readyz").json()["model_pid"] == pid  # same process, new model generation
+            after = click(c, "h2", items[0]).json()
+            assert after["items"] == before["items"] and after["model"] == before["model"]
+    finally:
+        stop(proc)

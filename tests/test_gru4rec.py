@@ -16,6 +16,7 @@ from nextclick.models import create_model  # noqa: E402
 from nextclick.models.base import Recommender  # noqa: E402
 from nextclick.models.gru4rec import (  # noqa: E402
     GRU4Rec,
+    GRU4RecConfig,
     SampleStore,
     _Net,
     _Trainer,
@@ -353,3 +354,18 @@ def test_training_forward_equals_inference_forward(mode: str) -> None:
     trainer.forward(x, y, torch.tensor([5, 6]), got)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_numpy_live_step_equals_the_torch_step(mode: str) -> None:
+    # the service advances sessions with the numpy GRU step: same states as the torch forward
+    cfg = GRU4RecConfig(layers=(12, 8), **MODES[mode])
+    net = _Net.create(cfg, 30, np.random.default_rng(0))
+    with torch.no_grad():
+        for v in net.views["b_ih"] + net.views["b_hh"]:
+            v.uniform_(-0.3, 0.3)  # non-zero biases
+    rng = np.random.default_rng(1)
+    H = rng.normal(size=(5, 20)).astype(np.float32)
+    x = rng.integers(1, 31, size=5)
+    want = torch.cat(net.forward(torch.from_numpy(x), [torch.from_numpy(H[:, :12].copy()), torch.from_numpy(H[:, 12:].copy())]), 1)
+    np.testing.assert_allclose(net.forward_np(x, H), want.numpy(), rtol=1e-5, atol=1e-6)

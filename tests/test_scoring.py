@@ -40,6 +40,9 @@ def test_fp16_candidates_give_the_exact_top_k(bias: bool) -> None:
         np.testing.assert_allclose(sc2[r], want_sc, rtol=1e-5, atol=1e-5)
         assert set(ids[r].tolist()) == set(want_ids.tolist())
         assert not set(ids[r].tolist()) & set(drop) and 0 not in ids[r]
+        one_ids, one_sc = fast.topk(Q[r : r + 1], k, [excl[r]], deny=[deny[r]])  # the one-query path
+        np.testing.assert_allclose(one_sc[0], want_sc, rtol=1e-5, atol=1e-5)
+        assert set(one_ids[0].tolist()) == set(want_ids.tolist())
 
 
 def test_near_ties_fall_back_to_exact_scoring() -> None:
@@ -102,6 +105,11 @@ def test_norm_pruning_skips_rows_that_cannot_reach_the_top_and_stays_exact() -> 
         want_ids, want_sc = exact_topk(W, b, Q[r], k, excl[r].tolist())
         np.testing.assert_allclose(sc[r], want_sc, rtol=1e-5, atol=1e-5)
         assert set(ids[r].tolist()) == set(want_ids.tolist())
+        before = tk.scored
+        one_ids, one_sc = tk.topk(Q[r : r + 1], k, [excl[r]])  # the one-query path prunes too
+        assert tk.scored - before < V // 2
+        np.testing.assert_allclose(one_sc[0], want_sc, rtol=1e-5, atol=1e-5)
+        assert set(one_ids[0].tolist()) == set(want_ids.tolist())
     # a query that every row could answer (all norms alike): everything is scored, still exact
     flat = TopK(torch.randn(V, d, generator=g), None, mode="fp16", chunk_rows=4096)
     q = torch.randn(1, d, generator=g)

@@ -593,7 +593,8 @@ class ProcessWorker:
         down_r, down_w = os.pipe()  # event loop -> model
         up_r, up_w = os.pipe()  # model -> event loop
         root = str(Path(__file__).resolve().parent.parent)  # this nextclick, however it was imported
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+               "OPENBLAS_NUM_THREADS": "1"}  # numpy's BLAS threads would spin beside the event loop
         cmd = [sys.executable, "-m", "nextclick.worker", str(down_r), str(up_w), model_dir, str(gen), s.scoring,
                str(s.torch_threads), str(s.max_batch)]
         try:

@@ -1132,7 +1132,12 @@ class GRU4Rec(Recommender):
             x = np.asarray(new_items, dtype=np.int64)
             known = x > 0
             if known.any():
-                Hn = self.net_.forward_np(x, st)
+                if B <= 4:  # numpy: less per-operation overhead, and too small for BLAS threads
+                    Hn = self.net_.forward_np(x, st)
+                else:
+                    with torch.no_grad(), _one_thread():
+                        H = [torch.from_numpy(np.ascontiguousarray(h)) for h in np.split(st, np.cumsum(self.config.layers)[:-1], axis=1)]
+                        Hn = torch.cat(self.net_.forward(torch.from_numpy(x), H), dim=1).numpy()
                 S = Hn if known.all() else np.where(known[:, None], Hn, st)
         S = np.array(S, dtype=np.float32, copy=True)
         return S, torch.from_numpy(np.ascontiguousarray(S[:, -self.config.layers[-1] :]))

@@ -241,7 +241,7 @@ class TopK:
         V = self.W.shape[0]
         q = P[0].numpy()
         kk = min(k + drop.size, V)
-        qn = float(np.sqrt(np.dot(q.astype(np.float64), q.astype(np.float64))))
+        qn = float(np.linalg.norm(q.astype(np.float64)[None], axis=1)[0])  # as the batched path
         slack = qn * self._e * 1.001 + self._eb
         first = self._approx(P, 0).numpy()[0]
         n_chunks, stop, tail = len(self._packs), len(self._packs), -np.inf
@@ -258,6 +258,7 @@ class TopK:
         self.scored += int(self._bounds[stop])
         C = min(k + self.margin + drop.size, S.size)
         pos = np.argpartition(S, S.size - C)[S.size - C :] if C < S.size else np.arange(S.size)
+        pos = pos[np.argsort(-S[pos], kind="stable")]  # candidates in the batched path's order (ties)
         cand = self._order_np[pos]
         ex = self._W_np[cand] @ q
         if self.b is not None:
@@ -268,9 +269,9 @@ class TopK:
         if C < V:
             # every scored row outside the candidates scores at most min(S[pos]) + slack exactly,
             # every row left unscored at most ``tail``
-            last = float(S[pos].min())
-            outside = max(last + slack + 1e-5 * abs(last) + 1e-6, tail)
-            if not (vn.size == k and vn[-1] > outside):  # a near-tie at the cut: the whole catalogue
+            last = float(S[pos[-1]])
+            outside = tail if np.isneginf(last) else max(last + slack + 1e-5 * abs(last) + 1e-6, tail)
+            if not float(vn[-1]) > outside:  # a near-tie at the cut: the whole catalogue
                 self.fallbacks += 1
                 sf = self.exact_scores(P)
                 self._mask_rows(sf, [exclude], [deny])

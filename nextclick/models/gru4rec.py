@@ -461,7 +461,8 @@ class _Net:
             gh = Hp @ self.views["w_hh"][l].numpy().T + self.views["b_hh"][l].numpy()  # type: ignore[union-attr]
             rz = gx[:, : 2 * Dl] + gh[:, : 2 * Dl]
             np.negative(rz, out=rz)
-            np.exp(rz, out=rz)
+            with np.errstate(over="ignore"):  # exp overflow: sigmoid 0, as torch's
+                np.exp(rz, out=rz)
             rz += 1.0
             np.reciprocal(rz, out=rz)  # sigmoid
             n = np.tanh(gx[:, 2 * Dl :] + rz[:, :Dl] * gh[:, 2 * Dl :])

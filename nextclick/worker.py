@@ -5,13 +5,15 @@ running that next to the event loop (:class:`ProcessWorker`, the default, and
 Why a process: profiled under load, the service was bound by Python's global interpreter lock,
 not by the cores. A model call holds the GIL for its glue (tensor dispatch, numpy bookkeeping, the
 top-k's candidate handling) about as long as the event loop holds it for a request's HTTP and
-JSON work, and the two threads took turns on it: the service topped out at ~650 requests/s at 100k
-items with neither core busy. In its own process the model has its own interpreter and a core of
-its own, and the event loop only writes and reads a few hundred bytes per job on a pipe.
+JSON work, and the two threads took turns on it: one process used about one of the two cores
+(GRU4Rec at 105k items: 790 requests/s at 6 connections with the model on a thread, 1,124 with the
+model in its own process, same run; docs/benchmarks.md). In its own process the model has its own
+interpreter and a core of its own, and the event loop only writes and reads a few hundred bytes
+per job on a pipe.
 
-Wire format (no pickle anywhere; both ends are this module): every message is raw bytes that
-start with an int64 message type; jobs and results are int64 headers followed by the raw bytes of
-their int64 / float32 arrays. Jobs carry the generation number of the model they were encoded for
+Wire format (no pickle anywhere; both ends are this module): length-prefixed frames of raw bytes
+that start with an int64 message type; jobs and results are int64 headers followed by the raw
+bytes of their int64 / float32 arrays. Jobs carry the generation number of the model they were encoded for
 (its vocabulary), so a hot reload never scores a job with the wrong model.
 """
 

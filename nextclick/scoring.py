@@ -143,8 +143,9 @@ class TopK:
 
     def _rescore(self, Q: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Exact scores of the items ``idx`` (B, C) for each row of Q (B, d)."""
-        s = torch.bmm(self.W[idx], Q[:, :, None])[:, :, 0]
-        return s + self.b[idx] if self.b is not None else s
+        flat = idx.reshape(-1)  # index_select: far cheaper than advanced indexing for these sizes
+        s = torch.bmm(self.W.index_select(0, flat).view(*idx.shape, -1), Q[:, :, None])[:, :, 0]
+        return s + self.b.index_select(0, flat).view_as(idx) if self.b is not None else s
 
     @staticmethod
     def _top(s: torch.Tensor, n: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,7 +290,7 @@ class TopK:
         # candidates from the unmasked approximate scores, with room for the items to drop
         C = min(k + self.margin + nd, S.shape[1])
         a_t, pos = self._top(S, C)
-        cand_t = self._order[pos]
+        cand_t = self._order.index_select(0, pos.reshape(-1)).view_as(pos)
         ex = self._rescore(P, cand_t).numpy()  # (n, C) exact float32 scores
         a, cand = a_t.numpy(), cand_t.numpy()
         D = np.full((len(drop), nd), -1, np.int64)

@@ -116,6 +116,34 @@ class TopK:
         """Half-precision scores of the rows of ``chunk`` (in norm order)."""
         return torch.ops.quantized.linear_dynamic_fp16(Q, self._packs[chunk])
 
+    # the bounds of the proof, shared by the batched and the one-query paths (arrays or scalars)
+    def _slack(self, qn: np.ndarray | float) -> np.ndarray | float:
+        """Largest |approximate - exact| score for a query of norm ``qn``."""
+        return qn * self._e * 1.001 + self._eb
+
+    @staticmethod
+    def _theta(kth: np.ndarray | float, slack: np.ndarray | float) -> np.ndarray | float:
+        """Lower bound of an exact score from an approximate one (margins: float32 rounding)."""
+        return kth - slack - 1e-5 * np.abs(kth) - 1e-6
+
+    def _tails(self, qn: np.ndarray | float) -> np.ndarray:
+        """Per query, a bound on the exact score of every row from chunk c + 1 on: (..., chunks - 1)."""
+        return np.asarray(qn)[..., None] * self._tail_norm[1:] * (1 + 1e-5) + self._tail_b[1:] + 1e-6
+
+    @staticmethod
+    def _outside(last: np.ndarray | float, slack: np.ndarray | float, tail: np.ndarray | float) -> np.ndarray:
+        """Bound on the exact score of every row that is not a candidate: scored rows below the
+        last candidate's approximate score ``last``, unscored rows below ``tail``."""
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isneginf(last), tail, np.maximum(last + slack + 1e-5 * np.abs(last) + 1e-6, tail))
+
+    def _exact_top(self, P: torch.Tensor, k: int, exclude: list, deny: list) -> tuple[np.ndarray, np.ndarray]:
+        """The fallback: exact scores over the whole catalogue, masked, top k."""
+        sf = self.exact_scores(P)
+        self._mask_rows(sf, exclude, deny)
+        v, ix = self._top(sf, k)
+        return ix.numpy(), v.numpy()
+
     def _fp16_scores(self, P: torch.Tensor, kk: int, slack: np.ndarray, qn: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Approximate scores of the leading chunks (norm order), as many as it takes to prove
         that no row of the chunks left out can reach any query's top ``kk``; and per query a
@@ -133,8 +161,8 @@ class TopK:
             self.scored += P.shape[0] * int(self._bounds[-1])
             return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), np.full(P.shape[0], -np.inf)
         kth = torch.topk(first, kk, dim=1, sorted=False).values.amin(1).numpy().astype(np.float64)
-        theta = kth - slack - 1e-5 * np.abs(kth) - 1e-6  # margins: float32 rounding of the exact scores
-        tail = qn[:, None] * self._tail_norm[None, 1:] * (1 + 1e-5) + self._tail_b[None, 1:] + 1e-6  # (n, chunks)
+        theta = self._theta(kth, slack)
+        tail = self._tails(qn)  # (n, chunks - 1)
         ok = (tail < theta[:, None]).all(0)  # chunk c + 1 and all after it can be skipped
         stop = int(np.argmax(ok)) + 1 if ok.any() else n_chunks  # chunks to score
         parts = [first] + [self._approx(P, c) for c in range(1, stop)]
@@ -243,14 +271,13 @@ class TopK:
         q = P[0].numpy()
         kk = min(k + drop.size, V)
         qn = float(np.linalg.norm(q.astype(np.float64)[None], axis=1)[0])  # as the batched path
-        slack = qn * self._e * 1.001 + self._eb
+        slack = self._slack(qn)
         first = self._approx(P, 0).numpy()[0]
         n_chunks, stop, tail = len(self._packs), len(self._packs), -np.inf
         if n_chunks > 1 and first.size >= kk:
             kth = float(np.partition(first, first.size - kk)[first.size - kk])
-            theta = kth - slack - 1e-5 * abs(kth) - 1e-6
-            tails = qn * self._tail_norm[1:] * (1 + 1e-5) + self._tail_b[1:] + 1e-6
-            ok = tails < theta
+            tails = self._tails(qn)
+            ok = tails < self._theta(kth, slack)
             if ok.any():
                 stop = int(np.argmax(ok)) + 1
                 tail = float(tails[stop - 1])
@@ -270,14 +297,9 @@ class TopK:
         if C < V:
             # every scored row outside the candidates scores at most min(S[pos]) + slack exactly,
             # every row left unscored at most ``tail``
-            last = float(S[pos[-1]])
-            outside = tail if np.isneginf(last) else max(last + slack + 1e-5 * abs(last) + 1e-6, tail)
-            if not float(vn[-1]) > outside:  # a near-tie at the cut: the whole catalogue
+            if not float(vn[-1]) > float(self._outside(float(S[pos[-1]]), slack, tail)):  # a near-tie at the cut
                 self.fallbacks += 1
-                sf = self.exact_scores(P)
-                self._mask_rows(sf, [exclude], [deny])
-                vf, ixf = self._top(sf, k)
-                return ixf.numpy(), vf.numpy()
+                return self._exact_top(P, k, [exclude], [deny])
         return ixn[None], vn[None]
 
     def _fp16_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], exclude: list, deny: list,
@@ -285,7 +307,7 @@ class TopK:
         V = self.W.shape[0]
         nd = max(d.size for d in drop)
         qn = np.linalg.norm(P.numpy().astype(np.float64), axis=1)
-        slack = qn * self._e * 1.001 + self._eb  # |approximate - exact| score bound, per query
+        slack = self._slack(qn)
         S, tail = self._fp16_scores(P, min(k + nd, V), slack, qn)
         # candidates from the unmasked approximate scores, with room for the items to drop
         C = min(k + self.margin + nd, S.shape[1])
@@ -303,17 +325,13 @@ class TopK:
         if C < V:
             # every scored row outside the candidates scores at most a[:, -1] + slack exactly,
             # every row left unscored at most ``tail``
-            last = a[:, -1].astype(np.float64)
-            outside = np.maximum(last + slack + 1e-5 * np.abs(last) + 1e-6, tail)
-            outside[np.isinf(last) & (last < 0)] = tail[np.isinf(last) & (last < 0)]
+            outside = self._outside(a[:, -1].astype(np.float64), slack, tail)
             bad = np.flatnonzero(~(vn[:, -1] > outside))
             if bad.size:  # a near-tie at the cut: score these rows over the whole catalogue
                 self.fallbacks += int(bad.size)
-                sf = self.exact_scores(P[torch.from_numpy(bad)])
-                self._mask_rows(sf, [exclude[plain[i]] for i in bad], [deny[plain[i]] for i in bad])
-                vf, ixf = self._top(sf, k)
                 vn, ixn = vn.copy(), ixn.copy()
-                vn[bad], ixn[bad] = vf.numpy(), ixf.numpy()
+                ixn[bad], vn[bad] = self._exact_top(P[torch.from_numpy(bad)], k, [exclude[plain[i]] for i in bad],
+                                                    [deny[plain[i]] for i in bad])
         return ixn, vn
 
     def _allowed(self, q: torch.Tensor, k: int, allow: np.ndarray, exclude: np.ndarray | None,

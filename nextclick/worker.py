@@ -216,7 +216,8 @@ class ThreadWorker:
         self.max_batch = max(int(max_batch), 1)
         self.stats = stats
         self.models: dict[int, Loaded] = {}
-        self.queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        # a Job, a model generation to drop once the jobs queued before it ran, or None: stop
+        self.queue: queue.SimpleQueue[Job | int | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="nextclick-model", daemon=True)
 
     async def start(self, loaded: Loaded) -> None:
@@ -235,7 +236,7 @@ class ThreadWorker:
 
     def release(self, gen: int) -> None:
         """The event loop no longer encodes jobs for ``gen``; queued ones still run on it."""
-        self.queue.put(Job(np.zeros(0, np.int64), None, None, False, 0, None, None, None, gen=-1 - gen))
+        self.queue.put(gen)
 
     async def submit(self, job: Job) -> Result:
         if not self.thread.is_alive():
@@ -248,21 +249,26 @@ class ThreadWorker:
     def _run(self) -> None:
         q = self.queue
         while True:
-            job = q.get()
-            if job is None:
+            item = q.get()
+            if item is None:
                 return
-            jobs, drops, stop = [job], [], False
-            while len(jobs) < self.max_batch:
-                try:
-                    j = q.get_nowait()
-                except queue.Empty:
-                    break
-                if j is None:
+            jobs: list[Job] = []
+            drops: list[int] = []
+            stop = False
+            while True:
+                if item is None:
                     stop = True
                     break
-                jobs.append(j)
-            drops = [-1 - j.gen for j in jobs if j.gen < 0]
-            jobs = [j for j in jobs if j.gen >= 0]
+                if isinstance(item, int):
+                    drops.append(item)
+                else:
+                    jobs.append(item)
+                if len(jobs) >= self.max_batch:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
             if jobs:
                 self._batch(jobs)
             for g in drops:
@@ -312,7 +318,7 @@ _I8, _F4 = np.dtype(np.int64), np.dtype(np.float32)
 
 
 def encode_job(tag: int, job: Job) -> bytes:
-    lists = [a for a in (job.exclude, job.allow, job.deny)]
+    lists = (job.exclude, job.allow, job.deny)
     head = np.array(
         [0, tag, job.gen, job.clicks.size, -1 if job.new_item is None else job.new_item,
          -1 if job.state is None else job.state.size, int(job.replay), job.k,

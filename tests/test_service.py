@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import dataclasses
+import os
 import re
+import signal
+import time
 
 import httpx
 import numpy as np
@@ -330,10 +334,6 @@ def test_thread_and_process_model_workers_answer_alike(shop_models) -> None:
 
 @pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
 def test_a_killed_model_process_is_replaced(shop_models) -> None:
-    import os
-    import signal
-    import time
-
     items = known_items(shop_models, 3)
     proc, url = start_service(shop_models["dirs"]["gru4rec"])
     try:
@@ -361,8 +361,6 @@ def test_a_killed_model_process_is_replaced(shop_models) -> None:
 def test_a_burst_of_large_concurrent_clicks_is_answered_like_one_by_one(shop_models) -> None:
     # many clicks at once, each with a long allow-list: batches and pipe messages larger than the
     # pipe's atomic write size (a message then arrives in pieces at the event loop's end)
-    import asyncio
-
     all_items = shop_models["train"].vocab.decode(np.arange(1, shop_models["train"].vocab.n_items + 1)).tolist()
     items = all_items[:100]
     allow = all_items[:200]
@@ -415,10 +413,6 @@ def test_overlapping_reloads_leave_one_consistent_model(shop_models) -> None:
 
 @pytest.mark.skipif("gru4rec" not in available_models(), reason="needs torch models")
 def test_sighup_reloads_the_model_process_too(shop_models) -> None:
-    import os
-    import signal
-    import time
-
     items = known_items(shop_models, 2)
     proc, url = start_service(shop_models["dirs"]["gru4rec"])
     try:

@@ -37,3 +37,46 @@ def test_results_round_trip() -> None:
             np.testing.assert_array_equal(st, st2)
         np.testing.assert_array_equal(ids, ids2)
         np.testing.assert_array_equal(sc, sc2)
+
+
+def test_thread_worker_drops_a_generation_after_the_jobs_queued_before_it(monkeypatch) -> None:
+    import asyncio
+    import threading
+
+    import nextclick.worker as w
+
+    seen: list[tuple[int, bool]] = []
+    gate = threading.Event()
+
+    def fake_run(models, jobs):  # records which generations were still loaded when jobs ran
+        gate.wait(5)
+        seen.extend((j.gen, j.gen in models) for j in jobs)
+        return [(None, np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in jobs]
+
+    monkeypatch.setattr(w, "run_mixed", fake_run)
+
+    class Hist:
+        def observe(self, _):
+            pass
+
+    stats = w.Stats(type("M", (), {"model_seconds": Hist(), "batch_size": Hist()})())
+    tw = w.ThreadWorker(max_batch=64, stats=stats)
+    old = w.Loaded(model=None, model_id="a", model_dir="", state_size=0, pop_top=(None, None), gen=0)
+    new = w.Loaded(model=None, model_id="b", model_dir="", state_size=0, pop_top=(None, None), gen=1)
+
+    async def main() -> None:
+        await tw.start(old)
+        job = lambda g: Job(np.array([1]), 1, None, False, 5, None, None, None, gen=g)  # noqa: E731
+        first = asyncio.ensure_future(tw.submit(job(0)))
+        await asyncio.sleep(0.05)
+        await tw.adopt(new)
+        queued = asyncio.ensure_future(tw.submit(job(0)))  # encoded before the swap
+        await asyncio.sleep(0.05)
+        tw.release(0)
+        gate.set()
+        await asyncio.gather(first, queued)
+        await tw.submit(job(1))
+        tw.close()
+
+    asyncio.run(main())
+    assert seen == [(0, True), (0, True), (1, True)] and set(tw.models) == {1}

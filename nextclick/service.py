@@ -285,14 +285,14 @@ class GuardMiddleware:
             if args is not None:
                 try:
                     result = await fast.core(fast.rt, sid, *args)
-                except HTTPException as e:  # e.g. 503 while the model process restarts
-                    await _plain(send, e.status_code, {"detail": e.detail})
-                    self._record(label, e.status_code, t0)
-                    return
-                except Exception:  # outside FastAPI's error middleware: answer 500 here
-                    log.exception("click failed")
-                    await _plain(send, 500, {"detail": "internal error"})
-                    self._record(label, 500, t0)
+                except Exception as e:  # outside FastAPI's error middleware: answer here
+                    if isinstance(e, HTTPException):  # e.g. 503 while the model process restarts
+                        code, detail = e.status_code, e.detail
+                    else:
+                        log.exception("click failed")
+                        code, detail = 500, "internal error"
+                    await _plain(send, code, {"detail": detail})
+                    self._record(label, code, t0)
                     return
                 body = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
                 await send({"type": "http.response.start", "status": 200, "headers": [

@@ -13,7 +13,8 @@ sequence predicts its next click in one forward pass.
 Layer-norm placement (``pre_ln``):
 
 * ``pre_ln=False`` (default, the paper's placement as released with the paper): per block
-  ``q = LN(x); x = q + Dropout(Attn(Q=q, K=V=x)); y = LN(x); x = y + Dropout(FFN(y))``;
+  ``q = LN(x); x = q + Attn(Q=q, K=V=x); y = LN(x); x = y + Dropout(FFN(y))``, where attention
+  drops its WEIGHTS (not its output, as in the reference code) and FFN drops its hidden layer;
 * ``pre_ln=True``: the textbook pre-LN Transformer, which is the paper's Eq. (4) read literally:
   ``x = x + Dropout(g(LN(x)))`` for g = attention (Q = K = V = LN(x)) and g = FFN.
 
@@ -48,10 +49,12 @@ Deliberate deviations from the paper (measured with benchmarks/sasrec_amazon.py,
    gBCE collapse (every logit pushed far below zero within ~5 epochs), per-sequence ones train as
    stably as per-position ones at a fraction of the cost; sampled softmax is fine batch-shared.
 4. Attention has no output projection (as in the paper's formula and its code); Q/K/V have biases.
-   K and V share one (2d x d) linear layer whose Xavier initialisation uses the joint shape
-   (bound sqrt(6 / 3d)); the reference code initialises them separately (sqrt(6 / 2d)).
+   K and V share one (2d x d) linear layer, each half with its own Xavier initialisation.
 5. Adam uses beta2 = 0.98 and the embedding L2 (``l2``) is Adam's L2 penalty on the item
-   embedding table, as in the reference code; dropout is also applied to the attention weights.
+   embedding table, as in the reference code; dropout is applied to the attention weights, and
+   (as in the reference code, unlike Eq. (4) read literally) not to the attention output.
+   Until 2026-11-27 the attention output was dropped as well (dropout 0.5 twice on that path):
+   the amazon-games figures before that date were measured with it.
 6. Negatives for ``bce`` avoid the items of the sequence's kept window (T clicks + target), not of
    the whole user history.
 7. Early stopping (``patience``, ``eval_every``) on a validation split restores the best weights;
@@ -185,7 +188,7 @@ class _Block(nn.Module):
         self.ln_ffn = nn.LayerNorm(d, eps=1e-8)
         self.ff1 = nn.Linear(d, d)
         self.ff2 = nn.Linear(d, d)
-        self.drop = _Dropout(dropout)  # sub-layer outputs and FFN hidden layer
+        self.drop = _Dropout(dropout)  # FFN hidden layer and output (and, pre-LN, the attention output)
         self.attn_drop = _Dropout(dropout)  # attention weights (reference code)
 
     def forward(self, x: torch.Tensor, layout: _Layout, weights: list | None = None) -> torch.Tensor:
@@ -207,7 +210,7 @@ class _Block(nn.Module):
             a = self.attn_drop(p) @ v  # (R, H, w, Dh)
             outs.append(a.transpose(1, 2).reshape(R * w, D).index_select(0, g.idx))  # (n_g, D)
         a = outs[0] if len(outs) == 1 else torch.cat(outs)  # (N, D)
-        x = res + self.drop(a)
+        x = res + (self.drop(a) if self.pre_ln else a)  # the reference drops attention WEIGHTS only
         n = self.ln_ffn(x)
         res = x if self.pre_ln else n
         return res + self.drop(self.ff2(self.drop(F.relu(self.ff1(n)))))
@@ -282,7 +285,10 @@ class _SASRecNet(nn.Module):
 
     def reset_parameters(self) -> None:
         for name, p in self.named_parameters():
-            if p.dim() > 1:
+            if name.endswith("kv.weight"):  # K and V: each its own (d x d) Xavier, as the reference
+                for half in p.chunk(2):
+                    nn.init.xavier_uniform_(half)
+            elif p.dim() > 1:
                 nn.init.xavier_uniform_(p)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)

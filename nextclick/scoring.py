@@ -62,12 +62,14 @@ class TopK:
     """
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor | None = None, mode: Mode = "auto",
-                 margin: int = 32, auto_bytes: int = 8 << 20, chunk_rows: int = 8192) -> None:
+                 margin: int = 32, auto_bytes: int = 8 << 20, chunk_rows: int = 8192,
+                 few_rows: int = 8) -> None:
         if mode not in MODES:
             raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
         self.W = W.detach().float().contiguous()
         self.b = None if b is None else b.detach().float().contiguous()
         self.margin = int(margin)
+        self.few_rows = int(few_rows)  # batches up to this size: the row-by-row numpy path
         big = self.W.numel() * 4 > auto_bytes
         self.mode: str = "fp16" if mode == "fp16" or (mode == "auto" and big) else "exact"
         if self.mode == "fp16" and not fp16_available():
@@ -249,11 +251,10 @@ class TopK:
                 for i, r in enumerate(plain):
                     sn[i, self._dropped(exclude[r], deny[r])] = -np.inf
                 ixn, vn = top_k_rows(sn, k)
-            elif n == 1:  # one query (an idle service): the same steps in numpy, fewer operations
-                ixn, vn = self._fp16_topk_one(P, k, self._dropped(exclude[plain[0]], deny[plain[0]]),
-                                              exclude[plain[0]], deny[plain[0]])
             else:
-                ixn, vn = self._fp16_topk(P, k, [self._dropped(exclude[r], deny[r]) for r in plain], exclude, deny, plain)
+                drop = [self._dropped(exclude[r], deny[r]) for r in plain]
+                few = self._fp16_topk_few if n <= self.few_rows else self._fp16_topk  # small batches: numpy
+                ixn, vn = few(P, k, drop, exclude, deny, plain)
             if n == B:
                 ids, out = ixn.astype(np.int64, copy=True), vn.astype(np.float32, copy=True)
             else:
@@ -262,45 +263,57 @@ class TopK:
         ids[bad] = 0
         return ids, out
 
-    def _fp16_topk_one(self, P: torch.Tensor, k: int, drop: np.ndarray, exclude: np.ndarray | None,
-                       deny: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_fp16_topk` (with :meth:`_fp16_scores`) for a single query, in numpy: the same
-        chunks, bounds and proof. (Per-call overhead, not the product, is most of a lone click's
-        cost: see docs/benchmarks.md.)"""
-        V = self.W.shape[0]
-        q = P[0].numpy()
-        kk = min(k + drop.size, V)
-        qn = float(np.linalg.norm(q.astype(np.float64)[None], axis=1)[0])  # as the batched path
+    def _fp16_topk_few(self, P: torch.Tensor, k: int, drop: list[np.ndarray], exclude: list, deny: list,
+                       plain: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_fp16_topk` (with :meth:`_fp16_scores`) for a few queries: the fp16 products
+        batched, the rest row by row in numpy, with the same chunks, bounds and proof, and each
+        row pruned by its own bound. (Per-operation overhead, not the product, is most of the
+        cost of a small batch: see docs/benchmarks.md.)"""
+        V, n, n_chunks = self.W.shape[0], P.shape[0], len(self._packs)
+        Q = P.numpy()
+        qn = np.linalg.norm(Q.astype(np.float64), axis=1)  # as the batched path
         slack = self._slack(qn)
-        first = self._approx(P, 0).numpy()[0]
-        n_chunks, stop, tail = len(self._packs), len(self._packs), -np.inf
-        if n_chunks > 1 and first.size >= kk:
-            kth = float(np.partition(first, first.size - kk)[first.size - kk])
-            tails = self._tails(qn)
-            ok = tails < self._theta(kth, slack)
-            if ok.any():
-                stop = int(np.argmax(ok)) + 1
-                tail = float(tails[stop - 1])
-        parts = [first] + [self._approx(P, c).numpy()[0] for c in range(1, stop)]
-        S = parts[0] if stop == 1 else np.concatenate(parts)
-        self.scored += int(self._bounds[stop])
-        C = min(k + self.margin + drop.size, S.size)
-        pos = np.argpartition(S, S.size - C)[S.size - C :] if C < S.size else np.arange(S.size)
-        pos = pos[np.argsort(-S[pos], kind="stable")]  # candidates in the batched path's order (ties)
-        cand = self._order_np[pos]
-        ex = self._W_np[cand] @ q
-        if self.b is not None:
-            ex += self._b_np[cand]
-        ex[(cand[:, None] == drop[None, :]).any(1)] = -np.inf
-        top = np.argsort(-ex, kind="stable")[:k]
-        vn, ixn = ex[top], cand[top]
-        if C < V:
+        first = self._approx(P, 0).numpy()
+        stops, tail = np.full(n, n_chunks), np.full(n, -np.inf)
+        if n_chunks > 1:
+            tails, r0 = self._tails(qn), first.shape[1]
+            for i in range(n):
+                kk = min(k + drop[i].size, V)
+                if r0 >= kk:
+                    kth = float(np.partition(first[i], r0 - kk)[r0 - kk])
+                    ok = tails[i] < self._theta(kth, slack[i])
+                    if ok.any():
+                        stops[i] = int(np.argmax(ok)) + 1
+                        tail[i] = tails[i, stops[i] - 1]
+        rest = [self._approx(P, c).numpy() for c in range(1, int(stops.max()))]
+        self.scored += n * int(self._bounds[stops.max()])
+        ids = np.zeros((n, k), np.int64)
+        out = np.full((n, k), -np.inf, np.float32)
+        for i in range(n):
+            S = first[i] if stops[i] == 1 else np.concatenate([first[i]] + [r[i] for r in rest[: stops[i] - 1]])
+            C = min(k + self.margin + drop[i].size, S.size)
+            if C == S.size:
+                pos = np.arange(S.size)
+            else:  # the C best of S all score at least the C-th best of chunk 0: a cheap pre-filter
+                r0 = first.shape[1]
+                pos = np.flatnonzero(S >= np.partition(first[i], r0 - C)[r0 - C]) if r0 >= C else np.arange(S.size)
+                if pos.size > C:
+                    pos = pos[np.argpartition(S[pos], pos.size - C)[pos.size - C :]]
+            pos = pos[np.argsort(-S[pos], kind="stable")]  # candidates in the batched path's order (ties)
+            cand = self._order_np[pos]
+            ex = self._W_np[cand] @ Q[i]
+            if self.b is not None:
+                ex += self._b_np[cand]
+            ex[(cand[:, None] == drop[i][None, :]).any(1)] = -np.inf
+            top = np.argsort(-ex, kind="stable")[:k]
+            out[i, : top.size], ids[i, : top.size] = ex[top], cand[top]
             # every scored row outside the candidates scores at most min(S[pos]) + slack exactly,
             # every row left unscored at most ``tail``
-            if not float(vn[-1]) > float(self._outside(float(S[pos[-1]]), slack, tail)):  # a near-tie at the cut
-                self.fallbacks += 1
-                return self._exact_top(P, k, [exclude], [deny])
-        return ixn[None], vn[None]
+            if C < V and not float(out[i, -1]) > float(self._outside(float(S[pos[-1]]), slack[i], tail[i])):
+                self.fallbacks += 1  # a near-tie at the cut: this row over the whole catalogue
+                r = plain[i]
+                (ids[i],), (out[i],) = self._exact_top(P[i : i + 1], k, [exclude[r]], [deny[r]])
+        return ids, out
 
     def _fp16_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], exclude: list, deny: list,
                    plain: list[int]) -> tuple[np.ndarray, np.ndarray]:

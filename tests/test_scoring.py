@@ -19,14 +19,15 @@ def exact_topk(W: torch.Tensor, b: torch.Tensor | None, q: torch.Tensor, k: int,
     return order, s[order]
 
 
+@pytest.mark.parametrize("few_rows", [0, 64])  # the batched torch path, the row-by-row numpy path
 @pytest.mark.parametrize("bias", [True, False])
-def test_fp16_candidates_give_the_exact_top_k(bias: bool) -> None:
+def test_fp16_candidates_give_the_exact_top_k(bias: bool, few_rows: int) -> None:
     g = torch.Generator().manual_seed(0)
     V, d, k = 5000, 32, 20
     W = torch.randn(V, d, generator=g) * 0.5
     b = torch.randn(V, generator=g) * 0.1 if bias else None
     Q = torch.randn(40, d, generator=g)
-    fast, ref = TopK(W, b, mode="fp16", margin=8), TopK(W, b, mode="exact")
+    fast, ref = TopK(W, b, mode="fp16", margin=8, few_rows=few_rows), TopK(W, b, mode="exact")
     assert fast.mode == "fp16" and ref.mode == "exact"
     rng = np.random.default_rng(0)
     excl = [rng.integers(1, V, size=5) for _ in range(40)]
@@ -40,7 +41,9 @@ def test_fp16_candidates_give_the_exact_top_k(bias: bool) -> None:
         np.testing.assert_allclose(sc2[r], want_sc, rtol=1e-5, atol=1e-5)
         assert set(ids[r].tolist()) == set(want_ids.tolist())
         assert not set(ids[r].tolist()) & set(drop) and 0 not in ids[r]
-        one_ids, one_sc = fast.topk(Q[r : r + 1], k, [excl[r]], deny=[deny[r]])  # the one-query path
+        fast.few_rows = 1
+        one_ids, one_sc = fast.topk(Q[r : r + 1], k, [excl[r]], deny=[deny[r]])  # one query: numpy
+        fast.few_rows = few_rows
         np.testing.assert_allclose(one_sc[0], want_sc, rtol=1e-5, atol=1e-5)
         assert set(one_ids[0].tolist()) == set(want_ids.tolist())
 
@@ -85,7 +88,8 @@ def test_bad_mode() -> None:
         TopK(torch.zeros(3, 2), None, mode="int4")  # type: ignore[arg-type]
 
 
-def test_norm_pruning_skips_rows_that_cannot_reach_the_top_and_stays_exact() -> None:
+@pytest.mark.parametrize("few_rows", [0, 64])
+def test_norm_pruning_skips_rows_that_cannot_reach_the_top_and_stays_exact(few_rows: int) -> None:
     # a catalogue where most items kept tiny embeddings (never trained): their scores are bounded
     # by ||q|| ||W_i|| + b_i, far below the top-k, so their chunks are never scored
     g = torch.Generator().manual_seed(4)
@@ -96,7 +100,7 @@ def test_norm_pruning_skips_rows_that_cannot_reach_the_top_and_stays_exact() -> 
     b = torch.zeros(V)
     b[hot] = torch.randn(6000, generator=g) * 0.1
     Q = torch.randn(16, d, generator=g)
-    tk = TopK(W, b, mode="fp16", chunk_rows=4096)
+    tk = TopK(W, b, mode="fp16", chunk_rows=4096, few_rows=few_rows)
     assert len(tk._packs) == 8
     excl = [hot[r : r + 3].numpy() for r in range(16)]  # drop some of the best-scoring items
     ids, sc = tk.topk(Q, k, excl)
@@ -106,7 +110,7 @@ def test_norm_pruning_skips_rows_that_cannot_reach_the_top_and_stays_exact() -> 
         np.testing.assert_allclose(sc[r], want_sc, rtol=1e-5, atol=1e-5)
         assert set(ids[r].tolist()) == set(want_ids.tolist())
         before = tk.scored
-        one_ids, one_sc = tk.topk(Q[r : r + 1], k, [excl[r]])  # the one-query path prunes too
+        one_ids, one_sc = tk.topk(Q[r : r + 1], k, [excl[r]])  # one query prunes too
         assert tk.scored - before < V // 2
         np.testing.assert_allclose(one_sc[0], want_sc, rtol=1e-5, atol=1e-5)
         assert set(one_ids[0].tolist()) == set(want_ids.tolist())

@@ -269,3 +269,28 @@ def test_live_query_dense_forward_equals_the_packed_forward(positions: str, pre_
     scores = m.score_batch(clicks)  # the evaluation path, through the output matrix
     W, _ = m.output_layer()
     np.testing.assert_allclose((q @ W.T).numpy()[:, 1:], scores[:, 1:], rtol=1e-4, atol=1e-4)
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def test_paper_placement_drops_attention_weights_not_the_attention_output() -> None:
+    # the reference code: q = LN(x); x = q + Attn(q, x) with dropout on the attention WEIGHTS only.
+    # With the FFN's dropout zeroing everything and no weight dropout, a training-mode block must
+    # return LN(q + Attn), which is what the evaluation-mode block with a zero FFN returns.
+    torch.manual_seed(0)
+    block = sasrec_module._Block(8, 1, 0.5, pre_ln=False)
+    layout = sasrec_module._Layout.build(np.array([2, 3]), 4, torch.device("cpu"))
+    x = torch.randn(5, 8)
+    block.train()
+    block.attn_drop.p = 0.0
+    block.drop = _Zero()
+    trained = block(x, layout)
+    block.eval()
+    with torch.no_grad():
+        block.ff2.weight.zero_()
+        block.ff2.bias.zero_()
+    torch.testing.assert_close(trained, block(x, layout))
+    assert not torch.allclose(trained, block.ln_ffn(block.ln_attn(x)))  # the attention output was kept

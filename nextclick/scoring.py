@@ -22,6 +22,11 @@ the exactness proof. Trained recommenders leave long-tail items with small vecto
 benchmark's 105k-item GRU4Rec about half the rows), which is what this skips; with norms all alike
 everything is scored, as before.
 
+Small batches (up to ``few_rows`` queries, what a service under moderate load scores at once) keep
+the fp16 products batched but do the rest per query in numpy: fewer operations, each query pruned
+by its own bound, and its candidates pre-filtered by the C-th best approximate score of the first
+chunk (every one of the C best scores is at least that) instead of a partial sort of all scores.
+
 ``mode``: ``exact`` (float32 product only), ``fp16`` (candidates from the packed half-precision
 copy, proven exact as above), ``auto`` (fp16 when W is larger than ``auto_bytes`` and the fbgemm
 op is available, else exact).
@@ -118,7 +123,7 @@ class TopK:
         """Half-precision scores of the rows of ``chunk`` (in norm order)."""
         return torch.ops.quantized.linear_dynamic_fp16(Q, self._packs[chunk])
 
-    # the bounds of the proof, shared by the batched and the one-query paths (arrays or scalars)
+    # the bounds of the proof, shared by the batched and the row-by-row paths (arrays or scalars)
     def _slack(self, qn: np.ndarray | float) -> np.ndarray | float:
         """Largest |approximate - exact| score for a query of norm ``qn``."""
         return qn * self._e * 1.001 + self._eb

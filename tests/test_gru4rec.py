@@ -104,6 +104,20 @@ def test_loss_gradients_match_autograd_on_random_scores(elu: float) -> None:
         np.testing.assert_allclose(grad.numpy(), Rt.grad.numpy(), atol=1e-10)
 
 
+@pytest.mark.parametrize("elu", [0.0, 0.5])
+def test_bpr_max_float32_equals_float64_at_training_size(elu: float) -> None:
+    # the compiled float32 loop (vectorised row sums) at a training step's size, with negatives'
+    # weights, against the same function in float64 (itself checked against autograd above)
+    g = torch.Generator().manual_seed(3)
+    R = torch.randn(80, 1500, generator=g, dtype=torch.float64) * 3
+    w = torch.cat((torch.ones(80, dtype=torch.float64), torch.randint(1, 5, (1420,), generator=g).double()))
+    l64, g64 = bpr_max_loss_grad(R.clone(), 1.95, elu, 1 / 80, weights=w)
+    l32, g32 = bpr_max_loss_grad(R.float(), 1.95, elu, 1 / 80, weights=w.float())
+    assert l32.dtype == torch.float32 and g32.dtype == torch.float32
+    assert l32.item() == pytest.approx(l64.item(), rel=1e-5)
+    np.testing.assert_allclose(g32.numpy(), g64.numpy(), rtol=1e-3, atol=1e-7)
+
+
 # ------------------------------------------------------------------------------ negatives
 def test_alias_table_is_exact() -> None:
     w = np.array([0.0, 5.0, 1.0, 0.5, 3.5, 0.0, 10.0])
@@ -322,23 +336,35 @@ def test_registry_presets_and_bad_config() -> None:
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.4, False), (0.4, True)])
-def test_dense_and_sparse_row_updates_agree(momentum: float, nesterov: bool) -> None:
+def test_row_sparse_update_equals_the_dense_formula(momentum: float, nesterov: bool) -> None:
+    # the compiled row update (repeated rows summed first, untouched rows left alone) against the
+    # update written densely over the whole matrix: acc += g^2; v = m v - lr g / sqrt(acc); w += v
     from nextclick.models.gru4rec import _AdagradM
 
     cfg = GRU4Rec.Config(layers=(4,))
-    g = torch.Generator().manual_seed(0)
-    results = []
-    for ratio in (1e9, 0.0):  # always dense, never dense
-        net = _Net.create(cfg, 30, np.random.default_rng(0))
-        opt = _AdagradM(net, 0.1, momentum, nesterov, 1e-6)
-        opt.dense_ratio = ratio
-        g.manual_seed(0)
-        for _ in range(3):
-            idx = torch.randint(1, 31, (12,), generator=g)
-            opt.rows(net.out, idx, torch.randn(12, 5, generator=g))
-        results.append(net.out.clone())
-    torch.testing.assert_close(results[0], results[1], rtol=1e-6, atol=1e-7)
-    assert not torch.equal(results[0], _Net.create(cfg, 30, np.random.default_rng(0)).out)
+    net = _Net.create(cfg, 30, np.random.default_rng(0))
+    opt = _AdagradM(net, 0.1, momentum, nesterov, 1e-6)
+    w = net.out.numpy().astype(np.float64)
+    acc, v = np.full_like(w, 1e-6), np.zeros_like(w)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        idx = rng.integers(1, 31, 12)  # repeats
+        idx2 = rng.integers(1, 31, 3)  # a second part, narrower (no bias column), as the input rows
+        g, g2 = rng.normal(size=(12, 5)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
+        opt.rows(net.out, [(torch.from_numpy(idx), torch.from_numpy(g)), (torch.from_numpy(idx2), torch.from_numpy(g2))])
+        G = np.zeros_like(w)
+        np.add.at(G, idx, g)
+        np.add.at(G[:, :4], idx2, g2)
+        touched = np.zeros(len(w), bool)
+        touched[idx] = touched[idx2] = True
+        acc += G**2
+        step = G / np.sqrt(acc)
+        v_new = momentum * v - 0.1 * step
+        upd = (momentum * v_new - 0.1 * step) if nesterov else v_new
+        v[touched] = v_new[touched]
+        w[touched] += upd[touched]
+    np.testing.assert_allclose(net.out.numpy(), w, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(w, _Net.create(cfg, 30, np.random.default_rng(0)).out.numpy())
 
 
 @pytest.mark.parametrize("mode", list(MODES))

@@ -24,13 +24,14 @@ What one training step does (``B`` slots of the session-parallel batch, ``S = n_
 
 The forward and backward passes are written out by hand (one GRU step has a short closed-form
 gradient, checked against autograd in the tests), so a step is a fixed, short list of fused
-tensor operations with no autograd graph; the item matrices get row-sparse gradients, coalesced
-once per step, and are updated by Adagrad with momentum only on the touched rows (done densely,
-with identical results, when the catalogue is small next to the rows a step touches). An
-epoch's session-parallel steps are laid out as flat arrays before the epoch starts, and
-negatives come from a pre-drawn sample store, so the Python work per step is a few slices.
-Training and inference run torch single-threaded by default (``n_threads``): its intra-op
-threads spin-wait on these small operations and collapse when another process holds a core.
+operations with no autograd graph. The matrix products run in numpy's BLAS (OpenBLAS, with
+``n_threads`` threads), the element-wise work in torch on one thread, and the parts that would
+otherwise be long chains of whole-array operations as compiled loops (:mod:`nextclick.kernels`,
+numba): the BPR-max loss and gradient after its exponentials, and the optimiser. The item
+matrices get row-sparse gradients, and Adagrad with momentum reads and writes only the rows a
+step touched (repeated rows summed first). An epoch's session-parallel steps are laid out as
+flat arrays before the epoch starts, and negatives come from a pre-drawn sample store, so the
+Python work per step is a few slices. Inference runs torch single-threaded.
 
 Inference: :meth:`GRU4Rec.step` advances a live session by one click in O(1) (a hidden state
 vector per session); evaluation (:meth:`GRU4Rec.iter_scores`) runs every test session once from
@@ -87,10 +88,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from nextclick.batching import SessionParallelBatches
 from nextclick.errors import NextclickError
@@ -119,6 +121,17 @@ def _one_thread():  # inference: a few small operations per call
     return _threads(1)
 
 
+def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b`` by numpy's BLAS (OpenBLAS) on zero-copy views: training's products run there,
+    with ``n_threads`` threads, while torch runs the element-wise work on one thread (torch's
+    float32 GEMM was 10-50 % slower on these shapes, and two thread pools spinning on the same
+    cores slow each other down several-fold)."""
+    if out is None:
+        out = torch.empty(a.shape[0], b.shape[1])
+    np.matmul(a.numpy(), b.numpy(), out=out.numpy())
+    return out
+
+
 # ---------------------------------------------------------------------------------- config
 @dataclass
 class GRU4RecConfig:
@@ -144,9 +157,9 @@ class GRU4RecConfig:
     session_order: Literal["time", "random"] = "time"
     adagrad_eps: float = 1e-6
     seed: int = 42
-    # torch intra-op threads while fitting (restored after). GRU4Rec's operations are small:
-    # more threads spin-wait more than they compute, and are many times slower when another
-    # process keeps a core busy. More may pay off for large layers and batches on an idle CPU.
+    # BLAS threads for the matrix products while fitting; everything else runs on one thread
+    # (torch's and numba's). Two pay off for large layers or many negatives on an idle CPU (the
+    # retailrocket and n_sample 2048 presets); with small products they spin more than they compute.
     n_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -218,39 +231,23 @@ def bpr_max_loss_grad(
     ``weights`` (M,): column ``j`` stands for ``weights[j]`` identical negatives (its softmax weight
     is multiplied by it), which equals repeating the column that many times.
     """
+    from nextclick import kernels  # numba: imported (and its loops loaded) only when training
+
     a = float(elu_param)
+    Rn = R.numpy()
+    k = kernels.constants(Rn.dtype, a, bpreg, scale)
     if a > 0:
-        E = R.clamp(max=0.0).exp_()  # exp(min(R, 0))
-        O = torch.add(R.clamp(min=0.0), E, alpha=a).sub_(a)  # elu(R) = max(R, 0) + a (exp(min(R, 0)) - 1)
-        dO = torch.gt(R, 0.0, out=R).mul_(1.0 - a).add_(E, alpha=a)  # d elu / dR: 1 if R > 0 else a exp(R)
+        O = torch.clamp(R, max=0.0).exp_()  # exp(min(R, 0)); elu_rows turns it into elu(R)
+        kernels.elu_rows(Rn, O.numpy(), k)
     else:
-        O, dO = R, None
-    t = O.diagonal()[:, None]  # (B, 1) target scores
-    c = O.amax(dim=1, keepdim=True)  # (B, 1) row maxima (a shift for the softmax)
-    e = torch.sub(O, c).exp_()  # (B, M) exp(o_j - c)
-    e.diagonal().zero_()
-    # sigmoid(t - o_j) = 1 / (1 + exp(o_j - c) exp(c - t)), reusing the softmax's exponentials
-    sig = torch.mul(e, torch.sub(c, t).clamp_(max=80.0).exp_()).add_(1.0).reciprocal_()
-    if weights is not None:
-        e.mul_(weights)
-    s = e.div_(e.sum(dim=1, keepdim=True))  # softmax over the negatives, zero at the target
-    A = torch.linalg.vecdot(sig, s, dim=1)  # (B,)
-    O2 = O * O
-    C = torch.linalg.vecdot(O2, s, dim=1)  # (B,)
-    A_eps = A + _EPS_LOG
-    loss = (bpreg * C - A_eps.log()).sum().mul_(scale)
-    inv = A_eps.reciprocal_().mul_(scale)  # (B,) scale / A
-    sig2 = sig.square_()
-    # d/dt: -(1/A) sum_j s_j sig_j (1 - sig_j) = -(A - sum_j s_j sig_j^2) / A
-    g_t = (A - torch.linalg.vecdot(sig2, s, dim=1)).mul_(inv).neg_()
-    # d/do_k (k != target): s_k [ (A - sig_k^2) / A + bpreg (o_k^2 + 2 o_k - C) ]
-    g = sig2.neg_().add_(A[:, None]).mul_(inv[:, None])
-    g.add_(O2.add_(O, alpha=2.0).sub_(C[:, None]), alpha=bpreg * scale)
-    g.mul_(s)
-    g.diagonal().copy_(g_t)
-    if dO is not None:
-        return loss, (g.mul_(dO) if out is None else torch.mul(g, dO, out=out))
-    return loss, (g if out is None else out.copy_(g))
+        O = R
+    c = O.amax(dim=1).numpy()
+    X = torch.sub(O, torch.from_numpy(c)[:, None]).exp_()  # exp(o_j - max_j o_j), the softmax's numerators
+    if out is None:
+        out = torch.empty_like(R)
+    w = weights.numpy().astype(Rn.dtype, copy=False) if weights is not None else np.zeros(0, Rn.dtype)
+    loss = kernels.bpr_max_rows(Rn, O.numpy(), X.numpy(), c, w, k, _EPS_LOG, out.numpy())
+    return torch.tensor(loss, dtype=R.dtype), out
 
 
 # ---------------------------------------------------------------------------------- negatives
@@ -492,87 +489,36 @@ class _AdagradM:
     """Adagrad with momentum over the flat dense vector and over touched rows of item matrices.
 
     ``acc`` starts at ``eps``, so ``acc`` is the official ``sum(g^2) + eps`` without a separate
-    addition. A row-sparse update coalesces repeated rows first (the update is non-linear). When
-    the matrix has few rows compared with the rows a step touches, the same update is done
-    densely (gradients scattered into a zeroed matrix, untouched rows masked out of the
-    momentum), which gives identical results with fewer index operations.
+    addition. The updates are compiled loops (:mod:`nextclick.kernels`) on zero-copy numpy views
+    of the tensors: a row-sparse update sums the gradients of repeated rows first (the update is
+    non-linear), then reads and writes only the touched rows, in one pass.
     """
 
-    dense_ratio = 4.0  # dense path when n_rows <= dense_ratio * touched rows (negatives distinct)
-
     def __init__(self, net: _Net, lr: float, momentum: float, nesterov: bool, eps: float) -> None:
+        from nextclick import kernels  # numba: imported only when training
+
+        self.kernels = kernels
         self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
-        self.acc: dict[int, torch.Tensor] = {}
-        self.mom: dict[int, torch.Tensor] = {}
-        self._scratch: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # gradient, touched, buffer
+        self.acc: dict[int, np.ndarray] = {}
+        self.mom: dict[int, np.ndarray] = {}  # without momentum: empty (a flat vector) or of width 0
+        self._rows: dict[int, Any] = {}  # kernels.RowUpdater per item matrix
         for p in (net.dense, net.out, net.emb, net.wx):
-            if p is not None:
-                self.acc[id(p)] = torch.full_like(p, eps)
-                if momentum > 0:
-                    self.mom[id(p)] = torch.zeros_like(p)
+            if p is None:
+                continue
+            self.acc[id(p)] = np.full(tuple(p.shape), eps, np.float32)
+            no_mom = (0,) if p.dim() == 1 else (p.shape[0], 0)
+            self.mom[id(p)] = np.zeros(tuple(p.shape) if momentum > 0 else no_mom, np.float32)
+            if p.dim() == 2:
+                self._rows[id(p)] = kernels.RowUpdater(p.numpy(), self.acc[id(p)], self.mom[id(p)])
 
     def dense(self, p: torch.Tensor, g: torch.Tensor) -> None:
-        self._update(p, g, self.acc[id(p)].addcmul_(g, g).rsqrt(), self.mom.get(id(p)), None)
+        """Update the flat vector ``p`` with its gradient ``g``."""
+        self.kernels.adagrad_dense(p.numpy(), self.acc[id(p)], self.mom[id(p)], g.numpy(), self.lr, self.momentum, self.nesterov)
 
-    def _update(
-        self, p: torch.Tensor, g: torch.Tensor, r: torch.Tensor, mom: torch.Tensor | None, touched: torch.Tensor | None
-    ) -> None:
-        """``p += update`` given the gradient ``g`` and ``r = 1 / sqrt(acc)`` (overwritten)."""
-        lr, m = self.lr, self.momentum
-        if mom is None:
-            p.addcmul_(g, r, value=-lr)
-            return
-        step = r.mul_(g)
-        if touched is None:
-            v = mom.mul_(m).sub_(step, alpha=lr)
-        else:  # rows not touched keep their velocity and weights
-            v = mom.mul_(touched.mul(m - 1.0).add_(1.0)).sub_(step, alpha=lr)
-        upd = v if not self.nesterov else v.mul(m).sub_(step, alpha=lr)
-        if touched is None:
-            p.add_(upd)
-        else:
-            p.addcmul_(upd, touched)
-
-    def use_dense(self, p: torch.Tensor, n_touched: int) -> bool:
-        return p.shape[0] <= self.dense_ratio * n_touched
-
-    def scratch(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Dense gradient buffer shaped like ``p`` and a (n_rows, 1) touched-row mask."""
-        if id(p) not in self._scratch:
-            self._scratch[id(p)] = (torch.zeros_like(p), torch.zeros(p.shape[0], 1), torch.empty_like(p))
-        return self._scratch[id(p)][:2]
-
-    def dense_rows(self, p: torch.Tensor, lo: int, hi: int) -> None:
-        """Update rows ``lo:hi`` of ``p`` from its scratch gradient (and touched mask with momentum)."""
-        gd, touched, buf = self._scratch[id(p)]
-        g = gd[lo:hi]
-        r = torch.rsqrt(self.acc[id(p)][lo:hi].addcmul_(g, g), out=buf[lo:hi])
-        mom = self.mom.get(id(p))
-        self._update(p[lo:hi], g, r, None if mom is None else mom[lo:hi], None if mom is None else touched[lo:hi])
-
-    def rows(self, p: torch.Tensor, idx: torch.Tensor, g: torch.Tensor) -> None:
-        """Update rows ``idx`` (may repeat: their gradients are summed first) with gradients ``g``."""
-        if self.use_dense(p, idx.numel()):
-            gd, touched = self.scratch(p)
-            gd.zero_().index_add_(0, idx, g)  # coalesced gradient, zero on untouched rows
-            if self.momentum > 0:
-                touched.zero_().index_fill_(0, idx, 1.0)
-            self.dense_rows(p, 0, p.shape[0])
-            return
-        uniq, inv = torch.unique(idx, return_inverse=True)
-        gs = g.new_zeros((uniq.numel(), g.shape[1])).index_add_(0, inv, g)  # (U, d) coalesced
-        acc = self.acc[id(p)]
-        a = acc.index_select(0, uniq).addcmul_(gs, gs)
-        acc.index_copy_(0, uniq, a)
-        step = a.rsqrt_().mul_(gs)
-        lr, m = self.lr, self.momentum
-        if m <= 0:
-            p.index_add_(0, uniq, step, alpha=-lr)
-            return
-        mom = self.mom[id(p)]
-        v = mom.index_select(0, uniq).mul_(m).sub_(step, alpha=lr)
-        mom.index_copy_(0, uniq, v)
-        p.index_add_(0, uniq, v if not self.nesterov else v.mul(m).sub_(step, alpha=lr))
+    def rows(self, p: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Update the rows of item matrix ``p`` named in ``parts``: (row indices (k,), gradient rows
+        (k, <= width)) pairs; indices may repeat (their gradients are summed first)."""
+        self._rows[id(p)].update([(i.numpy(), g.numpy()) for i, g in parts], self.lr, self.momentum, self.nesterov)
 
 
 @dataclass
@@ -676,8 +622,8 @@ class _Trainer:
         hx[:, D] = 1.0
         for l, Dl in enumerate(sizes):
             Hp = H[l]
-            gx = net.input_gates(l, x, inp)  # (b, 3 Dl)
-            gh = torch.addmm(V["b_hh"][l], Hp, V["w_hh"][l].t())  # (b, 3 Dl)
+            gx = net.wx.index_select(0, x).add_(V["b_ih"][0]) if inp is None else _mm(inp, V["w_ih"][l].t()).add_(V["b_ih"][l])  # type: ignore[union-attr]
+            gh = _mm(Hp, V["w_hh"][l].t()).add_(V["b_hh"][l])  # (b, 3 Dl)
             rz = torch.add(gx[:, : 2 * Dl], gh[:, : 2 * Dl]).sigmoid_()  # (b, 2 Dl) reset, update
             ghn = gh[:, 2 * Dl :]
             n = torch.addcmul(gx[:, 2 * Dl :], rz[:, :Dl], ghn).tanh_()  # (b, Dl) candidate
@@ -719,12 +665,12 @@ class _Trainer:
 
     def loss(self, f: _Fwd, dR: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
         """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D) with dL/d(top-layer output)."""
-        R = torch.mm(f.hx, f.Gout.t())  # (b, M) scores
+        R = _mm(f.hx, f.Gout.t())  # (b, M) scores
         if self.xe:
             loss, _ = xe_loss_grad(R, f.lq, self.scale, out=dR)
         else:
             loss, _ = bpr_max_loss_grad(R, self.cfg.bpreg, self.cfg.elu_param, self.scale, out=dR, weights=f.w)
-        torch.mm(dR, f.Gout[:, : self.net.sizes[-1]], out=dh)
+        _mm(dR, f.Gout[:, : self.net.sizes[-1]], out=dh)
         return loss
 
     # ------------------------------------------------------------------ backward
@@ -751,14 +697,14 @@ class _Trainer:
             dg[:, : 2 * Dl].mul_(torch.addcmul(rz, rz, rz, value=-1.0))  # * sigmoid'
             dgh = dg.clone()
             dgh[:, 2 * Dl :].mul_(rz[:, :Dl])
-            torch.mm(dgh.t(), Hp, out=gw["w_hh"][l])
+            _mm(dgh.t(), Hp, out=gw["w_hh"][l])
             torch.sum(dgh, 0, out=gw["b_hh"][l])
             torch.sum(dg, 0, out=gw["b_ih"][l])
             if inp is None:  # one-hot layer: row-sparse input weights
                 rows.append((net.wx, x, dg))  # type: ignore[arg-type]
                 return rows, None
-            torch.mm(dg.t(), inp, out=gw["w_ih"][l])
-            dh = torch.mm(dg, V["w_ih"][l])  # (b, D_in) grad of the layer input
+            _mm(dg.t(), inp, out=gw["w_ih"][l])
+            dh = _mm(dg, V["w_ih"][l])  # (b, D_in) grad of the layer input
         if f.m_e is not None:
             dh.mul_(f.m_e)
         if net.mode == "embedding":
@@ -768,7 +714,7 @@ class _Trainer:
 
     def out_grad(self, dR: torch.Tensor, f: _Fwd) -> torch.Tensor:
         """(M, D + 1) gradient of the output rows (vectors and biases)."""
-        return torch.mm(dR.t(), f.hx)
+        return _mm(dR.t(), f.hx)
 
     def gradients(
         self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]
@@ -798,23 +744,10 @@ class _Trainer:
         g_out = self.out_grad(dR, f)  # (M, D + 1)
         rows, d_in = self.hidden_grad(dh, f)
         # the output matrix: its output rows and, in constrained mode, its input rows
-        if opt.use_dense(net.out, f.y_all.numel() + (b if d_in is not None else 0)):
-            gd, touched = opt.scratch(net.out)
-            gd.zero_().index_add_(0, f.y_all, g_out)
-            if d_in is not None:
-                gd[:, : net.sizes[-1]].index_add_(0, f.x, d_in)
-            if opt.momentum > 0:
-                touched.zero_().index_fill_(0, f.y_all, 1.0)
-                if d_in is not None:
-                    touched.index_fill_(0, f.x, 1.0)
-            opt.dense_rows(net.out, 0, net.out.shape[0])
-        elif d_in is not None:
-            opt.rows(net.out, torch.cat((f.x, f.y_all)), torch.cat((torch.cat((d_in, torch.zeros(b, 1)), dim=1), g_out)))
-        else:
-            opt.rows(net.out, f.y_all, g_out)
+        opt.rows(net.out, [(f.y_all, g_out)] + ([(f.x, d_in)] if d_in is not None else []))
         opt.dense(net.dense, net.dense_grad)
         for p, idx, g in rows:
-            opt.rows(p, idx, g)
+            opt.rows(p, [(idx, g)])
         return loss
 
 
@@ -914,7 +847,7 @@ class GRU4Rec(Recommender):
         self.net_ = _Net.create(cfg, self.n_items_, rng)
         self.epoch_losses_: list[float] = []
         self.events_per_second_: list[float] = []
-        with _threads(cfg.n_threads), torch.no_grad():
+        with _threads(1), threadpool_limits(cfg.n_threads, user_api="blas"), torch.no_grad(), np.errstate(over="ignore", invalid="ignore"):
             trainer = _Trainer(self.net_, cfg, counts)
             for epoch in range(cfg.n_epochs):
                 if epoch and order == "random":

@@ -2,7 +2,10 @@
 printed beside the official implementation's reference figures (measured on this kind of machine,
 quoted from the GRU4Rec issue; the official code is not run here).
 
-Each configuration is trained in a fresh subprocess so its peak RSS is its own.
+Each configuration is trained in a fresh subprocess so its peak RSS is its own. The speed of
+this shared virtual machine drifts by tens of percent over minutes, so before each configuration
+the script also measures a fixed float32 matrix product (numpy, one and two threads) and prints
+it in the last column: compare training times only between rows with similar calibration.
 
     python benchmarks/gru4rec_rsc15.py [--seeds 42,1,2] [--configs rsc15,rsc15_n512,rsc15_official,retailrocket]
 """
@@ -31,6 +34,30 @@ print(json.dumps({"fit": fit, "ev_s": events / fit, "rss_mb": resource.getrusage
                   "r20": r["recall@20"], "m20": r["mrr@20"], "r5": r["recall@5"], "m5": r["mrr@5"], "eval_s": r["eval_seconds"]}))
 """
 
+CALIBRATE = r"""
+import json, time, numpy as np
+from threadpoolctl import threadpool_limits
+a = np.random.default_rng(0).random((512, 512), dtype=np.float32)
+out = {}
+for th in (1, 2):
+    with threadpool_limits(th, user_api="blas"):
+        a @ a
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < 0.5:
+            a @ a
+            n += 1
+        out[th] = 2 * 512**3 * n / (time.perf_counter() - t) / 1e9
+print(json.dumps(out))
+"""
+
+
+def calibrate() -> str:
+    """GFLOP/s of a 512 x 512 float32 product with one and two BLAS threads, right now."""
+    out = subprocess.run([sys.executable, "-c", CALIBRATE], capture_output=True, text=True, check=True)
+    g = json.loads(out.stdout)
+    return f"{g['1']:.0f} / {g['2']:.0f}"
+
+
 # name: (preset, extra params, label, official reference row from the GRU4Rec issue or None)
 REF_XE2048 = (0.676, 0.357, 0.509, 0.339, 71, 7.4, 1.1)
 REF_XE512 = (0.679, 0.366, 0.516, 0.349, 47, 11, 0.86)
@@ -53,24 +80,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads while training (n_threads)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    print("| run | seeds | Recall@20 | MRR@20 | Recall@5 | MRR@5 | training s | events/s | x official | peak RSS GB | eval s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | seeds | Recall@20 | MRR@20 | Recall@5 | MRR@5 | training s | events/s | x official | peak RSS GB | eval s | GFLOP/s 1 / 2 threads |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     per_seed = []
     for name in args.configs.split(","):
         preset, extra, label, ref = CONFIGS[name]
         extra = {**extra, "n_threads": args.threads}
         res = []
+        cal = calibrate()
         for seed in seeds:
             out = subprocess.run([sys.executable, "-c", CHILD, preset, str(seed), json.dumps(extra)], capture_output=True, text=True, check=True)
             res.append(json.loads(out.stdout.strip().splitlines()[-1]))
         mean = {k: sum(r[k] for r in res) / len(res) for k in res[0]}
         ratio = f"{mean['ev_s'] / (ref[5] * 1000):.2f}" if ref else "-"
         print(f"| nextclick: {label} | {','.join(map(str, seeds))} | {mean['r20']:.4f} | {mean['m20']:.4f} | {mean['r5']:.4f} | {mean['m5']:.4f} | "
-              f"{mean['fit']:.1f} | {mean['ev_s'] / 1000:.1f}k | {ratio} | {max(r['rss_mb'] for r in res) / 1024:.2f} | {mean['eval_s']:.2f} |")
+              f"{mean['fit']:.1f} | {mean['ev_s'] / 1000:.1f}k | {ratio} | {max(r['rss_mb'] for r in res) / 1024:.2f} | {mean['eval_s']:.2f} | {cal} |")
         if ref:
-            print(f"| official (reference): {label.split(',')[0]}, issue table | - | {ref[0]:.3f} | {ref[1]:.3f} | {ref[2]:.3f} | {ref[3]:.3f} | {ref[4]} | {ref[5]}k | 1 | {ref[6]} | - |")
-        per_seed.append(f"{name}: " + ", ".join(f"{s} {r['r20']:.4f}/{r['m20']:.4f}" for s, r in zip(seeds, res)))
-    print("\nper seed (Recall@20/MRR@20): " + "; ".join(per_seed))
+            print(f"| official (reference): {label.split(',')[0]}, issue table | - | {ref[0]:.3f} | {ref[1]:.3f} | {ref[2]:.3f} | {ref[3]:.3f} | {ref[4]} | {ref[5]}k | 1 | {ref[6]} | - | - |")
+        per_seed.append(f"{name}: " + ", ".join(f"{s} {r['r20']:.4f}/{r['m20']:.4f} ({r['fit']:.1f} s)" for s, r in zip(seeds, res)))
+    print("\nper seed (Recall@20/MRR@20, training s): " + "; ".join(per_seed))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -415,11 +415,16 @@ class _Net:
             return self.emb.index_select(0, x)  # type: ignore[union-attr]
         return None
 
-    def input_gates(self, l: int, x: torch.Tensor, inp: torch.Tensor | None) -> torch.Tensor:
-        """(k, 3 D_l) input contribution to the gates of layer ``l`` (bias included)."""
+    def input_gates(
+        self, l: int, x: torch.Tensor, inp: torch.Tensor | None, mm: Callable[..., torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """(k, 3 D_l) input contribution to the gates of layer ``l`` (bias included); ``mm``: the
+        matrix product to use (training passes :func:`_mm`; default torch)."""
         if inp is None:  # one-hot layer: a row lookup
             return self.wx.index_select(0, x).add_(self.views["b_ih"][0])  # type: ignore[union-attr]
-        return torch.addmm(self.views["b_ih"][l], inp, self.views["w_ih"][l].t())
+        if mm is None:
+            return torch.addmm(self.views["b_ih"][l], inp, self.views["w_ih"][l].t())
+        return mm(inp, self.views["w_ih"][l].t()).add_(self.views["b_ih"][l])
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, H: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -622,7 +627,7 @@ class _Trainer:
         hx[:, D] = 1.0
         for l, Dl in enumerate(sizes):
             Hp = H[l]
-            gx = net.wx.index_select(0, x).add_(V["b_ih"][0]) if inp is None else _mm(inp, V["w_ih"][l].t()).add_(V["b_ih"][l])  # type: ignore[union-attr]
+            gx = net.input_gates(l, x, inp, _mm)  # (b, 3 Dl)
             gh = _mm(Hp, V["w_hh"][l].t()).add_(V["b_hh"][l])  # (b, 3 Dl)
             rz = torch.add(gx[:, : 2 * Dl], gh[:, : 2 * Dl]).sigmoid_()  # (b, 2 Dl) reset, update
             ghn = gh[:, 2 * Dl :]

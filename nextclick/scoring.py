@@ -258,8 +258,8 @@ class TopK:
                 ixn, vn = top_k_rows(sn, k)
             else:
                 drop = [self._dropped(exclude[r], deny[r]) for r in plain]
-                few = self._fp16_topk_few if n <= self.few_rows else self._fp16_topk  # small batches: numpy
-                ixn, vn = few(P, k, drop, exclude, deny, plain)
+                path = self._fp16_topk_few if n <= self.few_rows else self._fp16_topk  # small batches: numpy
+                ixn, vn = path(P, k, drop, exclude, deny, plain)
             if n == B:
                 ids, out = ixn.astype(np.int64, copy=True), vn.astype(np.float32, copy=True)
             else:
@@ -279,9 +279,10 @@ class TopK:
         qn = np.linalg.norm(Q.astype(np.float64), axis=1)  # as the batched path
         slack = self._slack(qn)
         first = self._approx(P, 0).numpy()
+        r0 = first.shape[1]  # rows in chunk 0
         stops, tail = np.full(n, n_chunks), np.full(n, -np.inf)
         if n_chunks > 1:
-            tails, r0 = self._tails(qn), first.shape[1]
+            tails = self._tails(qn)
             for i in range(n):
                 kk = min(k + drop[i].size, V)
                 if r0 >= kk:
@@ -300,7 +301,6 @@ class TopK:
             if C == S.size:
                 pos = np.arange(S.size)
             else:  # the C best of S all score at least the C-th best of chunk 0: a cheap pre-filter
-                r0 = first.shape[1]
                 pos = np.flatnonzero(S >= np.partition(first[i], r0 - C)[r0 - C]) if r0 >= C else np.arange(S.size)
                 if pos.size > C:
                     pos = pos[np.argpartition(S[pos], pos.size - C)[pos.size - C :]]

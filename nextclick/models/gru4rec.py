@@ -124,8 +124,8 @@ def _one_thread():  # inference: a few small operations per call
 def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ b`` by numpy's BLAS (OpenBLAS) on zero-copy views: training's products run there,
     with ``n_threads`` threads, while torch runs the element-wise work on one thread (torch's
-    float32 GEMM was 10-50 % slower on these shapes, and two thread pools spinning on the same
-    cores slow each other down several-fold)."""
+    float32 GEMM took up to 1.5x the time on these shapes, and two thread pools spinning on the
+    same cores slow each other down several-fold: docs/benchmarks.md)."""
     if out is None:
         out = torch.empty(a.shape[0], b.shape[1])
     np.matmul(a.numpy(), b.numpy(), out=out.numpy())

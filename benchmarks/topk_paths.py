@@ -1,35 +1,59 @@
-"""In-process time of one top-k call of nextclick.scoring.TopK (fp16 candidates, proven exact) for
-small batches, the batched torch path against the row-by-row numpy path, interleaved in one
-process (one thread, as in the service's model process).
+"""In-process time of one top-k call of nextclick.scoring.TopK (fp16 candidates, proven exact)
+against exact float32 scoring of the whole catalogue, and optionally against another version of
+``nextclick/scoring.py`` (to measure a change), interleaved in one process on one thread, as in
+the service's model process.
 
 Queries are GRU4Rec session states after 1-7 clicks on popular items; each call excludes the
-session's clicks, k = 20. Both paths must return the same float32 scores up to summation order
-(checked); items that differ between them (a near-tie at the k-th place) are counted.
+session's clicks, k = 20. Every variant must return the same float32 scores up to summation order
+(checked); items that differ (a near-tie at the k-th place) are counted.
 
     python benchmarks/topk_paths.py [MODEL_DIR]   # default runs/serve_bench/gru4rec_shop100k
     # (that artifact comes from `python benchmarks/serve_load.py --make`)
+    git show f29f15a:nextclick/scoring.py > /tmp/scoring_before.py
+    python benchmarks/topk_paths.py --against /tmp/scoring_before.py   # this TopK against that one
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nextclick.models.base import Recommender  # noqa: E402
 from nextclick.scoring import TopK  # noqa: E402
 
 
+def _other_topk(path: str) -> type:
+    """``TopK`` from another copy of nextclick/scoring.py (imported under a private name)."""
+    spec = importlib.util.spec_from_file_location("_scoring_other", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--against: cannot import {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.TopK
+
+
 def main() -> None:
-    model_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/serve_bench/gru4rec_shop100k"
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model_dir", nargs="?", default="runs/serve_bench/gru4rec_shop100k")
+    ap.add_argument("--against", metavar="SCORING_PY", help="another nextclick/scoring.py to compare with")
+    ap.add_argument("--calls", type=int, default=400, help="calls per batch size and variant")
+    ap.add_argument("--batches", default="1,2,4,8,16,64", help="queries per call, comma-separated")
+    args = ap.parse_args()
     torch.set_num_threads(1)
-    m = Recommender.load(model_dir)
+    threadpool_limits(1)  # numpy's BLAS too, as in the service's model process
+    m = Recommender.load(args.model_dir)
     W, b = m.output_layer()
-    sc = TopK(W, b)
+    variants = {"exact float32": TopK(W, b, mode="exact"), "this TopK": TopK(W, b)}
+    if args.against:
+        variants["--against"] = _other_topk(args.against)(W, b)
     rng = np.random.default_rng(0)
     pop = np.argsort(-m.popularity_[1:])[:2000] + 1
     queries, clicked = [], []
@@ -41,27 +65,41 @@ def main() -> None:
         queries.append(q[0].clone())
         clicked.append(np.asarray(clicks))
     Q = torch.stack(queries)
-    print(f"{m.name}, {m.n_items_:,} items, scoring mode {sc.mode}; median ms per top-k call (600 calls each)")
-    print("| queries | batched torch path | row-by-row numpy path | ratio | items differing (ties at the cut) |")
-    print("|---|---|---|---|---|")
-    for B in (1, 2, 3, 4, 6, 8):
-        times: dict[int, list[float]] = {0: [], 64: []}
+    names = list(variants)
+    print(f"{m.name}, {m.n_items_:,} items, this TopK's mode {variants['this TopK'].mode}; "
+          f"median ms per top-k call ({args.calls} calls each; the fp16 variants interleaved)")
+    print("| queries | " + " | ".join(names) + " | this / exact | "
+          + ("this / --against | " if args.against else "") + "items differing (ties at the cut) |")
+    print("|---" * (len(names) + 3 + bool(args.against)) + "|")
+    for B in (int(x) for x in args.batches.split(",")):
+        calls = [rng.choice(len(queries), B, replace=False) for _ in range(args.calls)]
+        times: dict[str, list[float]] = {n: [] for n in names}
+        # exact scoring reads the whole float32 matrix, which would evict the others' packed
+        # half-precision copies from the cache: timed on its own, first
+        ref = []
+        for idx in calls:
+            t0 = time.perf_counter()
+            ref.append(variants["exact float32"].topk(Q[idx], 20, [clicked[i] for i in idx]))
+            times["exact float32"].append(time.perf_counter() - t0)
         swapped = 0
-        for r in range(600):
-            idx = rng.choice(len(queries), B, replace=False)
+        fast = names[1:]
+        for r, idx in enumerate(calls):
             P, ex = Q[idx], [clicked[i] for i in idx]
-            out = {}
-            for few in (0, 64) if r % 2 else (64, 0):
-                sc.few_rows = few
+            for n in fast[r % len(fast) :] + fast[: r % len(fast)]:  # alternate the order
                 t0 = time.perf_counter()
-                out[few] = sc.topk(P, 20, ex)
-                times[few].append(time.perf_counter() - t0)
-            # the same float32 scores up to summation order, the same items (near-ties may swap)
-            np.testing.assert_allclose(out[0][1], out[64][1], rtol=1e-5, atol=1e-6)
-            diff = sum(len(set(a) ^ set(c)) for a, c in zip(out[0][0].tolist(), out[64][0].tolist()))
-            swapped += diff
-        a, f = np.median(times[0]) * 1e3, np.median(times[64]) * 1e3
-        print(f"| {B} | {a:.3f} | {f:.3f} | {f / a:.2f} | {swapped} |")
+                ids, sc = variants[n].topk(P, 20, ex)
+                times[n].append(time.perf_counter() - t0)
+                # the same float32 scores up to summation order, the same items (near-ties may swap)
+                np.testing.assert_allclose(sc, ref[r][1], rtol=1e-5, atol=1e-6)
+                swapped += sum(len(set(a) ^ set(c)) for a, c in zip(ids.tolist(), ref[r][0].tolist()))
+        med = {n: float(np.median(times[n])) * 1e3 for n in names}
+        cells = " | ".join(f"{med[n]:.3f}" for n in names)
+        ratio = f"{med['this TopK'] / med['exact float32']:.2f}"
+        if args.against:
+            ratio += f" | {med['this TopK'] / med['--against']:.2f}"
+        print(f"| {B} | {cells} | {ratio} | {swapped} |")
+    for n in names[1:]:
+        print(f"{n}: {variants[n].fallbacks} rows re-scored over the whole catalogue of {variants[n].rows}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Compiled (numba) loops for GRU4Rec's training step.
+"""Compiled (numba) loops: GRU4Rec's training step and the served top-k.
 
 Each one fuses what would otherwise be a chain of whole-array tensor operations (each reading and
 writing the full arrays) into one or two passes over the data a step touches:
@@ -10,6 +10,9 @@ writing the full arrays) into one or two passes over the data a step touches:
 * :func:`adagrad_dense` -- the same update on a flat vector (the GRU weights).
 * :func:`elu_rows` and :func:`bpr_max_rows` -- the element-wise part of the BPR-max loss and its
   gradient (the exponentials stay in vectorised tensor operations between them).
+* :func:`fp16_prune` and :func:`fp16_top_rows` -- the per-query part of
+  :class:`nextclick.scoring.TopK` around its half-precision products (the chunks to score, the
+  candidates, their exact scores, the exclusions and the exactness proof).
 
 They run on zero-copy numpy views of the tensors, single-threaded. They are compiled on first
 use and cached on disk next to this file (``cache=True``), so only the first process pays the
@@ -182,3 +185,150 @@ def bpr_max_rows(
             g_t *= O[i, i] + a
         out[i, i] = g_t
     return loss * k[2]
+
+
+# ---------------------------------------------------------------------------------- top-k
+@numba.njit(inline="always", **_JIT)
+def _sift_down(h: np.ndarray, i: int, n: int) -> None:
+    """Restore the min-heap ``h[:n]`` below position ``i``."""
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            return
+        if c + 1 < n and h[c + 1] < h[c]:
+            c += 1
+        if h[i] <= h[c]:
+            return
+        h[i], h[c] = h[c], h[i]
+        i = c
+
+
+@numba.njit(**_JIT)
+def _kth_largest(a: np.ndarray, m: int, h: np.ndarray) -> float:
+    """The ``m``-th largest value of ``a`` (1 <= m <= a.size), keeping the best ``m`` seen so far
+    in the min-heap ``h``: one pass, most values rejected by one comparison."""
+    for j in range(m):
+        h[j] = a[j]
+    for i in range(m // 2 - 1, -1, -1):
+        _sift_down(h, i, m)
+    for j in range(m, a.shape[0]):
+        if a[j] > h[0]:
+            h[0] = a[j]
+            _sift_down(h, 0, m)
+    return h[0]
+
+
+@numba.njit(**_JIT)
+def fp16_prune(
+    first: np.ndarray, Q: np.ndarray, kk: np.ndarray, tail_norm: np.ndarray, tail_b: np.ndarray, e: float, eb: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first half of :class:`nextclick.scoring.TopK`'s proof, per query row ``i`` of ``Q``:
+    ``slack`` (the largest |approximate - exact| score: ``||q|| e + eb``), how many chunks in
+    norm order must be scored (``stops``) and a bound on the exact score of every row left
+    unscored (``tail``, -inf when none is).
+
+    ``first``: approximate scores of chunk 0. At least ``kk[i]`` of them are at or above their
+    ``kk[i]``-th best, so ``theta`` (that minus ``slack``) bounds the exact ``kk[i]``-th best
+    score from below. Every row from chunk c on scores at most ``||q|| tail_norm[c] +
+    tail_b[c]`` (Cauchy-Schwarz), so the chunks from the first whose bound is below ``theta``
+    on can be skipped. (Margins: float32 rounding.)"""
+    n, r0 = first.shape
+    n_chunks = tail_norm.shape[0] - 1
+    slack = np.empty(n)
+    stops = np.full(n, n_chunks, dtype=np.int64)
+    tail = np.full(n, -np.inf)
+    h = np.empty(max(1, min(r0, kk.max())), dtype=first.dtype)
+    for i in range(n):
+        ss = 0.0
+        for t in range(Q.shape[1]):
+            ss += np.float64(Q[i, t]) * np.float64(Q[i, t])
+        qn = np.sqrt(ss)
+        slack[i] = qn * e * 1.001 + eb
+        if n_chunks > 1 and 1 <= kk[i] <= r0:
+            kth = np.float64(_kth_largest(first[i], kk[i], h))
+            theta = kth - slack[i] - 1e-5 * abs(kth) - 1e-6
+            for c in range(1, n_chunks):
+                bound = qn * tail_norm[c] * (1 + 1e-5) + tail_b[c] + 1e-6
+                if bound < theta:
+                    stops[i], tail[i] = c, bound
+                    break
+    return slack, stops, tail
+
+
+@numba.njit(**_JIT)
+def fp16_top_rows(
+    S: np.ndarray, lens: np.ndarray, r0: int, C: np.ndarray, order: np.ndarray, W: np.ndarray, b: np.ndarray,
+    Q: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, slack: np.ndarray, tail: np.ndarray, ids: np.ndarray,
+    vals: np.ndarray,
+) -> np.ndarray:
+    """The candidate step of :class:`nextclick.scoring.TopK` for a few queries, one row at a time.
+
+    Row ``i``: ``S[i, :lens[i]]`` are the approximate scores of the item rows in norm order (the
+    first ``r0`` are chunk 0). Its ``C[i]`` best are the candidates (each at least the ``C[i]``-th
+    best of chunk 0: a pre-filter), scored exactly as ``W[order[p]] . Q[i] + b`` (float64 sums
+    rounded to float32); the items in ``drop[drop_at[i]:drop_at[i + 1]]`` (sorted) get -inf, and
+    the ``k`` best go to ``ids[i]`` / ``vals[i]`` (``vals`` pre-filled with -inf), ties in
+    candidate order. Returns per row whether the proof failed (a near-tie at the cut): every
+    scored row outside the candidates scores at most the last candidate's approximate score +
+    ``slack[i]`` exactly, every unscored row at most ``tail[i]`` (:func:`fp16_prune`), and the
+    k-th result must beat both."""
+    n, k = ids.shape
+    d = W.shape[1]
+    use_b = b.shape[0] > 0
+    pos = np.empty(S.shape[1], dtype=np.int64)
+    val = np.empty(S.shape[1], dtype=S.dtype)
+    h = np.empty(max(1, C.max()), dtype=S.dtype)
+    bad = np.zeros(n, dtype=np.bool_)
+    V = order.shape[0]
+    for i in range(n):
+        L, c = lens[i], C[i]
+        Si = S[i]
+        t0 = -np.inf
+        if c < L and r0 >= c:
+            t0 = _kth_largest(Si[:r0], c, h)
+        m = 0
+        for p in range(L):
+            if Si[p] >= t0:
+                pos[m] = p
+                val[m] = Si[p]
+                m += 1
+        if m > c:  # keep the c best: those above the c-th best value, then ties at it by position
+            t1 = _kth_largest(val[:m], c, h)
+            j = 0
+            for p in range(m):
+                if val[p] > t1:
+                    pos[j] = pos[p]
+                    val[j] = val[p]
+                    j += 1
+            for p in range(m):
+                if j < c and val[p] == t1:
+                    pos[j] = pos[p]
+                    val[j] = val[p]
+                    j += 1
+            m = j
+        sel = np.argsort(-val[:m], kind="mergesort")  # best first, ties by position
+        ex = np.empty(m, dtype=np.float64)
+        cand = np.empty(m, dtype=np.int64)
+        lo, hi = drop_at[i], drop_at[i + 1]
+        for j in range(m):
+            it = order[pos[sel[j]]]
+            s = 0.0
+            for t in range(d):
+                s += np.float64(W[it, t]) * np.float64(Q[i, t])
+            v = np.float32(s)
+            if use_b:
+                v = np.float32(v + b[it])
+            a = lo + np.searchsorted(drop[lo:hi], it)
+            ex[j] = -np.inf if (a < hi and drop[a] == it) else np.float64(v)
+            cand[j] = it
+        top = np.argsort(-ex, kind="mergesort")[: min(k, m)]
+        for j in range(top.shape[0]):
+            vals[i, j] = ex[top[j]]
+            ids[i, j] = cand[top[j]]
+        if c < V:
+            outside = tail[i]
+            if m > 0:
+                a = np.float64(val[sel[m - 1]])
+                outside = max(a + slack[i] + 1e-5 * abs(a) + 1e-6, outside)
+            bad[i] = not np.float64(vals[i, k - 1]) > outside
+    return bad

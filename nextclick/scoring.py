@@ -22,10 +22,12 @@ the exactness proof. Trained recommenders leave long-tail items with small vecto
 benchmark's 105k-item GRU4Rec about half the rows), which is what this skips; with norms all alike
 everything is scored, as before.
 
-Small batches (up to ``few_rows`` queries, what a service under moderate load scores at once) keep
-the fp16 products batched but do the rest per query in numpy: fewer operations, each query pruned
-by its own bound, and its candidates pre-filtered by the C-th best approximate score of the first
-chunk (every one of the C best scores is at least that) instead of a partial sort of all scores.
+The fp16 products run batched (one fbgemm call per chunk for all queries); everything else runs
+per query in two compiled loops (:mod:`nextclick.kernels`, numba, compiled once and cached): the
+chunks a query needs, its candidates (pre-filtered by the C-th best approximate score of the first
+chunk: each of the C best scores is at least that), their exact scores, the exclusions and the
+proof. A few dozen numpy and torch calls per batch, which took as long as the product for the
+one to eight queries a service scores at once, became two calls.
 
 ``mode``: ``exact`` (float32 product only), ``fp16`` (candidates from the packed half-precision
 copy, proven exact as above), ``auto`` (fp16 when W is larger than ``auto_bytes`` and the fbgemm
@@ -67,14 +69,12 @@ class TopK:
     """
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor | None = None, mode: Mode = "auto",
-                 margin: int = 32, auto_bytes: int = 8 << 20, chunk_rows: int = 8192,
-                 few_rows: int = 8) -> None:
+                 margin: int = 32, auto_bytes: int = 8 << 20, chunk_rows: int = 8192) -> None:
         if mode not in MODES:
             raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
         self.W = W.detach().float().contiguous()
         self.b = None if b is None else b.detach().float().contiguous()
         self.margin = int(margin)
-        self.few_rows = int(few_rows)  # batches up to this size: the row-by-row numpy path
         big = self.W.numel() * 4 > auto_bytes
         self.mode: str = "fp16" if mode == "fp16" or (mode == "auto" and big) else "exact"
         if self.mode == "fp16" and not fp16_available():
@@ -85,6 +85,9 @@ class TopK:
         self.scored = 0  # catalogue columns scored by the fp16 product (pruning skips the others)
         if self.mode == "fp16":
             self._prepare_fp16(chunk_rows)
+            # compile the loops (or load them from numba's cache) now rather than on a first request
+            self.topk(torch.zeros(1, self.W.shape[1]), 1)
+            self.rows = self.scored = self.fallbacks = 0
 
     def _prepare_fp16(self, chunk_rows: int) -> None:
         """Rows sorted by norm, largest first, in chunks each packed for fbgemm's fp16 GEMM (the
@@ -113,6 +116,7 @@ class TopK:
         self._eb = 0.0 if b is None else float((b - b.half().float()).abs().max())
         self._order_np, self._W_np = self._order.numpy(), W.numpy()  # zero-copy views
         self._b_np = None if b is None else b.numpy()
+        self._b_np_or_empty = np.zeros(0, np.float32) if b is None else self._b_np
 
     # ------------------------------------------------------------------ scoring
     def exact_scores(self, Q: torch.Tensor) -> torch.Tensor:
@@ -123,64 +127,12 @@ class TopK:
         """Half-precision scores of the rows of ``chunk`` (in norm order)."""
         return torch.ops.quantized.linear_dynamic_fp16(Q, self._packs[chunk])
 
-    # the bounds of the proof, shared by the batched and the row-by-row paths (arrays or scalars)
-    def _slack(self, qn: np.ndarray | float) -> np.ndarray | float:
-        """Largest |approximate - exact| score for a query of norm ``qn``."""
-        return qn * self._e * 1.001 + self._eb
-
-    @staticmethod
-    def _theta(kth: np.ndarray | float, slack: np.ndarray | float) -> np.ndarray | float:
-        """Lower bound of an exact score from an approximate one (margins: float32 rounding)."""
-        return kth - slack - 1e-5 * np.abs(kth) - 1e-6
-
-    def _tails(self, qn: np.ndarray | float) -> np.ndarray:
-        """Per query, a bound on the exact score of every row from chunk c + 1 on: (..., chunks - 1)."""
-        return np.asarray(qn)[..., None] * self._tail_norm[1:] * (1 + 1e-5) + self._tail_b[1:] + 1e-6
-
-    @staticmethod
-    def _outside(last: np.ndarray | float, slack: np.ndarray | float, tail: np.ndarray | float) -> np.ndarray:
-        """Bound on the exact score of every row that is not a candidate: scored rows below the
-        last candidate's approximate score ``last``, unscored rows below ``tail``."""
-        with np.errstate(invalid="ignore"):
-            return np.where(np.isneginf(last), tail, np.maximum(last + slack + 1e-5 * np.abs(last) + 1e-6, tail))
-
     def _exact_top(self, P: torch.Tensor, k: int, exclude: list, deny: list) -> tuple[np.ndarray, np.ndarray]:
         """The fallback: exact scores over the whole catalogue, masked, top k."""
         sf = self.exact_scores(P)
         self._mask_rows(sf, exclude, deny)
         v, ix = self._top(sf, k)
         return ix.numpy(), v.numpy()
-
-    def _fp16_scores(self, P: torch.Tensor, kk: int, slack: np.ndarray, qn: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
-        """Approximate scores of the leading chunks (norm order), as many as it takes to prove
-        that no row of the chunks left out can reach any query's top ``kk``; and per query a
-        bound on the exact score of every row left out (-inf when none is).
-
-        The first chunk's scores give a lower bound ``theta`` on each query's exact ``kk``-th
-        best score: at least ``kk`` of its rows have an approximate score >= its ``kk``-th,
-        so an exact score >= that minus ``slack``. Every row from chunk c on scores at most
-        ``||q|| max ||W_i|| + max b_i`` over those rows (Cauchy-Schwarz), so the chunks from
-        the first whose bound is below ``theta`` for every query on need not be scored."""
-        n_chunks = len(self._packs)
-        first = self._approx(P, 0)
-        if n_chunks == 1 or first.shape[1] < kk:
-            parts = [first] + [self._approx(P, c) for c in range(1, n_chunks)]
-            self.scored += P.shape[0] * int(self._bounds[-1])
-            return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), np.full(P.shape[0], -np.inf)
-        kth = torch.topk(first, kk, dim=1, sorted=False).values.amin(1).numpy().astype(np.float64)
-        theta = self._theta(kth, slack)
-        tail = self._tails(qn)  # (n, chunks - 1)
-        ok = (tail < theta[:, None]).all(0)  # chunk c + 1 and all after it can be skipped
-        stop = int(np.argmax(ok)) + 1 if ok.any() else n_chunks  # chunks to score
-        parts = [first] + [self._approx(P, c) for c in range(1, stop)]
-        self.scored += P.shape[0] * int(self._bounds[stop])
-        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)), tail[:, stop - 1]
-
-    def _rescore(self, Q: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Exact scores of the items ``idx`` (B, C) for each row of Q (B, d)."""
-        flat = idx.reshape(-1)  # index_select: far cheaper than advanced indexing for these sizes
-        s = torch.bmm(self.W.index_select(0, flat).view(*idx.shape, -1), Q[:, :, None])[:, :, 0]
-        return s + self.b.index_select(0, flat).view_as(idx) if self.b is not None else s
 
     @staticmethod
     def _top(s: torch.Tensor, n: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,9 +156,9 @@ class TopK:
 
     @staticmethod
     def _dropped(exclude: np.ndarray | None, deny: np.ndarray | None) -> np.ndarray:
-        """Item indices a row must not return: padding (0), excluded and denied items."""
+        """Item indices a row must not return, sorted: padding (0), excluded and denied items."""
         parts = [np.zeros(1, np.int64)] + [np.asarray(x, np.int64) for x in (exclude, deny) if x is not None and len(x)]
-        return np.unique(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        return np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]  # repeats do no harm
 
     @staticmethod
     def _mask_rows(s: torch.Tensor, exclude: list, deny: list) -> None:
@@ -258,8 +210,7 @@ class TopK:
                 ixn, vn = top_k_rows(sn, k)
             else:
                 drop = [self._dropped(exclude[r], deny[r]) for r in plain]
-                path = self._fp16_topk_few if n <= self.few_rows else self._fp16_topk  # small batches: numpy
-                ixn, vn = path(P, k, drop, exclude, deny, plain)
+                ixn, vn = self._fp16_topk(P, k, drop, exclude, deny, plain)
             if n == B:
                 ids, out = ixn.astype(np.int64, copy=True), vn.astype(np.float32, copy=True)
             else:
@@ -268,89 +219,32 @@ class TopK:
         ids[bad] = 0
         return ids, out
 
-    def _fp16_topk_few(self, P: torch.Tensor, k: int, drop: list[np.ndarray], exclude: list, deny: list,
-                       plain: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_fp16_topk` (with :meth:`_fp16_scores`) for a few queries: the fp16 products
-        batched, the rest row by row in numpy, with the same chunks, bounds and proof, and each
-        row pruned by its own bound. (Per-operation overhead, not the product, is most of the
-        cost of a small batch: see docs/benchmarks.md.)"""
-        V, n, n_chunks = self.W.shape[0], P.shape[0], len(self._packs)
-        Q = P.numpy()
-        qn = np.linalg.norm(Q.astype(np.float64), axis=1)  # as the batched path
-        slack = self._slack(qn)
-        first = self._approx(P, 0).numpy()
-        r0 = first.shape[1]  # rows in chunk 0
-        stops, tail = np.full(n, n_chunks), np.full(n, -np.inf)
-        if n_chunks > 1:
-            tails = self._tails(qn)
-            for i in range(n):
-                kk = min(k + drop[i].size, V)
-                if r0 >= kk:
-                    kth = float(np.partition(first[i], r0 - kk)[r0 - kk])
-                    ok = tails[i] < self._theta(kth, slack[i])
-                    if ok.any():
-                        stops[i] = int(np.argmax(ok)) + 1
-                        tail[i] = tails[i, stops[i] - 1]
-        rest = [self._approx(P, c).numpy() for c in range(1, int(stops.max()))]
-        self.scored += n * int(self._bounds[stops.max()])
-        ids = np.zeros((n, k), np.int64)
-        out = np.full((n, k), -np.inf, np.float32)
-        for i in range(n):
-            S = first[i] if stops[i] == 1 else np.concatenate([first[i]] + [r[i] for r in rest[: stops[i] - 1]])
-            C = min(k + self.margin + drop[i].size, S.size)
-            if C == S.size:
-                pos = np.arange(S.size)
-            else:  # the C best of S all score at least the C-th best of chunk 0: a cheap pre-filter
-                pos = np.flatnonzero(S >= np.partition(first[i], r0 - C)[r0 - C]) if r0 >= C else np.arange(S.size)
-                if pos.size > C:
-                    pos = pos[np.argpartition(S[pos], pos.size - C)[pos.size - C :]]
-            pos = pos[np.argsort(-S[pos], kind="stable")]  # candidates in the batched path's order (ties)
-            cand = self._order_np[pos]
-            ex = self._W_np[cand] @ Q[i]
-            if self.b is not None:
-                ex += self._b_np[cand]
-            ex[(cand[:, None] == drop[i][None, :]).any(1)] = -np.inf
-            top = np.argsort(-ex, kind="stable")[:k]
-            out[i, : top.size], ids[i, : top.size] = ex[top], cand[top]
-            # every scored row outside the candidates scores at most min(S[pos]) + slack exactly,
-            # every row left unscored at most ``tail``
-            if C < V and not float(out[i, -1]) > float(self._outside(float(S[pos[-1]]), slack[i], tail[i])):
-                self.fallbacks += 1  # a near-tie at the cut: this row over the whole catalogue
-                r = plain[i]
-                (ids[i],), (out[i],) = self._exact_top(P[i : i + 1], k, [exclude[r]], [deny[r]])
-        return ids, out
-
     def _fp16_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], exclude: list, deny: list,
                    plain: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        V = self.W.shape[0]
-        nd = max(d.size for d in drop)
-        qn = np.linalg.norm(P.numpy().astype(np.float64), axis=1)
-        slack = self._slack(qn)
-        S, tail = self._fp16_scores(P, min(k + nd, V), slack, qn)
-        # candidates from the unmasked approximate scores, with room for the items to drop
-        C = min(k + self.margin + nd, S.shape[1])
-        a_t, pos = self._top(S, C)
-        cand_t = self._order.index_select(0, pos.reshape(-1)).view_as(pos)
-        ex = self._rescore(P, cand_t).numpy()  # (n, C) exact float32 scores
-        a, cand = a_t.numpy(), cand_t.numpy()
-        D = np.full((len(drop), nd), -1, np.int64)
-        for i, d in enumerate(drop):
-            D[i, : d.size] = d
-        ex[(cand[:, :, None] == D[:, None, :]).any(2)] = -np.inf
-        ex[np.isinf(a)] = -np.inf
-        order = np.argsort(-ex, axis=1, kind="stable")[:, :k]
-        vn, ixn = np.take_along_axis(ex, order, 1), np.take_along_axis(cand, order, 1)
-        if C < V:
-            # every scored row outside the candidates scores at most a[:, -1] + slack exactly,
-            # every row left unscored at most ``tail``
-            outside = self._outside(a[:, -1].astype(np.float64), slack, tail)
-            bad = np.flatnonzero(~(vn[:, -1] > outside))
-            if bad.size:  # a near-tie at the cut: score these rows over the whole catalogue
-                self.fallbacks += int(bad.size)
-                vn, ixn = vn.copy(), ixn.copy()
-                ixn[bad], vn[bad] = self._exact_top(P[torch.from_numpy(bad)], k, [exclude[plain[i]] for i in bad],
-                                                    [deny[plain[i]] for i in bad])
-        return ixn, vn
+        """fp16 candidates, proven exact (module docstring). ``drop``: per row, the sorted item
+        indices it must not return (repeats allowed)."""
+        from nextclick import kernels
+
+        V, n = self.W.shape[0], P.shape[0]
+        Q = P.numpy()
+        first = self._approx(P, 0)
+        nd = np.array([d.size for d in drop], dtype=np.int64)
+        slack, stops, tail = kernels.fp16_prune(first.numpy(), Q, np.minimum(k + nd, V), self._tail_norm,
+                                                self._tail_b, self._e, self._eb)
+        top = int(stops.max())
+        S = first if top == 1 else torch.cat([first] + [self._approx(P, c) for c in range(1, top)], 1)
+        lens = self._bounds[stops]
+        self.scored += int(lens.sum())
+        ids = np.zeros((n, k), np.int64)
+        out = np.full((n, k), -np.inf, np.float32)
+        bad = kernels.fp16_top_rows(S.numpy(), lens, first.shape[1], np.minimum(k + self.margin + nd, lens),
+                                    self._order_np, self._W_np, self._b_np_or_empty, Q, np.concatenate(drop),
+                                    np.concatenate([[0], np.cumsum(nd)]), slack, tail, ids, out)
+        for i in np.flatnonzero(bad):  # a near-tie at the cut: this row over the whole catalogue
+            self.fallbacks += 1
+            r = plain[i]
+            (ids[i],), (out[i],) = self._exact_top(P[i : i + 1], k, [exclude[r]], [deny[r]])
+        return ids, out
 
     def _allowed(self, q: torch.Tensor, k: int, allow: np.ndarray, exclude: np.ndarray | None,
                  deny: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -294,3 +295,46 @@ def test_paper_placement_drops_attention_weights_not_the_attention_output() -> N
         block.ff2.bias.zero_()
     torch.testing.assert_close(trained, block(x, layout))
     assert not torch.allclose(trained, block.ln_ffn(block.ln_attn(x)))  # the attention output was kept
+
+
+# ---------------------------------------------------------------------------------------- devices
+def test_device_errors_name_the_parameter() -> None:
+    with pytest.raises(NextclickError, match="device must be a torch device.*'gpu'"):
+        SASRec(**dict(SMALL, n_epochs=1, device="gpu")).fit(cycle_sessions(50))
+    if not torch.cuda.is_available():
+        with pytest.raises(NextclickError, match="device 'cuda'.*no such CUDA device.*device=cpu"):
+            SASRec(**dict(SMALL, n_epochs=1, device="cuda")).fit(cycle_sessions(50))
+
+
+def test_an_artifact_that_names_a_gpu_loads_where_there_is_none(model: SASRec, tmp_path: Path) -> None:
+    # trained on a GPU, served on a CPU machine: the artifact's arrays load on the CPU
+    path = model.save(tmp_path / "m")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["config"]["device"] = "cuda:7"  # a device this machine cannot have
+    (path / "config.json").write_text(json.dumps(cfg))
+    loaded = Recommender.load(path)
+    assert isinstance(loaded, SASRec) and loaded.config.device == "cuda:7"
+    assert loaded.device_ == torch.device("cpu") or torch.cuda.device_count() > 7
+    sessions = [[1, 2, 3], [7], list(range(1, 25))]
+    np.testing.assert_array_equal(loaded.score_batch(sessions), model.score_batch(sessions))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_a_gpu_and_its_artifact_scores_the_same_on_the_cpu(tmp_path: Path) -> None:
+    cfg = dict(SMALL, n_blocks=1, n_heads=1, dropout=0.1, lr=0.01, n_epochs=15, loss="ce", bce_exclude_seen=False)
+    gpu = SASRec(**cfg, device="cuda").fit(cycle_sessions(300))
+    assert gpu.device_.type == "cuda" and next(gpu.net_.parameters()).is_cuda
+    r = evaluate(gpu, cycle_sessions(40, seed=1), cutoffs=(1, 5)).metrics
+    assert r["recall@1"] >= 0.9, r  # what the CPU learns in test_learns_a_deterministic_cycle
+    path = gpu.save(tmp_path / "m")
+    cfg_file = path / "config.json"
+    art = json.loads(cfg_file.read_text())
+    art["config"]["device"] = "cpu"
+    cfg_file.write_text(json.dumps(art))
+    cpu = Recommender.load(path)
+    assert cpu.device_ == torch.device("cpu")
+    sessions = [[1, 2, 3], [7], list(range(1, 25))]
+    np.testing.assert_allclose(cpu.score_batch(sessions), gpu.score_batch(sessions), rtol=1e-4, atol=1e-4)
+    for st_g, st_c in zip(gpu.live_query(None, [np.array([3, 4])], np.array([4])), cpu.live_query(None, [np.array([3, 4])], np.array([4]))):
+        if st_g is not None:
+            np.testing.assert_allclose(np.asarray(st_c), np.asarray(st_g), rtol=1e-4, atol=1e-4)

@@ -491,7 +491,23 @@ class SASRec(Recommender):
     }
 
     # ------------------------------------------------------------------ fitting
-    def _build(self) -> None:
+    def _device(self, fit: bool) -> torch.device:
+        """``config.device``; training on an unavailable device is an error, while an artifact
+        trained on a GPU loads on the CPU when this machine has none (a service, say)."""
+        c = self.config
+        try:
+            dev = torch.device(c.device)
+        except RuntimeError as e:
+            raise NextclickError(f"sasrec: device must be a torch device such as 'cpu' or 'cuda', got {c.device!r}") from e
+        if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
+            if fit:
+                raise NextclickError(f"sasrec: device {c.device!r}, but torch sees no such CUDA device here "
+                                     f"(torch.cuda.is_available() is {torch.cuda.is_available()}); use device=cpu")
+            log.info("sasrec: the artifact names device %r, which this machine lacks: loading on the CPU", c.device)
+            return torch.device("cpu")
+        return dev
+
+    def _build(self, fit: bool = False) -> None:
         c = self.config
         for key in ("max_len", "hidden", "n_blocks", "n_heads", "batch_size"):
             if getattr(c, key) < 1:
@@ -508,7 +524,7 @@ class SASRec(Recommender):
             raise NextclickError(f"sasrec: neg_sharing must be auto, batch or sequence, got {c.neg_sharing!r}")
         if c.loss in ("sampled_ce", "gbce") and c.n_negatives < 1:
             raise NextclickError(f"sasrec: loss {c.loss} needs n_negatives >= 1, got {c.n_negatives}")
-        self.device_ = torch.device(c.device)
+        self.device_ = self._device(fit)
         self.net_ = _SASRecNet(self.n_items_, c).to(self.device_)
 
     def _fit(self, train: Sessions, valid: Sessions | None) -> None:
@@ -519,7 +535,7 @@ class SASRec(Recommender):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.seed)
-                self._build()
+                self._build(fit=True)
                 self.net_.reset_parameters()
                 self._train(train, valid)
         finally:

@@ -15,18 +15,41 @@ writing the full arrays) into one or two passes over the data a step touches:
   candidates, their exact scores, the exclusions and the exactness proof).
 
 They run on zero-copy numpy views of the tensors, single-threaded. They are compiled on first
-use and cached on disk next to this file (``cache=True``), so only the first process pays the
-compilation (seconds). The arithmetic is float32 like the tensors (row sums of the loss in
+use and cached on disk (next to this file, else in the user's cache folder or ``NUMBA_CACHE_DIR``),
+so only the first process pays the compilation (seconds); where no such folder is writable, every
+process compiles them. The arithmetic is float32 like the tensors (row sums of the loss in
 float64), so results equal the tensor-operation form up to rounding.
 """
 
 from __future__ import annotations
 
+import logging
+
 import numba
 import numpy as np
 
+log = logging.getLogger(__name__)
+
+
+def _probe() -> int:
+    return 0
+
+
+def _can_cache() -> bool:
+    """Whether numba can keep compiled loops on disk for this file: next to it, in the user's cache
+    folder or in ``NUMBA_CACHE_DIR``. A read-only install without a writable home (a locked-down
+    container, say) has none, and numba would refuse ``cache=True`` at import."""
+    try:
+        numba.njit(cache=True)(_probe)
+    except RuntimeError:
+        log.info("numba finds no writable cache folder for %s: its loops are compiled in every process "
+                 "(seconds); set NUMBA_CACHE_DIR to a writable folder to keep them", __file__)
+        return False
+    return True
+
+
 # error_model="numpy": no zero-division checks, which would stop the loops from being vectorised
-_JIT = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
+_JIT = dict(nogil=True, cache=_can_cache(), error_model="numpy", boundscheck=False)
 
 
 # ---------------------------------------------------------------------------------- Adagrad

@@ -147,3 +147,22 @@ def test_repeated_and_unsorted_exclusions_and_short_catalogues() -> None:
     everything = np.arange(1, 2998)  # only items 2998 and 2999 left
     ids, sc = tk.topk(q, 5, [everything])
     assert sorted(ids[0][:2].tolist()) == [2998, 2999] and np.isinf(sc[0][2:]).all() and (ids[0][2:] == 0).all()
+
+
+def test_kernels_compile_without_a_disk_cache_where_numba_has_no_writable_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a read-only install without a writable home: numba refuses cache=True; the loops must still load
+    import numba
+
+    from nextclick import kernels
+
+    real = numba.njit
+
+    def refusing(*args, **kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function '_probe': no locator available for file 'kernels.py'")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", refusing)
+    assert kernels._can_cache() is False
+    monkeypatch.setattr(numba, "njit", real)
+    assert kernels._can_cache() is True  # this checkout is writable

@@ -11,6 +11,7 @@ session's clicks, k = 20. Every variant must return the same float32 scores up t
     # (that artifact comes from `python benchmarks/serve_load.py --make`)
     git show f29f15a:nextclick/scoring.py > /tmp/scoring_before.py
     python benchmarks/topk_paths.py --against /tmp/scoring_before.py   # this TopK against that one
+    python benchmarks/topk_paths.py --batches 1 --gaps 0,0.5,2,5       # lone queries, paused between
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main() -> None:
     ap.add_argument("--against", metavar="SCORING_PY", help="another nextclick/scoring.py to compare with")
     ap.add_argument("--calls", type=int, default=400, help="calls per batch size and variant")
     ap.add_argument("--batches", default="1,2,4,8,16,64", help="queries per call, comma-separated")
+    ap.add_argument("--gaps", default="", metavar="MS,MS",
+                    help="also time lone queries (this TopK) with these pauses between calls, in ms: a visitor's "
+                         "clicks arrive apart, and the catalogue's half-precision copy leaves the cache meanwhile")
     args = ap.parse_args()
     torch.set_num_threads(1)
     threadpool_limits(1)  # numpy's BLAS too, as in the service's model process
@@ -100,6 +104,18 @@ def main() -> None:
         print(f"| {B} | {cells} | {ratio} | {swapped} |")
     for n in names[1:]:
         print(f"{n}: {variants[n].fallbacks} rows re-scored over the whole catalogue of {variants[n].rows}")
+    if args.gaps:
+        print("\n| pause between lone queries (ms) | this TopK, median ms | p90 ms |\n|---|---|---|")
+        for gap in (float(x) for x in args.gaps.split(",")):
+            ts = []
+            for r in range(args.calls):
+                if gap:
+                    time.sleep(gap / 1e3)
+                i = r % len(queries)
+                t0 = time.perf_counter()
+                variants["this TopK"].topk(Q[i : i + 1], 20, [clicked[i]])
+                ts.append(time.perf_counter() - t0)
+            print(f"| {gap:g} | {np.median(ts) * 1e3:.3f} | {np.percentile(ts, 90) * 1e3:.3f} |")
 
 
 if __name__ == "__main__":

@@ -341,8 +341,8 @@ def fp16_top_rows(
             v = np.float32(s)
             if use_b:
                 v = np.float32(v + b[it])
-            a = lo + np.searchsorted(drop[lo:hi], it)
-            ex[j] = -np.inf if (a < hi and drop[a] == it) else np.float64(v)
+            at = lo + np.searchsorted(drop[lo:hi], it)
+            ex[j] = -np.inf if (at < hi and drop[at] == it) else np.float64(v)
             cand[j] = it
         top = np.argsort(-ex, kind="mergesort")[: min(k, m)]
         for j in range(top.shape[0]):
@@ -351,7 +351,7 @@ def fp16_top_rows(
         if c < V:
             outside = tail[i]
             if m > 0:
-                a = np.float64(val[sel[m - 1]])
-                outside = max(a + slack[i] + 1e-5 * abs(a) + 1e-6, outside)
+                cut = np.float64(val[sel[m - 1]])
+                outside = max(cut + slack[i] + 1e-5 * abs(cut) + 1e-6, outside)
             bad[i] = not np.float64(vals[i, k - 1]) > outside
     return bad

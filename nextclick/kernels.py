@@ -310,11 +310,17 @@ def fp16_top_rows(
         if c < L and r0 >= c:
             t0 = _kth_largest(Si[:r0], c, h)
         m = 0
-        for p in range(L):
-            if Si[p] >= t0:
-                pos[m] = p
-                val[m] = Si[p]
-                m += 1
+        for blk in range(0, L, 256):  # count first (a vectorised loop): most blocks hold no candidate
+            end = min(blk + 256, L)
+            hits = 0
+            for p in range(blk, end):
+                hits += Si[p] >= t0
+            if hits:
+                for p in range(blk, end):
+                    if Si[p] >= t0:
+                        pos[m] = p
+                        val[m] = Si[p]
+                        m += 1
         if m > c:  # keep the c best: those above the c-th best value, then ties at it by position
             t1 = _kth_largest(val[:m], c, h)
             j = 0

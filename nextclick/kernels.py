@@ -243,52 +243,62 @@ def _kth_largest(a: np.ndarray, m: int, h: np.ndarray) -> float:
 
 @numba.njit(**_JIT)
 def fp16_prune(
-    first: np.ndarray, Q: np.ndarray, kk: np.ndarray, tail_norm: np.ndarray, tail_b: np.ndarray, e: float, eb: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    first: np.ndarray, Q: np.ndarray, kk: np.ndarray, C: np.ndarray, tail_norm: np.ndarray, tail_b: np.ndarray,
+    e: float, eb: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The first half of :class:`nextclick.scoring.TopK`'s proof, per query row ``i`` of ``Q``:
     ``slack`` (the largest |approximate - exact| score: ``||q|| e + eb``), how many chunks in
-    norm order must be scored (``stops``) and a bound on the exact score of every row left
-    unscored (``tail``, -inf when none is).
+    norm order must be scored (``stops``), a bound on the exact score of every row left
+    unscored (``tail``, -inf when none is), and the candidates' pre-filter ``t0`` for
+    :func:`fp16_top_rows` (the ``C[i]``-th best of chunk 0; -inf when chunk 0 is shorter).
 
     ``first``: approximate scores of chunk 0. At least ``kk[i]`` of them are at or above their
     ``kk[i]``-th best, so ``theta`` (that minus ``slack``) bounds the exact ``kk[i]``-th best
     score from below. Every row from chunk c on scores at most ``||q|| tail_norm[c] +
     tail_b[c]`` (Cauchy-Schwarz), so the chunks from the first whose bound is below ``theta``
-    on can be skipped. (Margins: float32 rounding.)"""
+    on can be skipped. (Margins: float32 rounding.) One pass over chunk 0 keeps its best
+    ``min(C[i], r0)`` scores, which give both order statistics (``kk <= C``)."""
     n, r0 = first.shape
     n_chunks = tail_norm.shape[0] - 1
     slack = np.empty(n)
     stops = np.full(n, n_chunks, dtype=np.int64)
     tail = np.full(n, -np.inf)
-    h = np.empty(max(1, min(r0, kk.max())), dtype=first.dtype)
+    t0 = np.full(n, -np.inf)
+    h = np.empty(max(1, min(r0, C.max())), dtype=first.dtype)
     for i in range(n):
         ss = 0.0
         for t in range(Q.shape[1]):
             ss += np.float64(Q[i, t]) * np.float64(Q[i, t])
         qn = np.sqrt(ss)
         slack[i] = qn * e * 1.001 + eb
-        if n_chunks > 1 and 1 <= kk[i] <= r0:
-            kth = np.float64(_kth_largest(first[i], kk[i], h))
+        m = min(C[i], r0)
+        if m < 1:
+            continue
+        last = _kth_largest(first[i], m, h)  # h[:m]: the m best of chunk 0
+        if C[i] <= r0:
+            t0[i] = last
+        if n_chunks > 1 and 1 <= kk[i] <= m:
+            kth = np.float64(np.sort(h[:m])[m - kk[i]])
             theta = kth - slack[i] - 1e-5 * abs(kth) - 1e-6
             for c in range(1, n_chunks):
                 bound = qn * tail_norm[c] * (1 + 1e-5) + tail_b[c] + 1e-6
                 if bound < theta:
                     stops[i], tail[i] = c, bound
                     break
-    return slack, stops, tail
+    return slack, stops, tail, t0
 
 
 @numba.njit(**_JIT)
 def fp16_top_rows(
-    S: np.ndarray, lens: np.ndarray, r0: int, C: np.ndarray, order: np.ndarray, W: np.ndarray, b: np.ndarray,
+    S: np.ndarray, lens: np.ndarray, t0: np.ndarray, C: np.ndarray, order: np.ndarray, W: np.ndarray, b: np.ndarray,
     Q: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, slack: np.ndarray, tail: np.ndarray, ids: np.ndarray,
     vals: np.ndarray,
 ) -> np.ndarray:
     """The candidate step of :class:`nextclick.scoring.TopK` for a few queries, one row at a time.
 
-    Row ``i``: ``S[i, :lens[i]]`` are the approximate scores of the item rows in norm order (the
-    first ``r0`` are chunk 0). Its ``C[i]`` best are the candidates (each at least the ``C[i]``-th
-    best of chunk 0: a pre-filter), scored exactly as ``W[order[p]] . Q[i] + b`` (float64 sums
+    Row ``i``: ``S[i, :lens[i]]`` are the approximate scores of the item rows in norm order. Its
+    ``C[i]`` best are the candidates (each at least ``t0[i]``, the ``C[i]``-th best of chunk 0
+    from :func:`fp16_prune`: a pre-filter), scored exactly as ``W[order[p]] . Q[i] + b`` (float64 sums
     rounded to float32); the items in ``drop[drop_at[i]:drop_at[i + 1]]`` (sorted) get -inf, and
     the ``k`` best go to ``ids[i]`` / ``vals[i]`` (``vals`` pre-filled with -inf), ties in
     candidate order. Returns per row whether the proof failed (a near-tie at the cut): every
@@ -304,20 +314,17 @@ def fp16_top_rows(
     bad = np.zeros(n, dtype=np.bool_)
     V = order.shape[0]
     for i in range(n):
-        L, c = lens[i], C[i]
+        L, c, lo_s = lens[i], C[i], t0[i]
         Si = S[i]
-        t0 = -np.inf
-        if c < L and r0 >= c:
-            t0 = _kth_largest(Si[:r0], c, h)
         m = 0
         for blk in range(0, L, 256):  # count first (a vectorised loop): most blocks hold no candidate
             end = min(blk + 256, L)
             hits = 0
             for p in range(blk, end):
-                hits += Si[p] >= t0
+                hits += Si[p] >= lo_s
             if hits:
                 for p in range(blk, end):
-                    if Si[p] >= t0:
+                    if Si[p] >= lo_s:
                         pos[m] = p
                         val[m] = Si[p]
                         m += 1

@@ -115,8 +115,7 @@ class TopK:
         self._e = float(torch.linalg.vector_norm(err, dim=1).max())
         self._eb = 0.0 if b is None else float((b - b.half().float()).abs().max())
         self._order_np, self._W_np = self._order.numpy(), W.numpy()  # zero-copy views
-        self._b_np = None if b is None else b.numpy()
-        self._b_np_or_empty = np.zeros(0, np.float32) if b is None else self._b_np
+        self._b_np = np.zeros(0, np.float32) if b is None else b.numpy()  # empty: no bias
 
     # ------------------------------------------------------------------ scoring
     def exact_scores(self, Q: torch.Tensor) -> torch.Tensor:
@@ -229,16 +228,17 @@ class TopK:
         Q = P.numpy()
         first = self._approx(P, 0)
         nd = np.array([d.size for d in drop], dtype=np.int64)
-        slack, stops, tail = kernels.fp16_prune(first.numpy(), Q, np.minimum(k + nd, V), self._tail_norm,
-                                                self._tail_b, self._e, self._eb)
+        C = k + self.margin + nd  # candidates per row (before the cap by the rows scored)
+        slack, stops, tail, t0 = kernels.fp16_prune(first.numpy(), Q, np.minimum(k + nd, V), C, self._tail_norm,
+                                                    self._tail_b, self._e, self._eb)
         top = int(stops.max())
         S = first if top == 1 else torch.cat([first] + [self._approx(P, c) for c in range(1, top)], 1)
         lens = self._bounds[stops]
         self.scored += n * int(self._bounds[top])  # the products score the chunks any row needs, for every row
         ids = np.zeros((n, k), np.int64)
         out = np.full((n, k), -np.inf, np.float32)
-        bad = kernels.fp16_top_rows(S.numpy(), lens, first.shape[1], np.minimum(k + self.margin + nd, lens),
-                                    self._order_np, self._W_np, self._b_np_or_empty, Q, np.concatenate(drop),
+        bad = kernels.fp16_top_rows(S.numpy(), lens, t0, np.minimum(C, lens),
+                                    self._order_np, self._W_np, self._b_np, Q, np.concatenate(drop),
                                     np.concatenate([[0], np.cumsum(nd)]), slack, tail, ids, out)
         for i in np.flatnonzero(bad):  # a near-tie at the cut: this row over the whole catalogue
             self.fallbacks += 1

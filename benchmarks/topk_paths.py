@@ -1,4 +1,4 @@
-"""In-process time of one top-k call of nextclick.scoring.TopK (fp16 candidates, proven exact)
+"""In-process time of one top-k call of nextclick.scoring.TopK (bounded, exact)
 against exact float32 scoring of the whole catalogue, and optionally against another version of
 ``nextclick/scoring.py`` (to measure a change), interleaved in one process on one thread, as in
 the service's model process.
@@ -9,16 +9,20 @@ session's clicks, k = 20. Every variant must return the same float32 scores up t
 
     python benchmarks/topk_paths.py [MODEL_DIR]   # default runs/serve_bench/gru4rec_shop100k
     # (that artifact comes from `python benchmarks/serve_load.py --make`)
+    python benchmarks/topk_paths.py --against 80f6f1b     # this TopK against that commit's
     git show f29f15a:nextclick/scoring.py > /tmp/scoring_before.py
-    python benchmarks/topk_paths.py --against /tmp/scoring_before.py   # this TopK against that one
+    python benchmarks/topk_paths.py --against /tmp/scoring_before.py   # or against a scoring.py
     python benchmarks/topk_paths.py --batches 1 --gaps 0,0.5,2,5       # lone queries, paused between
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,21 +34,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nextclick.models.base import Recommender  # noqa: E402
 from nextclick.scoring import TopK  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def _other_topk(path: str) -> type:
-    """``TopK`` from another copy of nextclick/scoring.py (imported under a private name)."""
-    spec = importlib.util.spec_from_file_location("_scoring_other", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"--against: cannot import {path}")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.TopK
+
+def _other_topk(what: str) -> type:
+    """``TopK`` from another copy of nextclick/scoring.py: a file, or a git revision (then with
+    that revision's nextclick/kernels.py, if it has one), imported under a private name."""
+    if Path(what).is_file():
+        spec = importlib.util.spec_from_file_location("_scoring_other", what)
+        if spec is None or spec.loader is None:
+            raise SystemExit(f"--against: cannot import {what}")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.TopK
+    pkg = Path(tempfile.mkdtemp(prefix="nextclick_against_")) / "_nextclick_against"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name in ("scoring.py", "kernels.py"):
+        got = subprocess.run(["git", "show", f"{what}:nextclick/{name}"], cwd=ROOT, capture_output=True, text=True)
+        if got.returncode:
+            if name == "kernels.py":
+                continue  # older revisions have no compiled loops
+            raise SystemExit(f"--against: {what!r} is neither a file nor a git revision with nextclick/scoring.py")
+        (pkg / name).write_text(got.stdout.replace("from nextclick import kernels", "from _nextclick_against import kernels"))
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module("_nextclick_against.scoring").TopK
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir", nargs="?", default="runs/serve_bench/gru4rec_shop100k")
-    ap.add_argument("--against", metavar="SCORING_PY", help="another nextclick/scoring.py to compare with")
+    ap.add_argument("--against", metavar="REV_OR_FILE",
+                    help="another TopK to compare with: a git revision (its scoring.py and kernels.py) or a scoring.py")
     ap.add_argument("--calls", type=int, default=400, help="calls per batch size and variant")
     ap.add_argument("--batches", default="1,2,4,8,16,64", help="queries per call, comma-separated")
     ap.add_argument("--gaps", default="", metavar="MS,MS",
@@ -102,20 +123,27 @@ def main() -> None:
         if args.against:
             ratio += f" | {med['this TopK'] / med['--against']:.2f}"
         print(f"| {B} | {cells} | {ratio} | {swapped} |")
-    for n in names[1:]:
-        print(f"{n}: {variants[n].fallbacks} rows re-scored over the whole catalogue of {variants[n].rows}")
+    tk = variants["this TopK"]
+    if tk.mode == "fp16":
+        print(f"this TopK: rank {tk.rank}, scan path {'on' if tk.scan else 'off'} (batches of up to {tk.scan_max}); "
+              f"{tk.exact / max(tk.rows, 1):.0f} rows scored exactly per query; {tk.fallbacks} of {tk.rows} scan rows "
+              f"gave up")
     if args.gaps:
-        print("\n| pause between lone queries (ms) | this TopK, median ms | p90 ms |\n|---|---|---|")
+        lone = fast  # the bounded variants, alternating
+        print("\n| pause between lone queries (ms) | " + " | ".join(f"{n}, median ms | p90 ms" for n in lone) + " |")
+        print("|---" * (1 + 2 * len(lone)) + "|")
         for gap in (float(x) for x in args.gaps.split(",")):
-            ts = []
+            ts: dict[str, list[float]] = {n: [] for n in lone}
             for r in range(args.calls):
-                if gap:
-                    time.sleep(gap / 1e3)
                 i = r % len(queries)
-                t0 = time.perf_counter()
-                variants["this TopK"].topk(Q[i : i + 1], 20, [clicked[i]])
-                ts.append(time.perf_counter() - t0)
-            print(f"| {gap:g} | {np.median(ts) * 1e3:.3f} | {np.percentile(ts, 90) * 1e3:.3f} |")
+                for n in lone[r % len(lone) :] + lone[: r % len(lone)]:
+                    if gap:
+                        time.sleep(gap / 1e3)
+                    t0 = time.perf_counter()
+                    variants[n].topk(Q[i : i + 1], 20, [clicked[i]])
+                    ts[n].append(time.perf_counter() - t0)
+            print(f"| {gap:g} | " + " | ".join(f"{np.median(ts[n]) * 1e3:.3f} | {np.percentile(ts[n], 90) * 1e3:.3f}"
+                                              for n in lone) + " |")
 
 
 if __name__ == "__main__":

@@ -446,7 +446,8 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="Most requests scored together in one model call.")] = 64,
     scoring: Annotated[
         ScoringMode,
-        typer.Option(help="Top-k of GRU4Rec/SASRec: exact float32 product, fp16 candidates re-scored and proven exact, "
+        typer.Option(help="Top-k of GRU4Rec/SASRec: float32 product over every item, or fp16 (an int8/fp16 copy "
+                     "bounds the scores, the items that can reach the top k are scored exactly: the same answers), "
                      "or auto (fp16 for item matrices over 8 MB)."),
     ] = ScoringMode.auto,
     model_worker: Annotated[

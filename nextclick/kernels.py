@@ -241,130 +241,313 @@ def _kth_largest(a: np.ndarray, m: int, h: np.ndarray) -> float:
     return h[0]
 
 
-@numba.njit(**_JIT)
-def fp16_prune(
-    first: np.ndarray, Q: np.ndarray, kk: np.ndarray, C: np.ndarray, tail_norm: np.ndarray, tail_b: np.ndarray,
-    e: float, eb: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The first half of :class:`nextclick.scoring.TopK`'s proof, per query row ``i`` of ``Q``:
-    ``slack`` (the largest |approximate - exact| score: ``||q|| e + eb``), how many chunks in
-    norm order must be scored (``stops``), a bound on the exact score of every row left
-    unscored (``tail``, -inf when none is), and the candidates' pre-filter ``t0`` for
-    :func:`fp16_top_rows` (the ``C[i]``-th best of chunk 0; -inf when chunk 0 is shorter).
+@numba.njit(inline="always", **_JIT)
+def _push(hv: np.ndarray, hi: np.ndarray, n: int, k: int, v: float, it: int) -> int:
+    """Offer ``(v, it)`` to the min-heap ``hv[:n]`` (items ``hi``) of the ``k`` best; returns its size."""
+    if n < k:
+        j = n
+        hv[j], hi[j] = v, it
+        while j > 0:  # sift up
+            p = (j - 1) // 2
+            if hv[p] <= hv[j]:
+                break
+            hv[p], hv[j] = hv[j], hv[p]
+            hi[p], hi[j] = hi[j], hi[p]
+            j = p
+        return n + 1
+    if v <= hv[0]:
+        return n
+    hv[0], hi[0] = v, it
+    j = 0
+    while True:
+        c = 2 * j + 1
+        if c >= n:
+            break
+        if c + 1 < n and hv[c + 1] < hv[c]:
+            c += 1
+        if hv[j] <= hv[c]:
+            break
+        hv[j], hv[c] = hv[c], hv[j]
+        hi[j], hi[c] = hi[c], hi[j]
+        j = c
+    return n
 
-    ``first``: approximate scores of chunk 0. At least ``kk[i]`` of them are at or above their
-    ``kk[i]``-th best, so ``theta`` (that minus ``slack``) bounds the exact ``kk[i]``-th best
-    score from below. Every row from chunk c on scores at most ``||q|| tail_norm[c] +
-    tail_b[c]`` (Cauchy-Schwarz), so the chunks from the first whose bound is below ``theta``
-    on can be skipped. (Margins: float32 rounding.) One pass over chunk 0 keeps its best
-    ``min(C[i], r0)`` scores, which give both order statistics (``kk <= C``)."""
-    n, r0 = first.shape
-    n_chunks = tail_norm.shape[0] - 1
+
+@numba.njit(inline="always", **_JIT)
+def _exact(W: np.ndarray, b: np.ndarray, q: np.ndarray, it: int) -> float:
+    """``W[it] . q + b[it]`` as exact float32 scoring gives it: a float64 sum (four running sums,
+    so the additions do not wait on each other) rounded to float32, then the float32 bias."""
+    d = W.shape[1]
+    s0 = s1 = s2 = s3 = 0.0
+    t = 0
+    while t + 4 <= d:
+        s0 += np.float64(W[it, t]) * np.float64(q[t])
+        s1 += np.float64(W[it, t + 1]) * np.float64(q[t + 1])
+        s2 += np.float64(W[it, t + 2]) * np.float64(q[t + 2])
+        s3 += np.float64(W[it, t + 3]) * np.float64(q[t + 3])
+        t += 4
+    while t < d:
+        s0 += np.float64(W[it, t]) * np.float64(q[t])
+        t += 1
+    v = np.float32((s0 + s1) + (s2 + s3))
+    if b.shape[0] > 0:
+        v = np.float32(v + b[it])
+    return np.float64(v)
+
+
+@numba.njit(inline="always", **_JIT)
+def _dropped(drop: np.ndarray, lo: int, hi: int, it: int) -> bool:
+    """Whether item ``it`` is in the sorted ``drop[lo:hi]``."""
+    at = lo + np.searchsorted(drop[lo:hi], it)
+    return at < hi and drop[at] == it
+
+
+@numba.njit(**_JIT)
+def bound_queries(
+    Q: np.ndarray, P: np.ndarray, e: float, eb: float, norm0: float, bmax: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per query row of ``Q``: its projection on the orthonormal columns of ``P`` (float32; ``Q``
+    itself when ``P`` has no columns), the norm of what the projection leaves out (rounded up),
+    its norm, and the slack of its approximate scores: the rounding of the stored projected rows
+    (``e`` in norm) and of the bias (``eb``), plus float32 rounding (1e-5 of the largest possible
+    score, ``||q|| norm0 + bmax``)."""
+    n, d = Q.shape
+    r = P.shape[1]
+    proj = r > 0
+    qp = np.empty((n, r if proj else d), dtype=np.float32)
+    qres = np.zeros(n)
+    qn = np.empty(n)
     slack = np.empty(n)
-    stops = np.full(n, n_chunks, dtype=np.int64)
-    tail = np.full(n, -np.inf)
-    t0 = np.full(n, -np.inf)
-    h = np.empty(max(1, min(r0, C.max())), dtype=first.dtype)
+    p64 = np.empty(r)
     for i in range(n):
         ss = 0.0
-        for t in range(Q.shape[1]):
+        for t in range(d):
             ss += np.float64(Q[i, t]) * np.float64(Q[i, t])
-        qn = np.sqrt(ss)
-        slack[i] = qn * e * 1.001 + eb
+        qn[i] = np.sqrt(ss)
+        pn = qn[i]
+        if proj:
+            pp = 0.0
+            for j in range(r):
+                s = 0.0
+                for t in range(d):
+                    s += P[t, j] * np.float64(Q[i, t])
+                p64[j] = s
+                qp[i, j] = np.float32(s)
+                pp += s * s
+            rr = 0.0
+            for t in range(d):
+                s = np.float64(Q[i, t])
+                for j in range(r):
+                    s -= P[t, j] * p64[j]
+                rr += s * s
+            qres[i] = np.sqrt(rr) * (1 + 1e-6)
+            pn = np.sqrt(pp)
+        else:
+            for t in range(d):
+                qp[i, t] = Q[i, t]
+        slack[i] = pn * e * 1.001 + eb + 1e-5 * (qn[i] * norm0 + bmax) + 1e-6
+    return qp, qres, qn, slack
+
+
+@numba.njit(inline="always", **_JIT)
+def _start_heap(
+    a: np.ndarray, m: int, h: np.ndarray, q: np.ndarray, order: np.ndarray, W: np.ndarray, b: np.ndarray,
+    drop: np.ndarray, lo_d: int, hi_d: int, hv: np.ndarray, hi: np.ndarray, cand: np.ndarray,
+) -> tuple[int, int]:
+    """The ``m`` best approximate scores ``a`` (rows in norm order) are scored exactly and start
+    the heap ``hv``/``hi``; their positions go to ``cand`` (sorted). Returns (heap size, count)."""
+    k = hv.shape[0]
+    cut = _kth_largest(a, m, h)
+    nh = nc = 0
+    for p in range(a.shape[0]):
+        if a[p] >= cut and nc < m:
+            cand[nc] = p
+            nc += 1
+            it = order[p]
+            if not _dropped(drop, lo_d, hi_d, it):
+                nh = _push(hv, hi, nh, k, _exact(W, b, q, it), it)
+    return nh, nc
+
+
+@numba.njit(inline="always", **_JIT)
+def _offer_block(
+    a: np.ndarray, lo: int, hi_p: int, res: np.ndarray, qres: float, slack: float, q: np.ndarray, order: np.ndarray,
+    W: np.ndarray, b: np.ndarray, drop: np.ndarray, lo_d: int, hi_d: int, hv: np.ndarray, hi: np.ndarray, nh: int,
+    cand: np.ndarray, nc: int, hit: np.ndarray, ex: np.ndarray,
+) -> tuple[int, int]:
+    """Rows ``lo:hi_p`` in norm order, approximate scores ``a[:hi_p - lo]``: each whose bound
+    ``a + qres res + slack`` reaches the heap's k-th best (and is not in ``cand[:nc]``, scored
+    already) is scored exactly and offered to the heap. Returns (heap size, rows scored)."""
+    k = hv.shape[0]
+    lb = hv[0] if nh == k else -np.inf
+    c = np.float32(qres)
+    thr = np.float32(lb - slack)
+    hits = 0
+    for p in range(hi_p - lo):  # vectorised: most blocks hold no row to score
+        hits += a[p] + c * res[lo + p] >= thr
+    if hits == 0:
+        return nh, 0
+    m = 0
+    for p in range(lo, hi_p):
+        if np.float64(a[p - lo]) + qres * np.float64(res[p]) + slack < lb:
+            continue
+        at = np.searchsorted(cand[:nc], p)
+        if at < nc and cand[at] == p:
+            continue
+        it = order[p]
+        if not _dropped(drop, lo_d, hi_d, it):
+            hit[m] = it
+            m += 1
+    for j in range(m):  # independent loads: several rows are fetched at once
+        ex[j] = _exact(W, b, q, hit[j])
+    for j in range(m):
+        nh = _push(hv, hi, nh, k, ex[j], hit[j])
+    return nh, m
+
+
+@numba.njit(inline="always", **_JIT)
+def _finish(hv: np.ndarray, hi: np.ndarray, nh: int, ids: np.ndarray, vals: np.ndarray) -> None:
+    """The heap to ``ids`` / ``vals``, best first, ties by item."""
+    by_item = np.argsort(hi[:nh], kind="mergesort")
+    sel = by_item[np.argsort(-hv[:nh][by_item], kind="mergesort")]
+    for j in range(nh):
+        vals[j] = hv[sel[j]]
+        ids[j] = hi[sel[j]]
+
+
+@numba.njit(**_JIT)
+def bound_first(
+    first: np.ndarray, Q: np.ndarray, C: np.ndarray, qn: np.ndarray, tail_norm: np.ndarray, tail_b: np.ndarray,
+    order: np.ndarray, W: np.ndarray, b: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, hv: np.ndarray,
+    hi: np.ndarray, nh: np.ndarray, cand: np.ndarray, nc: np.ndarray,
+) -> np.ndarray:
+    """Stage 1 of :class:`nextclick.scoring.TopK`'s product path, per query row ``i``: the
+    ``C[i]`` best approximate scores of chunk 0 (``first[i]``) start the heap of the k best
+    (``hv[i, :nh[i]]``, items ``hi[i]``; their positions in ``cand[i, :nc[i]]``). Returns how
+    many chunks in norm order the row needs: those before the first whose bound ``||q||
+    tail_norm[c] + tail_b[c]`` on every row from it on is below the heap's k-th best (all when
+    the heap is not full). Items in ``drop[drop_at[i]:drop_at[i + 1]]`` (sorted) never enter."""
+    n, r0 = first.shape
+    k = hv.shape[1]
+    n_chunks = tail_norm.shape[0] - 1
+    stops = np.full(n, n_chunks, dtype=np.int64)
+    h = np.empty(max(1, min(r0, C.max())), dtype=first.dtype)
+    for i in range(n):
         m = min(C[i], r0)
         if m < 1:
             continue
-        last = _kth_largest(first[i], m, h)  # h[:m]: the m best of chunk 0
-        if C[i] <= r0:
-            t0[i] = last
-        if n_chunks > 1 and 1 <= kk[i] <= m:
-            kth = np.float64(np.sort(h[:m])[m - kk[i]])
-            theta = kth - slack[i] - 1e-5 * abs(kth) - 1e-6
+        nh[i], nc[i] = _start_heap(first[i], m, h, Q[i], order, W, b, drop, drop_at[i], drop_at[i + 1], hv[i], hi[i],
+                                   cand[i])
+        if nh[i] == k:
+            lb = hv[i, 0]
             for c in range(1, n_chunks):
-                bound = qn * tail_norm[c] * (1 + 1e-5) + tail_b[c] + 1e-6
-                if bound < theta:
-                    stops[i], tail[i] = c, bound
+                if qn[i] * tail_norm[c] * (1 + 1e-5) + tail_b[c] + 1e-5 * abs(lb) + 1e-6 < lb:
+                    stops[i] = c
                     break
-    return slack, stops, tail, t0
+    return stops
 
 
 @numba.njit(**_JIT)
-def fp16_top_rows(
-    S: np.ndarray, lens: np.ndarray, t0: np.ndarray, C: np.ndarray, order: np.ndarray, W: np.ndarray, b: np.ndarray,
-    Q: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, slack: np.ndarray, tail: np.ndarray, ids: np.ndarray,
-    vals: np.ndarray,
+def bound_rest(
+    S: np.ndarray, lens: np.ndarray, qres: np.ndarray, res: np.ndarray, slack: np.ndarray, Q: np.ndarray,
+    order: np.ndarray, W: np.ndarray, b: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, hv: np.ndarray,
+    hi: np.ndarray, nh: np.ndarray, cand: np.ndarray, nc: np.ndarray, ids: np.ndarray, vals: np.ndarray,
 ) -> np.ndarray:
-    """The candidate step of :class:`nextclick.scoring.TopK` for a few queries, one row at a time.
-
-    Row ``i``: ``S[i, :lens[i]]`` are the approximate scores of the item rows in norm order. Its
-    ``C[i]`` best are the candidates (each at least ``t0[i]``, the ``C[i]``-th best of chunk 0
-    from :func:`fp16_prune`: a pre-filter), scored exactly as ``W[order[p]] . Q[i] + b`` (float64 sums
-    rounded to float32); the items in ``drop[drop_at[i]:drop_at[i + 1]]`` (sorted) get -inf, and
-    the ``k`` best go to ``ids[i]`` / ``vals[i]`` (``vals`` pre-filled with -inf), ties in
-    candidate order. Returns per row whether the proof failed (a near-tie at the cut): every
-    scored row outside the candidates scores at most the last candidate's approximate score +
-    ``slack[i]`` exactly, every unscored row at most ``tail[i]`` (:func:`fp16_prune`), and the
-    k-th result must beat both."""
-    n, k = ids.shape
-    d = W.shape[1]
-    use_b = b.shape[0] > 0
-    pos = np.empty(S.shape[1], dtype=np.int64)
-    val = np.empty(S.shape[1], dtype=S.dtype)
-    h = np.empty(max(1, C.max()), dtype=S.dtype)
-    bad = np.zeros(n, dtype=np.bool_)
-    V = order.shape[0]
+    """Stage 2 of the product path, per query row ``i``: every row ``p`` of ``S[i, :lens[i]]``
+    (approximate scores in norm order) whose bound ``S[i, p] + qres[i] res[p] + slack[i]`` reaches
+    the heap's k-th best is scored exactly and offered to the heap, which then goes to
+    ``ids[i]`` / ``vals[i]`` (``vals`` pre-filled with -inf). Returns the rows scored exactly."""
+    n = S.shape[0]
+    blk = 256
+    scored = nc.copy()
+    hit = np.empty(blk, dtype=np.int64)
+    ex = np.empty(blk)
     for i in range(n):
-        L, c, lo_s = lens[i], C[i], t0[i]
-        Si = S[i]
-        m = 0
-        for blk in range(0, L, 256):  # count first (a vectorised loop): most blocks hold no candidate
-            end = min(blk + 256, L)
-            hits = 0
-            for p in range(blk, end):
-                hits += Si[p] >= lo_s
-            if hits:
-                for p in range(blk, end):
-                    if Si[p] >= lo_s:
-                        pos[m] = p
-                        val[m] = Si[p]
-                        m += 1
-        if m > c:  # keep the c best: those above the c-th best value, then ties at it by position
-            t1 = _kth_largest(val[:m], c, h)
-            j = 0
-            for p in range(m):
-                if val[p] > t1:
-                    pos[j] = pos[p]
-                    val[j] = val[p]
-                    j += 1
-            for p in range(m):
-                if j < c and val[p] == t1:
-                    pos[j] = pos[p]
-                    val[j] = val[p]
-                    j += 1
-            m = j
-        sel = np.argsort(-val[:m], kind="mergesort")  # best first, ties by position
-        ex = np.empty(m, dtype=np.float64)
-        cand = np.empty(m, dtype=np.int64)
-        lo, hi = drop_at[i], drop_at[i + 1]
-        for j in range(m):
-            it = order[pos[sel[j]]]
-            s = 0.0
-            for t in range(d):
-                s += np.float64(W[it, t]) * np.float64(Q[i, t])
-            v = np.float32(s)
-            if use_b:
-                v = np.float32(v + b[it])
-            at = lo + np.searchsorted(drop[lo:hi], it)
-            ex[j] = -np.inf if (at < hi and drop[at] == it) else np.float64(v)
-            cand[j] = it
-        top = np.argsort(-ex, kind="mergesort")[: min(k, m)]
-        for j in range(top.shape[0]):
-            vals[i, j] = ex[top[j]]
-            ids[i, j] = cand[top[j]]
-        if c < V:
-            outside = tail[i]
-            if m > 0:
-                cut = np.float64(val[sel[m - 1]])
-                outside = max(cut + slack[i] + 1e-5 * abs(cut) + 1e-6, outside)
-            bad[i] = not np.float64(vals[i, k - 1]) > outside
-    return bad
+        for lo in range(0, lens[i], blk):
+            hi_p = min(lo + blk, lens[i])
+            nh[i], m = _offer_block(S[i, lo:hi_p], lo, hi_p, res, qres[i], slack[i], Q[i], order, W, b, drop,
+                                    drop_at[i], drop_at[i + 1], hv[i], hi[i], nh[i], cand[i], nc[i], hit, ex)
+            scored[i] += m
+        _finish(hv[i], hi[i], nh[i], ids[i], vals[i])
+    return scored
+
+
+@numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
+def _int8_block(Wq: np.ndarray, bs: np.ndarray, qs: np.ndarray, bi: int, out: np.ndarray) -> None:
+    """``out[:blk]`` = approximate score (+ bias) of the rows of block ``bi``: ``Wq[bi]`` (r,
+    blk) holds their projections in int8 steps, one dimension after another, so each dimension is
+    one vectorised pass over the block's rows; ``qs`` is the query's projection x the steps."""
+    r, blk = Wq.shape[1], Wq.shape[2]
+    base = bi * blk
+    for p in range(blk):
+        out[p] = bs[base + p]
+    for j in range(r):
+        qj = qs[j]
+        for p in range(blk):
+            out[p] += qj * np.float32(Wq[bi, j, p])
+
+
+@numba.njit(**_JIT)
+def scan_top_rows(
+    Q: np.ndarray, qp: np.ndarray, qres: np.ndarray, qn: np.ndarray, slack: np.ndarray, step: np.ndarray,
+    Wq: np.ndarray, bs: np.ndarray, res: np.ndarray, norms: np.ndarray, tail_b: np.ndarray, r0: int, C: np.ndarray,
+    order: np.ndarray, W: np.ndarray, b: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, max_scored: int,
+    ids: np.ndarray, vals: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scan path of :class:`nextclick.scoring.TopK` for a query or two, rows in blocks of
+    ``blk`` in norm order: ``Wq[p // blk, :, p % blk]`` is row p's projection in int8 steps of
+    ``step`` (per dimension), ``bs`` the bias (-inf on padding rows), ``norms[p]`` bounds the norm
+    and ``tail_b[p]`` the bias of every row from p on. ``qp``, ``qres``, ``qn``, ``slack``: from
+    :func:`bound_queries` (slack for the int8 rounding).
+
+    Stage 1: the ``C[i]`` best approximate scores of the first ``r0`` rows start the heap. Stage 2,
+    block by block: the rows whose bound reaches the heap's k-th best are scored exactly and
+    offered to it (as in :func:`bound_rest`), until ``||q|| norms[p] + tail_b[p]`` falls below it.
+    Returns per row whether it gave up (more than ``max_scored`` rows to score exactly: the caller
+    uses the product path) and the rows scored exactly; results as :func:`bound_rest`."""
+    n, k = ids.shape
+    V = order.shape[0]
+    nb, r, blk = Wq.shape
+    nb0 = min(nb, max(1, (r0 + blk - 1) // blk))
+    r0 = min(nb0 * blk, V)
+    qs = np.empty(r, dtype=np.float32)
+    a = np.empty(nb0 * blk, dtype=np.float32)
+    h = np.empty(max(1, min(r0, C.max())), dtype=np.float32)
+    hv = np.empty(k)
+    hi = np.empty(k, dtype=np.int64)
+    cand = np.empty(max(1, min(r0, C.max())), dtype=np.int64)
+    hit = np.empty(blk, dtype=np.int64)
+    ex = np.empty(blk)
+    gave_up = np.zeros(n, dtype=np.bool_)
+    scored = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        for j in range(r):
+            qs[j] = np.float32(np.float64(qp[i, j]) * step[j])
+        lo_d, hi_d = drop_at[i], drop_at[i + 1]
+        for bi in range(nb0):
+            _int8_block(Wq, bs, qs, bi, a[bi * blk :])
+        m = min(C[i], r0)
+        nh = nc = 0
+        if m >= 1:
+            nh, nc = _start_heap(a[:r0], m, h, Q[i], order, W, b, drop, lo_d, hi_d, hv, hi, cand)
+        scored[i] = nc
+        for bi in range(nb):
+            lo = bi * blk
+            if lo >= V:
+                break
+            if nh == k and qn[i] * norms[lo] * (1 + 1e-5) + tail_b[lo] + 1e-5 * abs(hv[0]) + 1e-6 < hv[0]:
+                break  # no row from here on can reach the k best
+            if bi >= nb0:
+                _int8_block(Wq, bs, qs, bi, a)
+                blk_a = a[:blk]
+            else:
+                blk_a = a[lo : lo + blk]
+            nh, m = _offer_block(blk_a, lo, min(lo + blk, V), res, qres[i], slack[i], Q[i], order, W, b, drop, lo_d,
+                                 hi_d, hv, hi, nh, cand, nc, hit, ex)
+            scored[i] += m
+            if scored[i] > max_scored:
+                gave_up[i] = True
+                break
+        if not gave_up[i]:
+            _finish(hv, hi, nh, ids[i], vals[i])
+    return gave_up, scored

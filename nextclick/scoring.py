@@ -4,34 +4,39 @@ GRU4Rec and SASRec score the next click as ``q @ W.T (+ b)``: a query vector per
 the whole item matrix W (n_items + 1, d). At 100k items and d = 100, W is 42 MB of float32, bigger
 than this machine's 32 MB L3 cache, so every click streams it from memory (about 4 ms on one core).
 
-:class:`TopK` keeps a half-precision copy of W packed for fbgemm's fp16 GEMM (21 MB: cache
-resident, about 0.6 ms per click at 100k items), uses it only to pick ``k + margin`` candidates,
-re-scores those candidates exactly in float32, and proves the result exact: with
-``e = max_i ||W_i - fp16(W_i)||_2`` every approximate score is within ``||q||_2 * e`` of the exact
-one, so if the k-th exact candidate score beats the largest approximate score left outside the
-candidates by more than that bound, no item outside can belong to the top k. A row that fails the
-check (rare: near-ties at the cut) is scored again exactly over the whole catalogue, and counted.
-The returned items and scores are therefore always those of exact float32 scoring.
+:class:`TopK` (mode ``fp16``) never computes most of those scores exactly. It bounds them from
+above with a small approximate copy of W, scores exactly only the rows whose bound reaches the
+k-th best exact score found so far, and so returns exactly what float32 scoring returns (the
+same items and scores, up to summation order):
 
-Norm pruning (exact; after the length-based bucketing of exact maximum-inner-product search, e.g.
-Teflioudi et al., "LEMP", SIGMOD 2015): the rows are stored in order of decreasing norm, in up to
-8 chunks. The first chunk's approximate scores give a lower bound on each query's k-th exact score;
-every row of a later chunk scores at most ``||q|| max ||W_i|| + max b_i`` over the rows from that
-chunk on (Cauchy-Schwarz), so chunks whose bound is below it are never scored, and the bound joins
-the exactness proof. Trained recommenders leave long-tail items with small vectors (in the
-benchmark's 105k-item GRU4Rec about half the rows), which is what this skips; with norms all alike
-everything is scored, as before.
+* **Projection.** The rows are projected on their first ``rank`` principal directions P (64 of
+  d = 100 in the benchmark's GRU4Rec). For a row x and a query q, ``q . x = (P'q) . (P'x) + r_q .
+  r_x`` where r are the parts P leaves out, so ``q . x <= (P'q) . (P'x) + ||r_q|| ||r_x||``
+  (Cauchy-Schwarz); ``||r_x||`` is stored per row (rounded up). Trained item vectors concentrate
+  on few directions, so this bound is tight: in the benchmark about a hundred rows of 105k reach
+  the k-th best score. With ``rank`` = d nothing is left out.
+* **Approximate copies.** The projected rows are kept twice: in half precision packed for
+  fbgemm's fp16 GEMM (the product path: one product for all queries of a batch) and in int8
+  steps per dimension, blocked and transposed for a compiled scan (the scan path, for one or two
+  queries: a quarter of the bytes and no per-call overhead). The largest rounding error of a row
+  in each copy (``e``; of the bias ``eb``) and a float32 margin enter the bound.
+* **Norm order.** The rows are stored by decreasing norm; no row from position p on scores more
+  than ``||q|| ||x_p|| + max b``, so the scan stops, and the product skips whole chunks (up to 8),
+  once that falls below the k-th best (after the length-based bucketing of exact
+  maximum-inner-product search, e.g. Teflioudi et al., "LEMP", SIGMOD 2015).
+* **Order of work.** The best approximate scores of the first rows (``k + margin`` of them) are
+  scored exactly first, so the k-th best is known early and most bounds fail at once.
 
-The fp16 products run batched (one fbgemm call per chunk for all queries); everything else runs
-per query in two compiled loops (:mod:`nextclick.kernels`, numba, compiled once and cached): the
-chunks a query needs, its candidates (pre-filtered by the C-th best approximate score of the first
-chunk: each of the C best scores is at least that), their exact scores, the exclusions and the
-proof. A few dozen numpy and torch calls per batch, which took as long as the product for the
-one to eight queries a service scores at once, became two calls.
+The per-query work runs in compiled loops (:mod:`nextclick.kernels`, numba, compiled once and
+cached). Which rank, and whether the scan path is used, is decided when the index is built, on
+proxy queries (sums of three of the largest rows): if the projection bounds too loosely, rank =
+d; if the int8 copy does, the product path serves every batch. A scan that would score more than
+``max(4096, V // 16)`` rows exactly gives the query to the product path (counted in
+``fallbacks``).
 
-``mode``: ``exact`` (float32 product only), ``fp16`` (candidates from the packed half-precision
-copy, proven exact as above), ``auto`` (fp16 when W is larger than ``auto_bytes`` and the fbgemm
-op is available, else exact).
+``mode``: ``exact`` (float32 product only), ``fp16`` (the bounds above), ``auto`` (fp16 when W is
+larger than ``auto_bytes``, else exact). Without fbgemm's fp16 GEMM (non-x86 torch builds) the
+scan path serves every batch and a query it gives up on is scored exactly.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "exact", "fp16"]
 MODES = ("auto", "exact", "fp16")
+BLOCK = 256  # rows per block of the int8 copy
+PROXY_BUDGET = 512  # rows scored exactly per proxy query, on average, above which a bound is too loose
 
 
 def fp16_available() -> bool:
@@ -66,10 +73,14 @@ class TopK:
     """Top-k of ``q @ W.T + b`` per query row, with exclusions, allow- and deny-lists.
 
     ``W``: (V, d) float32 item matrix (row 0 = padding, never returned); ``b``: (V,) or None.
+    ``rank``: principal directions of the bound (None: up to 64, checked on proxy queries);
+    ``scan_max``: batches of up to this many queries take the scan path (when it passed its
+    check); ``chunk_rows``: rows per chunk of the product path (at most 8 chunks).
     """
 
     def __init__(self, W: torch.Tensor, b: torch.Tensor | None = None, mode: Mode = "auto",
-                 margin: int = 32, auto_bytes: int = 8 << 20, chunk_rows: int = 8192) -> None:
+                 margin: int = 8, auto_bytes: int = 8 << 20, chunk_rows: int = 8192, rank: int | None = None,
+                 scan_max: int = 2) -> None:
         if mode not in MODES:
             raise ValueError(f"scoring mode must be one of {MODES}, got {mode!r}")
         self.W = W.detach().float().contiguous()
@@ -77,45 +88,108 @@ class TopK:
         self.margin = int(margin)
         big = self.W.numel() * 4 > auto_bytes
         self.mode: str = "fp16" if mode == "fp16" or (mode == "auto" and big) else "exact"
-        if self.mode == "fp16" and not fp16_available():
-            log.warning("fbgemm fp16 GEMM unavailable in this torch build: exact float32 scoring")
-            self.mode = "exact"
-        self.fallbacks = 0  # rows re-scored over the whole catalogue after a failed check
+        self.fallbacks = 0  # scan-path rows that gave up (too many rows to score exactly)
         self.rows = 0
-        self.scored = 0  # catalogue columns scored by the fp16 product (pruning skips the others)
+        self.scored = 0  # catalogue rows the fp16 product computed (the norm order skips the others)
+        self.exact = 0  # rows scored exactly
         if self.mode == "fp16":
-            self._prepare_fp16(chunk_rows)
-            # compile the loops (or load them from numba's cache) now rather than on a first request
-            self.topk(torch.zeros(1, self.W.shape[1]), 1)
-            self.rows = self.scored = self.fallbacks = 0
+            self.product = fp16_available()
+            if not self.product:
+                log.warning("fbgemm fp16 GEMM unavailable in this torch build: the int8 scan serves every batch")
+            self.scan_max = int(scan_max) if self.product else 1 << 62
+            self._prepare(chunk_rows, rank)
+            self.rows = self.scored = self.fallbacks = self.exact = 0
 
-    def _prepare_fp16(self, chunk_rows: int) -> None:
-        """Rows sorted by norm, largest first, in chunks each packed for fbgemm's fp16 GEMM (the
-        bias goes into the packed op; its half-precision rounding is covered by ``_eb``), and for
-        each chunk a bound on the score of every row from that chunk on (see :meth:`topk`)."""
-        W, b = self.W, self.b
-        V = W.shape[0]
-        norms = torch.linalg.vector_norm(W.double(), dim=1)
-        self._order = torch.argsort(norms, descending=True, stable=True)
-        n_chunks = max(1, min(8, V // max(chunk_rows, 1)))
-        self._bounds = np.linspace(0, V, n_chunks + 1).astype(np.int64)
-        Ws = W[self._order]
-        bs = None if b is None else b[self._order]
-        self._packs = [
-            torch.ops.quantized.linear_prepack_fp16(Ws[lo:hi].contiguous(), None if bs is None else bs[lo:hi].contiguous())
-            for lo, hi in zip(self._bounds[:-1], self._bounds[1:])
-        ]
-        ns = norms[self._order].numpy()
-        bsn = np.zeros(V) if bs is None else bs.double().numpy()
-        suffix_b = np.maximum.accumulate(bsn[::-1])[::-1]
-        starts = self._bounds[:-1]
-        self._tail_norm = np.append(ns[starts], 0.0)  # max ||W_i|| over the rows from chunk c on
-        self._tail_b = np.append(suffix_b[starts], -np.inf)  # max b_i over the same rows
-        err = W - W.half().float()
-        self._e = float(torch.linalg.vector_norm(err, dim=1).max())
-        self._eb = 0.0 if b is None else float((b - b.half().float()).abs().max())
-        self._order_np, self._W_np = self._order.numpy(), W.numpy()  # zero-copy views
-        self._b_np = np.zeros(0, np.float32) if b is None else b.numpy()  # empty: no bias
+    # ------------------------------------------------------------------ index
+    def _prepare(self, chunk_rows: int, rank: int | None) -> None:
+        V, d = self.W.shape
+        W64 = self.W.double()
+        norms = torch.linalg.vector_norm(W64, dim=1)
+        order = torch.argsort(norms, descending=True, stable=True)
+        self._order_np, self._W_np = order.numpy(), self.W.numpy()  # zero-copy views
+        self._b_np = np.zeros(0, np.float32) if self.b is None else self.b.numpy()  # empty: no bias
+        Ws = W64[order]
+        bs = np.zeros(V) if self.b is None else self.b[order].double().numpy()
+        ns = norms[order].numpy()
+        self._norm0 = float(ns[0]) if V else 0.0
+        self._bmax = float(np.abs(bs).max()) if V else 0.0
+        self._eb = 0.0 if self.b is None else float((self.b - self.b.half().float()).abs().max())
+        suffix_b = np.maximum.accumulate(bs[::-1])[::-1]
+        self._norms = ns * (1 + 1e-9)  # per row in norm order: the scan's stopping bound
+        self._tail_b_rows = suffix_b.copy()
+        self._r0 = int(min(V, max(4096, chunk_rows)))
+        self._chunk_rows = chunk_rows
+        vecs = torch.linalg.eigh(W64.T @ W64)[1].flip(1) if (rank is None or rank < d) else None
+        r = min(64, d) if rank is None else max(1, min(int(rank), d))
+        self._build(Ws, bs, vecs, r)
+        if rank is None and r < d and self._proxy_cost(self.product) > PROXY_BUDGET:
+            log.info("top-k: the first %d principal directions bound the scores too loosely; using all %d", r, d)
+            self._build(Ws, bs, vecs, d)
+        self.scan = self.scan_max > 0
+        if self.scan and self.product and self._proxy_cost(False) > PROXY_BUDGET:
+            log.info("top-k: the int8 copy bounds the scores too loosely; fp16 products for every batch")
+            self.scan = False
+        # compile the loops (or load them from numba's cache) now rather than on a first request
+        self.topk(torch.zeros(3, d), 1)
+        self.topk(torch.zeros(1, d), 1)
+
+    def _build(self, Ws: torch.Tensor, bs: np.ndarray, vecs: torch.Tensor | None, r: int) -> None:
+        """The approximate copies of the rows (norm order ``Ws``, float64) projected on the first
+        ``r`` of ``vecs`` (all of them, not projected, when r = d)."""
+        V, d = Ws.shape
+        self.rank = r
+        if r < d:
+            assert vecs is not None
+            P = vecs[:, :r].contiguous()
+            Wp = Ws @ P
+            res = torch.linalg.vector_norm(Ws - Wp @ P.T, dim=1).numpy() * (1 + 1e-6)
+            self._P = P.numpy()
+            res32 = np.nextafter(res.astype(np.float32), np.float32(np.inf))  # rounded up
+        else:
+            Wp = Ws
+            self._P = np.zeros((d, 0))
+            res32 = np.zeros(V, np.float32)
+        nb = (V + BLOCK - 1) // BLOCK
+        pad = nb * BLOCK - V
+        self._res = np.concatenate([res32, np.zeros(pad, np.float32)])
+        if self.product:  # fp16 copy in chunks packed for fbgemm, the bias in the packed op
+            Wp32 = Wp.float()
+            n_chunks = max(1, min(8, V // max(self._chunk_rows, 1)))
+            self._bounds = np.linspace(0, V, n_chunks + 1).astype(np.int64)
+            b32 = None if self.b is None else torch.from_numpy(bs.astype(np.float32))
+            self._packs = [
+                torch.ops.quantized.linear_prepack_fp16(Wp32[lo:hi].contiguous(), None if b32 is None else b32[lo:hi].contiguous())
+                for lo, hi in zip(self._bounds[:-1], self._bounds[1:])
+            ]
+            starts = self._bounds[:-1]
+            self._tail_norm = np.append(self._norms[starts], 0.0)  # max ||W_i|| over the rows from chunk c on
+            self._tail_b = np.append(self._tail_b_rows[starts], -np.inf)  # max b_i over the same rows
+            self._e16 = float(torch.linalg.vector_norm(Wp - Wp32.half().double(), dim=1).max())
+        # int8 copy: per dimension steps, blocks of BLOCK rows stored dimension after dimension
+        step = Wp.abs().amax(0).clamp(min=1e-30) / 127
+        Wq = torch.round(Wp / step).to(torch.int8)
+        self._e8 = float(torch.linalg.vector_norm(Wp - Wq.double() * step, dim=1).max())
+        Wq = torch.cat([Wq, torch.zeros(pad, Wq.shape[1], dtype=torch.int8)])
+        self._Wq = Wq.reshape(nb, BLOCK, -1).transpose(1, 2).contiguous().numpy()
+        self._step = step.numpy()
+        self._bs = np.concatenate([bs.astype(np.float32), np.full(pad, -np.inf, np.float32)])  # padding never qualifies
+
+    def _proxy_cost(self, product: bool) -> float:
+        """Rows scored exactly per query, on average, by one path for 64 proxy queries: sums of
+        three rows drawn from the largest tenth (seeded)."""
+        V = self.W.shape[0]
+        rng = np.random.default_rng(0)
+        top = self._order_np[: max(3, V // 10)]
+        Q = torch.from_numpy(self._W_np[rng.choice(top, (64, 3))].sum(1))
+        drop = [np.zeros(1, np.int64)] * 64
+        before = self.exact
+        if product:
+            self._product_topk(Q, 20, drop)
+        else:
+            self._scan_topk(Q, 20, drop, count_only=True)
+        cost = (self.exact - before) / 64
+        self.exact = before
+        return cost
 
     # ------------------------------------------------------------------ scoring
     def exact_scores(self, Q: torch.Tensor) -> torch.Tensor:
@@ -125,13 +199,6 @@ class TopK:
     def _approx(self, Q: torch.Tensor, chunk: int) -> torch.Tensor:
         """Half-precision scores of the rows of ``chunk`` (in norm order)."""
         return torch.ops.quantized.linear_dynamic_fp16(Q, self._packs[chunk])
-
-    def _exact_top(self, P: torch.Tensor, k: int, exclude: list, deny: list) -> tuple[np.ndarray, np.ndarray]:
-        """The fallback: exact scores over the whole catalogue, masked, top k."""
-        sf = self.exact_scores(P)
-        self._mask_rows(sf, exclude, deny)
-        v, ix = self._top(sf, k)
-        return ix.numpy(), v.numpy()
 
     @staticmethod
     def _top(s: torch.Tensor, n: int, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,17 +225,6 @@ class TopK:
         """Item indices a row must not return, sorted: padding (0), excluded and denied items."""
         parts = [np.zeros(1, np.int64)] + [np.asarray(x, np.int64) for x in (exclude, deny) if x is not None and len(x)]
         return np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]  # repeats do no harm
-
-    @staticmethod
-    def _mask_rows(s: torch.Tensor, exclude: list, deny: list) -> None:
-        """-inf at column 0 and at each row's excluded and denied items, in one indexing call."""
-        B, V = s.shape
-        parts = [np.arange(B, dtype=np.int64) * V]
-        for r in range(B):
-            for lst in (exclude[r], deny[r]):
-                if lst is not None and len(lst):
-                    parts.append(np.asarray(lst, np.int64) + r * V)
-        s.view(-1)[torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0])] = -torch.inf
 
     def topk(
         self,
@@ -209,7 +265,7 @@ class TopK:
                 ixn, vn = top_k_rows(sn, k)
             else:
                 drop = [self._dropped(exclude[r], deny[r]) for r in plain]
-                ixn, vn = self._fp16_topk(P, k, drop, exclude, deny, plain)
+                ixn, vn = self._fp16_topk(P, k, drop)
             if n == B:
                 ids, out = ixn.astype(np.int64, copy=True), vn.astype(np.float32, copy=True)
             else:
@@ -218,32 +274,67 @@ class TopK:
         ids[bad] = 0
         return ids, out
 
-    def _fp16_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], exclude: list, deny: list,
-                   plain: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """fp16 candidates, proven exact (module docstring). ``drop``: per row, the sorted item
-        indices it must not return (repeats allowed)."""
+    def _fp16_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The bounded paths (module docstring). ``drop``: per row, the sorted item indices it
+        must not return (repeats allowed)."""
+        if self.scan and P.shape[0] <= self.scan_max:
+            return self._scan_topk(P, k, drop)
+        return self._product_topk(P, k, drop)
+
+    def _product_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         from nextclick import kernels
 
         V, n = self.W.shape[0], P.shape[0]
         Q = P.numpy()
-        first = self._approx(P, 0)
-        nd = np.array([d.size for d in drop], dtype=np.int64)
-        C = k + self.margin + nd  # candidates per row (before the cap by the rows scored)
-        slack, stops, tail, t0 = kernels.fp16_prune(first.numpy(), Q, np.minimum(k + nd, V), C, self._tail_norm,
-                                                    self._tail_b, self._e, self._eb)
+        qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e16, self._eb, self._norm0, self._bmax)
+        qpt = torch.from_numpy(qp)
+        first = self._approx(qpt, 0)
+        nd = np.array([x.size for x in drop], dtype=np.int64)
+        C = np.minimum(k + self.margin + nd, V)
+        hv = np.full((n, k), -np.inf)
+        hi = np.zeros((n, k), np.int64)
+        nh = np.zeros(n, np.int64)
+        cand = np.empty((n, max(1, int(C.max()))), np.int64)
+        nc = np.zeros(n, np.int64)
+        drops, drop_at = np.concatenate(drop), np.concatenate([[0], np.cumsum(nd)])
+        stops = kernels.bound_first(first.numpy(), Q, C, qn, self._tail_norm, self._tail_b, self._order_np, self._W_np,
+                                    self._b_np, drops, drop_at, hv, hi, nh, cand, nc)
         top = int(stops.max())
-        S = first if top == 1 else torch.cat([first] + [self._approx(P, c) for c in range(1, top)], 1)
-        lens = self._bounds[stops]
+        S = first if top == 1 else torch.cat([first] + [self._approx(qpt, c) for c in range(1, top)], 1)
         self.scored += n * int(self._bounds[top])  # the products score the chunks any row needs, for every row
         ids = np.zeros((n, k), np.int64)
-        out = np.full((n, k), -np.inf, np.float32)
-        bad = kernels.fp16_top_rows(S.numpy(), lens, t0, np.minimum(C, lens),
-                                    self._order_np, self._W_np, self._b_np, Q, np.concatenate(drop),
-                                    np.concatenate([[0], np.cumsum(nd)]), slack, tail, ids, out)
-        for i in np.flatnonzero(bad):  # a near-tie at the cut: this row over the whole catalogue
+        vals = np.full((n, k), -np.inf)
+        exact = kernels.bound_rest(S.numpy(), self._bounds[stops], qres, self._res, slack, Q, self._order_np,
+                                   self._W_np, self._b_np, drops, drop_at, hv, hi, nh, cand, nc, ids, vals)
+        self.exact += int(exact.sum())
+        return ids, vals.astype(np.float32)
+
+    def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], count_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        from nextclick import kernels
+
+        V, n = self.W.shape[0], P.shape[0]
+        Q = P.numpy()
+        qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e8, self._eb, self._norm0, self._bmax)
+        nd = np.array([x.size for x in drop], dtype=np.int64)
+        C = np.minimum(k + self.margin + nd, V)
+        ids = np.zeros((n, k), np.int64)
+        vals = np.full((n, k), -np.inf)
+        limit = V if count_only else max(4096, V // 16)
+        gave_up, exact = kernels.scan_top_rows(Q, qp, qres, qn, slack, self._step, self._Wq, self._bs, self._res,
+                                               self._norms, self._tail_b_rows, self._r0, C, self._order_np, self._W_np,
+                                               self._b_np, np.concatenate(drop), np.concatenate([[0], np.cumsum(nd)]),
+                                               limit, ids, vals)
+        self.exact += int(exact.sum())
+        out = vals.astype(np.float32)
+        for i in np.flatnonzero(gave_up):  # too many rows to score: the product path (or exact scoring)
             self.fallbacks += 1
-            r = plain[i]
-            (ids[i],), (out[i],) = self._exact_top(P[i : i + 1], k, [exclude[r]], [deny[r]])
+            if self.product:
+                (ids[i],), (out[i],) = self._product_topk(P[i : i + 1], k, [drop[i]])
+            else:
+                s = self.exact_scores(P[i : i + 1])
+                s[0, torch.from_numpy(drop[i])] = -torch.inf
+                v, ix = self._top(s, k)
+                ids[i], out[i] = ix[0].numpy(), v[0].numpy()
         return ids, out
 
     def _allowed(self, q: torch.Tensor, k: int, allow: np.ndarray, exclude: np.ndarray | None,

@@ -10,7 +10,7 @@ Where a click's time goes (see docs/benchmarks.md): HTTP parsing and FastAPI's r
 injection, validation and middleware were the largest cost for small catalogues, so well-formed
 JSON clicks take a fast path in :class:`GuardMiddleware`, which sits outside FastAPI's own middleware
 stack (anything else reaches the FastAPI route unchanged); for large catalogues the item matrix
-product is, so GRU4Rec/SASRec use the exact fp16-candidate top-k of :mod:`nextclick.scoring`.
+product is, so GRU4Rec/SASRec use the exact bounded top-k of :mod:`nextclick.scoring`.
 
 Endpoints: ``POST /v1/sessions/{id}/clicks``, ``GET /v1/sessions/{id}/recommendations``,
 ``DELETE /v1/sessions/{id}``, ``POST /v1/recommendations`` (stateless), ``/healthz``,
@@ -136,7 +136,7 @@ class Metrics:
         )
         self.topk_fallbacks = Gauge(
             "nextclick_topk_fallback_rows",
-            "Rows whose fp16 candidate set could not be proven exact and were re-scored over the whole catalogue",
+            "Rows the top-k's int8 scan gave up on (too many items to score exactly) and handed to its fp16 products",
             registry=r,
         )
         self.unknown = Counter("nextclick_unknown_items_total", "Item ids unknown to the model (ignored)", registry=r)

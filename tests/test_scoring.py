@@ -1,4 +1,4 @@
-"""TopK: the fp16-candidate path returns exactly what float32 scoring returns."""
+"""TopK: the bounded paths (int8 scan, fp16 product) return exactly what float32 scoring returns."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from nextclick import scoring
 from nextclick.scoring import TopK, fp16_available
 
-pytestmark = pytest.mark.skipif(not fp16_available(), reason="no fbgemm fp16 GEMM in this torch build")
+needs_fp16 = pytest.mark.skipif(not fp16_available(), reason="no fbgemm fp16 GEMM in this torch build")
+PATHS = {"scan": {"scan_max": 1 << 30}, "product": {"scan_max": 0}}
 
 
 def exact_topk(W: torch.Tensor, b: torch.Tensor | None, q: torch.Tensor, k: int, drop: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -19,50 +21,109 @@ def exact_topk(W: torch.Tensor, b: torch.Tensor | None, q: torch.Tensor, k: int,
     return order, s[order]
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_fp16_candidates_give_the_exact_top_k(bias: bool) -> None:
-    g = torch.Generator().manual_seed(0)
-    V, d, k = 5000, 32, 20
-    W = torch.randn(V, d, generator=g) * 0.5
+def trained_like(V: int, d: int, seed: int, bias: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rows that concentrate on a few directions, as trained item vectors do, with norms spread."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(V, d, generator=g) * torch.linspace(1.5, 0.05, d) * torch.rand(V, 1, generator=g)
     b = torch.randn(V, generator=g) * 0.1 if bias else None
-    Q = torch.randn(40, d, generator=g)
-    fast, ref = TopK(W, b, mode="fp16", margin=8), TopK(W, b, mode="exact")
-    assert fast.mode == "fp16" and ref.mode == "exact"
-    rng = np.random.default_rng(0)
-    excl = [rng.integers(1, V, size=5) for _ in range(40)]
-    deny = [rng.integers(1, V, size=3) if r % 2 else None for r in range(40)]
-    ids, sc = fast.topk(Q, k, excl, deny=deny)
-    ids2, sc2 = ref.topk(Q, k, excl, deny=deny)
-    for r in range(40):
-        drop = [*excl[r].tolist(), *([] if deny[r] is None else deny[r].tolist())]
-        want_ids, want_sc = exact_topk(W, b, Q[r], k, drop)
+    return W, b
+
+
+def check(tk: TopK, W: torch.Tensor, b: torch.Tensor | None, Q: torch.Tensor, k: int, drops: list[list[int]], ids: np.ndarray,
+          sc: np.ndarray) -> None:
+    for r in range(Q.shape[0]):
+        want_ids, want_sc = exact_topk(W, b, Q[r], k, drops[r])
         np.testing.assert_allclose(sc[r], want_sc, rtol=1e-5, atol=1e-5)  # the exact float32 scores
-        np.testing.assert_allclose(sc2[r], want_sc, rtol=1e-5, atol=1e-5)
         assert set(ids[r].tolist()) == set(want_ids.tolist())
-        assert not set(ids[r].tolist()) & set(drop) and 0 not in ids[r]
-        one_ids, one_sc = fast.topk(Q[r : r + 1], k, [excl[r]], deny=[deny[r]])  # alone, the same
-        np.testing.assert_allclose(one_sc[0], want_sc, rtol=1e-5, atol=1e-5)
-        assert set(one_ids[0].tolist()) == set(want_ids.tolist())
+        assert not set(ids[r].tolist()) & set(drops[r]) and 0 not in ids[r]
 
 
-def test_near_ties_fall_back_to_exact_scoring() -> None:
-    # items 1..60 score within fp16 rounding of each other: the candidate set cannot be proven
-    # complete, so the row is re-scored over the whole catalogue (and counted)
+@pytest.mark.parametrize("path", ["scan", pytest.param("product", marks=needs_fp16)])
+@pytest.mark.parametrize("rank", [None, 6, 48])
+@pytest.mark.parametrize("bias", [True, False])
+def test_bounded_paths_give_the_exact_top_k(path: str, rank: int | None, bias: bool) -> None:
+    V, d, k, n = 6000, 48, 20, 24
+    W, b = trained_like(V, d, seed=0, bias=bias)
+    g = torch.Generator().manual_seed(1)
+    Q = torch.randn(n, d, generator=g) * torch.linspace(1.5, 0.05, d)
+    fast = TopK(W, b, mode="fp16", rank=rank, **PATHS[path])
+    assert fast.mode == "fp16" and fast.rank == (d if rank is None else rank)
+    rng = np.random.default_rng(0)
+    excl = [rng.integers(1, V, size=5) for _ in range(n)]
+    deny = [rng.integers(1, V, size=3) if r % 2 else None for r in range(n)]
+    drops = [[*excl[r].tolist(), *([] if deny[r] is None else deny[r].tolist())] for r in range(n)]
+    ids, sc = fast.topk(Q, k, excl, deny=deny)
+    check(fast, W, b, Q, k, drops, ids, sc)
+    for r in range(0, n, 5):  # alone, the same
+        one_ids, one_sc = fast.topk(Q[r : r + 1], k, [excl[r]], deny=[deny[r]])
+        check(fast, W, b, Q[r : r + 1], k, [drops[r]], one_ids, one_sc)
+    if rank != 6:  # (6 directions of 48 bound loosely: correct, not fast)
+        assert fast.exact < fast.rows * V / 4  # the bound spared most rows their exact score
+    assert fast.fallbacks == 0
+
+
+@needs_fp16
+def test_the_proxy_check_picks_the_projection_only_where_it_bounds_well() -> None:
+    # d = 96: 64 principal directions bound trained-like rows tightly, but not rows of equal spread
+    W, b = trained_like(8000, 96, seed=2)
+    assert TopK(W, b, mode="fp16").rank == 64
+    flat = TopK(torch.randn(8000, 96, generator=torch.Generator().manual_seed(3)), None, mode="fp16")
+    assert flat.rank == 96
+
+
+@pytest.mark.parametrize("path", ["scan", pytest.param("product", marks=needs_fp16)])
+def test_near_ties_are_resolved_by_exact_scores(path: str) -> None:
+    # items 1..60 score within rounding of each other: every one is scored exactly, the result is exact
     V, d = 3000, 16
     g = torch.Generator().manual_seed(1)
     W = torch.randn(V, d, generator=g) * 0.01
     base = torch.randn(d, generator=g)
     W[1:61] = base + torch.randn(60, d, generator=g) * 1e-4
     q = base[None] * 3
-    fast = TopK(W, None, mode="fp16", margin=4)
+    fast = TopK(W, None, mode="fp16", **PATHS[path])
     ids, sc = fast.topk(q, 10)
     want_ids, want_sc = exact_topk(W, None, q[0], 10, [])
-    assert fast.fallbacks == 1
     np.testing.assert_allclose(sc[0], want_sc, rtol=1e-6)
+    assert fast.exact >= 60
     # near-ties may order differently in float32 and float64: each returned item's own exact score
     # equals the reference score at its rank
     s = (q[0].double() @ W.double().T).numpy()
     np.testing.assert_allclose(s[ids[0]], want_sc, rtol=1e-6)
+
+
+def test_equal_scores_come_in_item_order() -> None:
+    W = torch.zeros(5000, 8)
+    W[1:] = torch.randn(8, generator=torch.Generator().manual_seed(7))  # every item scores the same
+    tk = TopK(W, None, mode="fp16")
+    ids, _ = tk.topk(torch.ones(1, 8), 5)
+    assert ids[0].tolist() == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("product", [pytest.param(True, marks=needs_fp16), False])
+def test_a_scan_that_cannot_bound_gives_the_row_up_and_stays_exact(product: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # two directions of 32 equal ones bound nothing: the scan gives up after max(4096, V // 16)
+    # rows and the row goes to the product path (or, without fbgemm, to exact scoring)
+    if not product:
+        monkeypatch.setattr(scoring, "fp16_available", lambda: False)
+    g = torch.Generator().manual_seed(8)
+    W = torch.randn(20_000, 32, generator=g)
+    q = torch.randn(2, 32, generator=g)
+    tk = TopK(W, None, mode="fp16", rank=2)
+    assert tk.product is product and tk.scan == (not product)  # the proxy check turns such a scan off
+    tk.scan = True
+    ids, sc = tk.topk(q, 10)
+    assert tk.fallbacks == 2
+    check(tk, W, None, q, 10, [[], []], ids, sc)
+
+
+def test_without_fbgemm_the_scan_serves_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scoring, "fp16_available", lambda: False)
+    W, b = trained_like(5000, 32, seed=9)
+    tk = TopK(W, b, mode="fp16")
+    assert not tk.product and tk.scan and not hasattr(tk, "_packs")
+    Q = torch.randn(16, 32, generator=torch.Generator().manual_seed(10))
+    ids, sc = tk.topk(Q, 20)
+    check(tk, W, b, Q, 20, [[]] * 16, ids, sc)
 
 
 def test_allow_lists_and_short_rows() -> None:
@@ -85,38 +146,52 @@ def test_bad_mode() -> None:
         TopK(torch.zeros(3, 2), None, mode="int4")  # type: ignore[arg-type]
 
 
-def test_norm_pruning_skips_rows_that_cannot_reach_the_top_and_stays_exact() -> None:
-    # a catalogue where most items kept tiny embeddings (never trained): their scores are bounded
-    # by ||q|| ||W_i|| + b_i, far below the top-k, so their chunks are never scored
-    g = torch.Generator().manual_seed(4)
-    V, d, k = 40_000, 24, 20
+def untrained_tail(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A catalogue where most items kept tiny embeddings (never trained)."""
+    g = torch.Generator().manual_seed(seed)
+    V, d = 40_000, 24
     W = torch.randn(V, d, generator=g) * 0.02
     hot = torch.randperm(V, generator=g)[:6000]
     W[hot] = torch.randn(6000, d, generator=g)
     b = torch.zeros(V)
     b[hot] = torch.randn(6000, generator=g) * 0.1
-    Q = torch.randn(16, d, generator=g)
-    tk = TopK(W, b, mode="fp16", chunk_rows=4096)
+    return W, b, hot
+
+
+@needs_fp16
+def test_norm_order_skips_chunks_that_cannot_reach_the_top_and_stays_exact() -> None:
+    # the untrained items score at most ||q|| ||W_i|| + b_i, far below the top k: their chunks are
+    # never computed by the product
+    W, b, hot = untrained_tail(4)
+    V, d, k = W.shape[0], W.shape[1], 20
+    Q = torch.randn(16, d, generator=torch.Generator().manual_seed(5))
+    tk = TopK(W, b, mode="fp16", chunk_rows=4096, scan_max=0)
     assert len(tk._packs) == 8
     excl = [hot[r : r + 3].numpy() for r in range(16)]  # drop some of the best-scoring items
     ids, sc = tk.topk(Q, k, excl)
     assert tk.scored < 16 * V // 2  # most of the catalogue was never scored
+    check(tk, W, b, Q, k, [e.tolist() for e in excl], ids, sc)
     for r in range(16):
-        want_ids, want_sc = exact_topk(W, b, Q[r], k, excl[r].tolist())
-        np.testing.assert_allclose(sc[r], want_sc, rtol=1e-5, atol=1e-5)
-        assert set(ids[r].tolist()) == set(want_ids.tolist())
         before = tk.scored
         one_ids, one_sc = tk.topk(Q[r : r + 1], k, [excl[r]])  # one query prunes too
         assert tk.scored - before < V // 2
-        np.testing.assert_allclose(one_sc[0], want_sc, rtol=1e-5, atol=1e-5)
-        assert set(one_ids[0].tolist()) == set(want_ids.tolist())
-    # a query that every row could answer (all norms alike): everything is scored, still exact
-    flat = TopK(torch.randn(V, d, generator=g), None, mode="fp16", chunk_rows=4096)
-    q = torch.randn(1, d, generator=g)
+        check(tk, W, b, Q[r : r + 1], k, [excl[r].tolist()], one_ids, one_sc)
+    # a query that every row could answer (all norms alike): every chunk is computed, still exact
+    flat = TopK(torch.randn(V, d, generator=torch.Generator().manual_seed(6)), None, mode="fp16", chunk_rows=4096,
+                scan_max=0)
+    q = torch.randn(1, d, generator=torch.Generator().manual_seed(7))
     ids, sc = flat.topk(q, k)
     assert flat.scored == V
-    want_ids, want_sc = exact_topk(flat.W, None, q[0], k, [])
-    np.testing.assert_allclose(sc[0], want_sc, rtol=1e-5, atol=1e-5)
+    check(flat, flat.W, None, q, k, [[]], ids, sc)
+
+
+def test_the_scan_stops_at_the_norm_bound() -> None:
+    W, b, hot = untrained_tail(4)
+    Q = torch.randn(16, W.shape[1], generator=torch.Generator().manual_seed(5))
+    tk = TopK(W, b, mode="fp16", scan_max=1 << 30)
+    ids, sc = tk.topk(Q, 20)
+    check(tk, W, b, Q, 20, [[]] * 16, ids, sc)
+    assert tk.exact < 16 * 6000 // 4
 
 
 def test_kth_largest_matches_a_sort() -> None:
@@ -130,12 +205,13 @@ def test_kth_largest_matches_a_sort() -> None:
         assert kernels._kth_largest(a, m, h) == np.sort(a)[::-1][m - 1]
 
 
-def test_repeated_and_unsorted_exclusions_and_short_catalogues() -> None:
+@pytest.mark.parametrize("path", ["scan", pytest.param("product", marks=needs_fp16)])
+def test_repeated_and_unsorted_exclusions_and_short_catalogues(path: str) -> None:
     # exclusions may repeat and come unsorted; a row with fewer than k items left ends in -inf
     g = torch.Generator().manual_seed(6)
     W = torch.randn(3000, 16, generator=g)
     q = torch.randn(1, 16, generator=g)
-    tk = TopK(W, None, mode="fp16", margin=2)
+    tk = TopK(W, None, mode="fp16", margin=2, **PATHS[path])
     s = (W @ q[0]).numpy().astype(np.float64)
     s[0] = -np.inf
     best = np.argsort(-s)[:10]

@@ -327,19 +327,21 @@ def bound_queries(
         qn[i] = np.sqrt(ss)
         pn = qn[i]
         if proj:
+            p64[:] = 0.0
+            for t in range(d):  # P row by row: contiguous, vectorised
+                qt = np.float64(Q[i, t])
+                for j in range(r):
+                    p64[j] += P[t, j] * qt
             pp = 0.0
             for j in range(r):
-                s = 0.0
-                for t in range(d):
-                    s += P[t, j] * np.float64(Q[i, t])
-                p64[j] = s
-                qp[i, j] = np.float32(s)
-                pp += s * s
+                qp[i, j] = np.float32(p64[j])
+                pp += p64[j] * p64[j]
             rr = 0.0
             for t in range(d):
-                s = np.float64(Q[i, t])
+                s = 0.0
                 for j in range(r):
-                    s -= P[t, j] * p64[j]
+                    s += P[t, j] * p64[j]
+                s = np.float64(Q[i, t]) - s
                 rr += s * s
             qres[i] = np.sqrt(rr) * (1 + 1e-6)
             pn = np.sqrt(pp)
@@ -352,22 +354,24 @@ def bound_queries(
 
 @numba.njit(inline="always", **_JIT)
 def _start_heap(
-    a: np.ndarray, m: int, h: np.ndarray, q: np.ndarray, order: np.ndarray, W: np.ndarray, b: np.ndarray,
-    drop: np.ndarray, lo_d: int, hi_d: int, hv: np.ndarray, hi: np.ndarray, cand: np.ndarray,
+    a: np.ndarray, m: int, h: np.ndarray, hp: np.ndarray, q: np.ndarray, order: np.ndarray, W: np.ndarray,
+    b: np.ndarray, drop: np.ndarray, lo_d: int, hi_d: int, hv: np.ndarray, hi: np.ndarray, cand: np.ndarray,
 ) -> tuple[int, int]:
-    """The ``m`` best approximate scores ``a`` (rows in norm order) are scored exactly and start
-    the heap ``hv``/``hi``; their positions go to ``cand`` (sorted). Returns (heap size, count)."""
+    """The ``m`` best approximate scores ``a`` (rows in norm order; one pass, a min-heap of them in
+    ``h``/``hp``, most values rejected by one comparison) are scored exactly and start the heap
+    ``hv``/``hi``; their positions go to ``cand`` (sorted). Returns (heap size, count)."""
     k = hv.shape[0]
-    cut = _kth_largest(a, m, h)
-    nh = nc = 0
+    nm = 0
     for p in range(a.shape[0]):
-        if a[p] >= cut and nc < m:
-            cand[nc] = p
-            nc += 1
-            it = order[p]
-            if not _dropped(drop, lo_d, hi_d, it):
-                nh = _push(hv, hi, nh, k, _exact(W, b, q, it), it)
-    return nh, nc
+        if nm < m or a[p] > h[0]:
+            nm = _push(h, hp, nm, m, a[p], p)
+    cand[:nm] = np.sort(hp[:nm])
+    nh = 0
+    for j in range(nm):
+        it = order[cand[j]]
+        if not _dropped(drop, lo_d, hi_d, it):
+            nh = _push(hv, hi, nh, k, _exact(W, b, q, it), it)
+    return nh, nm
 
 
 @numba.njit(inline="always", **_JIT)
@@ -390,7 +394,7 @@ def _offer_block(
         return nh, 0
     m = 0
     for p in range(lo, hi_p):
-        if np.float64(a[p - lo]) + qres * np.float64(res[p]) + slack < lb:
+        if a[p - lo] + c * res[p] < thr or np.float64(a[p - lo]) + qres * np.float64(res[p]) + slack < lb:
             continue
         at = np.searchsorted(cand[:nc], p)
         if at < nc and cand[at] == p:
@@ -433,12 +437,13 @@ def bound_first(
     n_chunks = tail_norm.shape[0] - 1
     stops = np.full(n, n_chunks, dtype=np.int64)
     h = np.empty(max(1, min(r0, C.max())), dtype=first.dtype)
+    hp = np.empty(h.shape[0], dtype=np.int64)
     for i in range(n):
         m = min(C[i], r0)
         if m < 1:
             continue
-        nh[i], nc[i] = _start_heap(first[i], m, h, Q[i], order, W, b, drop, drop_at[i], drop_at[i + 1], hv[i], hi[i],
-                                   cand[i])
+        nh[i], nc[i] = _start_heap(first[i], m, h, hp, Q[i], order, W, b, drop, drop_at[i], drop_at[i + 1], hv[i],
+                                   hi[i], cand[i])
         if nh[i] == k:
             lb = hv[i, 0]
             for c in range(1, n_chunks):
@@ -514,6 +519,7 @@ def scan_top_rows(
     qs = np.empty(r, dtype=np.float32)
     a = np.empty(nb0 * blk, dtype=np.float32)
     h = np.empty(max(1, min(r0, C.max())), dtype=np.float32)
+    hp = np.empty(h.shape[0], dtype=np.int64)
     hv = np.empty(k)
     hi = np.empty(k, dtype=np.int64)
     cand = np.empty(max(1, min(r0, C.max())), dtype=np.int64)
@@ -530,7 +536,7 @@ def scan_top_rows(
         m = min(C[i], r0)
         nh = nc = 0
         if m >= 1:
-            nh, nc = _start_heap(a[:r0], m, h, Q[i], order, W, b, drop, lo_d, hi_d, hv, hi, cand)
+            nh, nc = _start_heap(a[:r0], m, h, hp, Q[i], order, W, b, drop, lo_d, hi_d, hv, hi, cand)
         scored[i] = nc
         for bi in range(nb):
             lo = bi * blk

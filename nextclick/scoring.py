@@ -129,9 +129,11 @@ class TopK:
         if self.scan and self.product and self._proxy_cost(False) > PROXY_BUDGET:
             log.info("top-k: the int8 copy bounds the scores too loosely; fp16 products for every batch")
             self.scan = False
-        # compile the loops (or load them from numba's cache) now rather than on a first request
-        self.topk(torch.zeros(3, d), 1)
-        self.topk(torch.zeros(1, d), 1)
+        # compile the loops (or load them from numba's cache) now rather than on a first request,
+        # with the largest rows as queries (a zero query would tie every item and score them all)
+        warm = torch.from_numpy(self._W_np[self._order_np[:3]].copy())
+        self.topk(warm, 1)
+        self.topk(warm[:1], 1)
 
     def _build(self, Ws: torch.Tensor, bs: np.ndarray, vecs: torch.Tensor | None, r: int) -> None:
         """The approximate copies of the rows (norm order ``Ws``, float64) projected on the first
@@ -267,7 +269,7 @@ class TopK:
                 drop = [self._dropped(exclude[r], deny[r]) for r in plain]
                 ixn, vn = self._fp16_topk(P, k, drop)
             if n == B:
-                ids, out = ixn.astype(np.int64, copy=True), vn.astype(np.float32, copy=True)
+                ids, out = ixn.astype(np.int64, copy=False), vn.astype(np.float32, copy=False)
             else:
                 ids[plain], out[plain] = ixn, vn
         bad = ~np.isfinite(out)
@@ -303,11 +305,11 @@ class TopK:
         S = first if top == 1 else torch.cat([first] + [self._approx(qpt, c) for c in range(1, top)], 1)
         self.scored += n * int(self._bounds[top])  # the products score the chunks any row needs, for every row
         ids = np.zeros((n, k), np.int64)
-        vals = np.full((n, k), -np.inf)
+        vals = np.full((n, k), -np.inf, np.float32)
         exact = kernels.bound_rest(S.numpy(), self._bounds[stops], qres, self._res, slack, Q, self._order_np,
                                    self._W_np, self._b_np, drops, drop_at, hv, hi, nh, cand, nc, ids, vals)
         self.exact += int(exact.sum())
-        return ids, vals.astype(np.float32)
+        return ids, vals
 
     def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], count_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
         from nextclick import kernels
@@ -318,14 +320,13 @@ class TopK:
         nd = np.array([x.size for x in drop], dtype=np.int64)
         C = np.minimum(k + self.margin + nd, V)
         ids = np.zeros((n, k), np.int64)
-        vals = np.full((n, k), -np.inf)
+        out = np.full((n, k), -np.inf, np.float32)
         limit = V if count_only else max(4096, V // 16)
         gave_up, exact = kernels.scan_top_rows(Q, qp, qres, qn, slack, self._step, self._Wq, self._bs, self._res,
                                                self._norms, self._tail_b_rows, self._r0, C, self._order_np, self._W_np,
                                                self._b_np, np.concatenate(drop), np.concatenate([[0], np.cumsum(nd)]),
-                                               limit, ids, vals)
+                                               limit, ids, out)
         self.exact += int(exact.sum())
-        out = vals.astype(np.float32)
         for i in np.flatnonzero(gave_up):  # too many rows to score: the product path (or exact scoring)
             self.fallbacks += 1
             if self.product:

@@ -566,3 +566,31 @@ def scan_top_rows(
         if not gave_up[i]:
             _finish(hv, hi, nh, ids[i], vals[i])
     return gave_up, scored
+
+
+@numba.njit(**_JIT)
+def scan_topk(
+    Q: np.ndarray, k: int, margin: int, drop: np.ndarray, drop_at: np.ndarray, P: np.ndarray, e: float, eb: float,
+    norm0: float, bmax: float, step: np.ndarray, Wq: np.ndarray, bs: np.ndarray, res: np.ndarray, norms: np.ndarray,
+    tail_b: np.ndarray, r0: int, order: np.ndarray, W: np.ndarray, b: np.ndarray, max_scored: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`bound_queries` then :func:`scan_top_rows` in one call (a lone click's whole top-k):
+    each row's ``drop[drop_at[i]:drop_at[i + 1]]`` may come unsorted and is sorted here, and
+    ``C = k + margin + len(drop)``. Returns ids, scores (float32; index 0 where a score is not
+    finite), the rows that gave up, and the rows scored exactly in all."""
+    n = Q.shape[0]
+    V = order.shape[0]
+    C = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        drop[drop_at[i] : drop_at[i + 1]].sort()
+        C[i] = min(k + margin + drop_at[i + 1] - drop_at[i], V)
+    qp, qres, qn, slack = bound_queries(Q, P, e, eb, norm0, bmax)
+    ids = np.zeros((n, k), dtype=np.int64)
+    vals = np.full((n, k), -np.inf, dtype=np.float32)
+    gave_up, scored = scan_top_rows(Q, qp, qres, qn, slack, step, Wq, bs, res, norms, tail_b, r0, C, order, W, b, drop,
+                                    drop_at, max_scored, ids, vals)
+    for i in range(n):
+        for j in range(k):
+            if not np.isfinite(vals[i, j]):
+                ids[i, j] = 0
+    return ids, vals, gave_up, scored.sum()

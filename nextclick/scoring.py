@@ -107,6 +107,7 @@ class TopK:
         norms = torch.linalg.vector_norm(W64, dim=1)
         order = torch.argsort(norms, descending=True, stable=True)
         self._order_np, self._W_np = order.numpy(), self.W.numpy()  # zero-copy views
+        self._zero = np.zeros(1, np.int64)  # padding: every row drops item 0
         self._b_np = np.zeros(0, np.float32) if self.b is None else self.b.numpy()  # empty: no bias
         Ws = W64[order]
         bs = np.zeros(V) if self.b is None else self.b[order].double().numpy()
@@ -245,6 +246,8 @@ class TopK:
         Q = Q.contiguous()
         B, V = Q.shape[0], self.W.shape[0]
         k = int(min(max(k, 1), V - 1))
+        if self.mode == "fp16" and self.scan and B <= self.scan_max and (allow is None or all(a is None for a in allow)):
+            return self._lone(Q, k, exclude, deny)
         exclude = list(exclude) if exclude is not None else [None] * B
         allow = list(allow) if allow is not None else [None] * B
         deny = list(deny) if deny is not None else [None] * B
@@ -282,6 +285,42 @@ class TopK:
         if self.scan and P.shape[0] <= self.scan_max:
             return self._scan_topk(P, k, drop)
         return self._product_topk(P, k, drop)
+
+    def _lone(self, Q: torch.Tensor, k: int, exclude: Sequence[np.ndarray | None] | None,
+              deny: Sequence[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
+        """The scan path for a query or two (a lone click) in one compiled call: what
+        :meth:`topk` does around it costs as much as the scan for such calls."""
+        from nextclick import kernels
+
+        B = Q.shape[0]
+        parts, at = [], [0]
+        for r in range(B):
+            row = [self._zero] + [x for x in ((exclude[r] if exclude is not None else None),
+                                              (deny[r] if deny is not None else None)) if x is not None and len(x)]
+            parts.extend(row)
+            at.append(at[-1] + sum(len(x) for x in row))
+        drop = np.concatenate(parts).astype(np.int64, copy=False) if len(parts) > 1 else self._zero.copy()
+        ids, out, gave_up, exact = kernels.scan_topk(
+            Q.numpy(), k, self.margin, drop, np.array(at, np.int64), self._P, self._e8, self._eb, self._norm0,
+            self._bmax, self._step, self._Wq, self._bs, self._res, self._norms, self._tail_b_rows, self._r0,
+            self._order_np, self._W_np, self._b_np, max(4096, self.W.shape[0] // 16))
+        self.rows += B
+        self.exact += int(exact)
+        for i in np.flatnonzero(gave_up):
+            ids[i], out[i] = self._gave_up(Q[i : i + 1], k, drop[at[i] : at[i + 1]])
+        return ids, out
+
+    def _gave_up(self, P: torch.Tensor, k: int, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A query the scan gave up on (too many rows to score exactly): the product path, or
+        exact scoring without fbgemm. ``drop``: sorted item indices it must not return."""
+        self.fallbacks += 1
+        if self.product:
+            (ids,), (out,) = self._product_topk(P, k, [drop])
+            return ids, out
+        s = self.exact_scores(P)
+        s[0, torch.from_numpy(drop)] = -torch.inf
+        v, ix = self._top(s, k)
+        return ix[0].numpy(), v[0].numpy()
 
     def _product_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         from nextclick import kernels
@@ -327,15 +366,8 @@ class TopK:
                                                self._b_np, np.concatenate(drop), np.concatenate([[0], np.cumsum(nd)]),
                                                limit, ids, out)
         self.exact += int(exact.sum())
-        for i in np.flatnonzero(gave_up):  # too many rows to score: the product path (or exact scoring)
-            self.fallbacks += 1
-            if self.product:
-                (ids[i],), (out[i],) = self._product_topk(P[i : i + 1], k, [drop[i]])
-            else:
-                s = self.exact_scores(P[i : i + 1])
-                s[0, torch.from_numpy(drop[i])] = -torch.inf
-                v, ix = self._top(s, k)
-                ids[i], out[i] = ix[0].numpy(), v[0].numpy()
+        for i in np.flatnonzero(gave_up):
+            ids[i], out[i] = self._gave_up(P[i : i + 1], k, drop[i])
         return ids, out
 
     def _allowed(self, q: torch.Tensor, k: int, allow: np.ndarray, exclude: np.ndarray | None,

@@ -305,13 +305,13 @@ def _dropped(drop: np.ndarray, lo: int, hi: int, it: int) -> bool:
 
 @numba.njit(**_JIT)
 def bound_queries(
-    Q: np.ndarray, P: np.ndarray, e: float, eb: float, norm0: float, bmax: float,
+    Q: np.ndarray, P: np.ndarray, e: float, rel: float, norm0: float, bmax: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per query row of ``Q``: its projection on the orthonormal columns of ``P`` (float32; ``Q``
     itself when ``P`` has no columns), the norm of what the projection leaves out (rounded up),
     its norm, and the slack of its approximate scores: the rounding of the stored projected rows
-    (``e`` in norm) and of the bias (``eb``), plus float32 rounding (1e-5 of the largest possible
-    score, ``||q|| norm0 + bmax``)."""
+    (``e`` in norm; the bias is added in float32) plus float32 rounding (``rel`` of the largest
+    possible finite score, ``||q|| norm0 + bmax``); infinite where that is not a number."""
     n, d = Q.shape
     r = P.shape[1]
     proj = r > 0
@@ -348,7 +348,8 @@ def bound_queries(
         else:
             for t in range(d):
                 qp[i, t] = Q[i, t]
-        slack[i] = pn * e * 1.001 + eb + 1e-5 * (qn[i] * norm0 + bmax) + 1e-6
+        sl = pn * e * 1.001 + rel * (qn[i] * norm0 + bmax) + 1e-30
+        slack[i] = sl if sl == sl else np.inf
     return qp, qres, qn, slack
 
 
@@ -357,20 +358,20 @@ def _start_heap(
     a: np.ndarray, m: int, h: np.ndarray, hp: np.ndarray, q: np.ndarray, order: np.ndarray, W: np.ndarray,
     b: np.ndarray, drop: np.ndarray, lo_d: int, hi_d: int, hv: np.ndarray, hi: np.ndarray, cand: np.ndarray,
 ) -> tuple[int, int]:
-    """The ``m`` best approximate scores ``a`` (rows in norm order; one pass, a min-heap of them in
-    ``h``/``hp``, most values rejected by one comparison) are scored exactly and start the heap
-    ``hv``/``hi``; their positions go to ``cand`` (sorted). Returns (heap size, count)."""
+    """The ``m`` best approximate scores ``a`` of rows not dropped (rows in norm order; one pass,
+    a min-heap of them in ``h``/``hp``, most values rejected by one comparison) are scored exactly
+    and start the heap ``hv``/``hi``; their positions go to ``cand`` (sorted). Returns (heap
+    size, count)."""
     k = hv.shape[0]
     nm = 0
     for p in range(a.shape[0]):
-        if nm < m or a[p] > h[0]:
+        if (nm < m or a[p] > h[0]) and not _dropped(drop, lo_d, hi_d, order[p]):
             nm = _push(h, hp, nm, m, a[p], p)
     cand[:nm] = np.sort(hp[:nm])
     nh = 0
     for j in range(nm):
         it = order[cand[j]]
-        if not _dropped(drop, lo_d, hi_d, it):
-            nh = _push(hv, hi, nh, k, _exact(W, b, q, it), it)
+        nh = _push(hv, hi, nh, k, _exact(W, b, q, it), it)
     return nh, nm
 
 
@@ -447,7 +448,7 @@ def bound_first(
         if nh[i] == k:
             lb = hv[i, 0]
             for c in range(1, n_chunks):
-                if qn[i] * tail_norm[c] * (1 + 1e-5) + tail_b[c] + 1e-5 * abs(lb) + 1e-6 < lb:
+                if qn[i] * tail_norm[c] * (1 + 1e-5) + tail_b[c] + 1e-5 * abs(lb) < lb:
                     stops[i] = c
                     break
     return stops
@@ -550,7 +551,7 @@ def scan_top_rows(
             lo = bi * blk
             if lo >= V:
                 break
-            if nh == k and qn[i] * norms[lo] * (1 + 1e-5) + tail_b[lo] + 1e-5 * abs(hv[0]) + 1e-6 < hv[0]:
+            if nh == k and qn[i] * norms[lo] * (1 + 1e-5) + tail_b[lo] + 1e-5 * abs(hv[0]) < hv[0]:
                 break  # no row from here on can reach the k best
             if bi >= nb0:
                 _int8_block(Wq, bs, qs, bi, a)
@@ -570,21 +571,20 @@ def scan_top_rows(
 
 @numba.njit(**_JIT)
 def scan_topk(
-    Q: np.ndarray, k: int, margin: int, drop: np.ndarray, drop_at: np.ndarray, P: np.ndarray, e: float, eb: float,
+    Q: np.ndarray, k: int, margin: int, drop: np.ndarray, drop_at: np.ndarray, P: np.ndarray, e: float, rel: float,
     norm0: float, bmax: float, step: np.ndarray, Wq: np.ndarray, bs: np.ndarray, res: np.ndarray, norms: np.ndarray,
     tail_b: np.ndarray, r0: int, order: np.ndarray, W: np.ndarray, b: np.ndarray, max_scored: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """:func:`bound_queries` then :func:`scan_top_rows` in one call (a lone click's whole top-k):
     each row's ``drop[drop_at[i]:drop_at[i + 1]]`` may come unsorted and is sorted here, and
-    ``C = k + margin + len(drop)``. Returns ids, scores (float32; index 0 where a score is not
+    ``C = k + margin``. Returns ids, scores (float32; index 0 where a score is not
     finite), the rows that gave up, and the rows scored exactly in all."""
     n = Q.shape[0]
     V = order.shape[0]
-    C = np.empty(n, dtype=np.int64)
+    C = np.full(n, min(k + margin, V), dtype=np.int64)
     for i in range(n):
         drop[drop_at[i] : drop_at[i + 1]].sort()
-        C[i] = min(k + margin + drop_at[i + 1] - drop_at[i], V)
-    qp, qres, qn, slack = bound_queries(Q, P, e, eb, norm0, bmax)
+    qp, qres, qn, slack = bound_queries(Q, P, e, rel, norm0, bmax)
     ids = np.zeros((n, k), dtype=np.int64)
     vals = np.full((n, k), -np.inf, dtype=np.float32)
     gave_up, scored = scan_top_rows(Q, qp, qres, qn, slack, step, Wq, bs, res, norms, tail_b, r0, C, order, W, b, drop,

@@ -19,7 +19,7 @@ same items and scores, up to summation order):
   fbgemm's fp16 GEMM (the product path: one product for all queries of a batch) and in int8
   steps per dimension, blocked and transposed for a compiled scan (the scan path, for one or two
   queries: a quarter of the bytes and no per-call overhead). The largest rounding error of a row
-  in each copy (``e``; of the bias ``eb``) and a float32 margin enter the bound.
+  in each copy (``e``) and a float32 margin enter the bound; the bias is added in float32.
 * **Norm order.** The rows are stored by decreasing norm; no row from position p on scores more
   than ``||q|| ||x_p|| + max b``, so the scan stops, and the product skips whole chunks (up to 8),
   once that falls below the k-th best (after the length-based bucketing of exact
@@ -113,8 +113,8 @@ class TopK:
         bs = np.zeros(V) if self.b is None else self.b[order].double().numpy()
         ns = norms[order].numpy()
         self._norm0 = float(ns[0]) if V else 0.0
-        self._bmax = float(np.abs(bs).max()) if V else 0.0
-        self._eb = 0.0 if self.b is None else float((self.b - self.b.half().float()).abs().max())
+        finite = bs[np.isfinite(bs)]  # (an item with bias -inf can never score)
+        self._bmax = float(np.abs(finite).max()) if finite.size else 0.0
         suffix_b = np.maximum.accumulate(bs[::-1])[::-1]
         self._norms = ns * (1 + 1e-9)  # per row in norm order: the scan's stopping bound
         self._tail_b_rows = suffix_b.copy()
@@ -141,6 +141,9 @@ class TopK:
         ``r`` of ``vecs`` (all of them, not projected, when r = d)."""
         V, d = Ws.shape
         self.rank = r
+        # float32 rounding of the approximate sums (r terms, the bias, the residual term) and of
+        # the exact score, relative to the largest finite score: at least 1e-5
+        self._rel = max(1e-5, 2 * (r + 4) * 2.0**-24)
         if r < d:
             assert vecs is not None
             P = vecs[:, :r].contiguous()
@@ -155,8 +158,8 @@ class TopK:
         nb = (V + BLOCK - 1) // BLOCK
         pad = nb * BLOCK - V
         self._res = np.concatenate([res32, np.zeros(pad, np.float32)])
-        if self.product:  # fp16 copy in chunks packed for fbgemm, the bias in the packed op
-            Wp32 = Wp.float()
+        if self.product:  # fp16 copy in chunks packed for fbgemm, the bias (float32) in the packed op
+            Wp32 = Wp.float().clamp(-65504, 65504)  # what fbgemm's packing does to the half-precision range
             n_chunks = max(1, min(8, V // max(self._chunk_rows, 1)))
             self._bounds = np.linspace(0, V, n_chunks + 1).astype(np.int64)
             b32 = None if self.b is None else torch.from_numpy(bs.astype(np.float32))
@@ -246,7 +249,7 @@ class TopK:
         Q = Q.contiguous()
         B, V = Q.shape[0], self.W.shape[0]
         k = int(min(max(k, 1), V - 1))
-        if self.mode == "fp16" and self.scan and B <= self.scan_max and (allow is None or all(a is None for a in allow)):
+        if self.mode == "fp16" and self.scan and 0 < B <= self.scan_max and (allow is None or all(a is None for a in allow)):
             return self._lone(Q, k, exclude, deny)
         exclude = list(exclude) if exclude is not None else [None] * B
         allow = list(allow) if allow is not None else [None] * B
@@ -301,7 +304,7 @@ class TopK:
             at.append(at[-1] + sum(len(x) for x in row))
         drop = np.concatenate(parts).astype(np.int64, copy=False) if len(parts) > 1 else self._zero.copy()
         ids, out, gave_up, exact = kernels.scan_topk(
-            Q.numpy(), k, self.margin, drop, np.array(at, np.int64), self._P, self._e8, self._eb, self._norm0,
+            Q.numpy(), k, self.margin, drop, np.array(at, np.int64), self._P, self._e8, self._rel, self._norm0,
             self._bmax, self._step, self._Wq, self._bs, self._res, self._norms, self._tail_b_rows, self._r0,
             self._order_np, self._W_np, self._b_np, max(4096, self.W.shape[0] // 16))
         self.rows += B
@@ -316,22 +319,24 @@ class TopK:
         self.fallbacks += 1
         if self.product:
             (ids,), (out,) = self._product_topk(P, k, [drop])
-            return ids, out
-        s = self.exact_scores(P)
-        s[0, torch.from_numpy(drop)] = -torch.inf
-        v, ix = self._top(s, k)
-        return ix[0].numpy(), v[0].numpy()
+        else:
+            s = self.exact_scores(P)
+            s[0, torch.from_numpy(drop)] = -torch.inf
+            v, ix = self._top(s, k)
+            ids, out = ix[0].numpy(), v[0].numpy()
+        ids[~np.isfinite(out)] = 0
+        return ids, out
 
     def _product_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         from nextclick import kernels
 
         V, n = self.W.shape[0], P.shape[0]
         Q = P.numpy()
-        qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e16, self._eb, self._norm0, self._bmax)
+        qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e16, self._rel, self._norm0, self._bmax)
         qpt = torch.from_numpy(qp)
         first = self._approx(qpt, 0)
         nd = np.array([x.size for x in drop], dtype=np.int64)
-        C = np.minimum(k + self.margin + nd, V)
+        C = np.full(n, min(k + self.margin, V), np.int64)
         hv = np.full((n, k), -np.inf)
         hi = np.zeros((n, k), np.int64)
         nh = np.zeros(n, np.int64)
@@ -355,9 +360,9 @@ class TopK:
 
         V, n = self.W.shape[0], P.shape[0]
         Q = P.numpy()
-        qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e8, self._eb, self._norm0, self._bmax)
+        qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e8, self._rel, self._norm0, self._bmax)
         nd = np.array([x.size for x in drop], dtype=np.int64)
-        C = np.minimum(k + self.margin + nd, V)
+        C = np.full(n, min(k + self.margin, V), np.int64)
         ids = np.zeros((n, k), np.int64)
         out = np.full((n, k), -np.inf, np.float32)
         limit = V if count_only else max(4096, V // 16)

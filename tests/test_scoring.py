@@ -242,3 +242,63 @@ def test_kernels_compile_without_a_disk_cache_where_numba_has_no_writable_folder
     assert kernels._can_cache() is False
     monkeypatch.setattr(numba, "njit", real)
     assert kernels._can_cache() is True  # this checkout is writable
+
+
+@pytest.mark.parametrize("path", ["scan", pytest.param("product", marks=needs_fp16)])
+def test_infinite_and_huge_biases(path: str) -> None:
+    # an item with bias -inf never scores; a bias beyond half precision's range (65504) must not
+    # loosen the bound: the bias is added in float32 on both paths
+    g = torch.Generator().manual_seed(5)
+    V, d = 20000, 16
+    W = torch.randn(V, d, generator=g)
+    b = torch.randn(V, generator=g) * 0.1
+    small = W.norm(dim=1).argsort()[:20]
+    b[small] += 20.0  # popular items with small vectors, far down the norm order
+    b[1] = -torch.inf
+    Q = torch.randn(8, d, generator=g)
+    for bias in (b, b + 70_000.0):
+        tk = TopK(W, bias, mode="fp16", **PATHS[path])
+        ids, sc = tk.topk(Q, 10)
+        check(tk, W, bias, Q, 10, [[]] * 8, ids, sc)
+        for r in range(0, 8, 3):
+            one_ids, one_sc = tk.topk(Q[r : r + 1], 10)
+            check(tk, W, bias, Q[r : r + 1], 10, [[]], one_ids, one_sc)
+        assert tk.exact < tk.rows * V / 20
+
+
+@pytest.mark.parametrize("path", ["scan", pytest.param("product", marks=needs_fp16)])
+def test_long_and_repeated_exclusion_lists_cost_nothing_extra(path: str) -> None:
+    W, b = trained_like(20000, 32, seed=11)
+    q = torch.randn(1, 32, generator=torch.Generator().manual_seed(12)) * torch.linspace(1.5, 0.05, 32)
+    tk = TopK(W, b, mode="fp16", **PATHS[path])
+    rng = np.random.default_rng(0)
+    for drop in (rng.choice(np.arange(1, 20000), 5000, replace=False), np.repeat(np.arange(1, 11), 500)):
+        before = tk.exact
+        ids, sc = tk.topk(q, 20, [drop])
+        check(tk, W, b, q, 20, [drop.tolist()], ids, sc)
+        assert tk.exact - before < 1000 and tk.fallbacks == 0
+
+
+def test_empty_batches() -> None:
+    W, b = trained_like(5000, 16, seed=13)
+    for mode in ("fp16", "exact"):
+        ids, sc = TopK(W, b, mode=mode).topk(torch.zeros(0, 16), 5)
+        assert ids.shape == sc.shape == (0, 5)
+
+
+def test_a_row_given_up_without_fbgemm_returns_padding_for_missing_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the scan skips excluded items before counting, so a row with fewer than k items left never
+    # gives up; the give-up path itself (exact scoring here) must still pad such a row
+    monkeypatch.setattr(scoring, "fp16_available", lambda: False)
+    g = torch.Generator().manual_seed(6)
+    W = torch.randn(20000, 16, generator=g)
+    q = torch.randn(1, 16, generator=g)
+    tk = TopK(W, None, mode="fp16", rank=2)
+    tk.scan = True
+    drop = np.arange(5, 20000)  # items 1-4 left
+    ids, sc = tk.topk(q, 10, exclude=[drop])
+    assert tk.fallbacks == 0 and tk.exact <= 4
+    assert sorted(ids[0][:4].tolist()) == [1, 2, 3, 4] and (ids[0][4:] == 0).all() and np.isinf(sc[0][4:]).all()
+    ids, sc = tk._gave_up(q, 10, np.concatenate([[0], drop]))
+    assert tk.fallbacks == 1
+    assert sorted(ids[:4].tolist()) == [1, 2, 3, 4] and (ids[4:] == 0).all() and np.isinf(sc[4:]).all()

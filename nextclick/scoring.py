@@ -192,7 +192,7 @@ class TopK:
         if product:
             self._product_topk(Q, 20, drop)
         else:
-            self._scan_topk(Q, 20, drop, count_only=True)
+            self._scan_topk(Q, 20, drop, limit=V)
         cost = (self.exact - before) / 64
         self.exact = before
         return cost
@@ -291,27 +291,14 @@ class TopK:
 
     def _lone(self, Q: torch.Tensor, k: int, exclude: Sequence[np.ndarray | None] | None,
               deny: Sequence[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
-        """The scan path for a query or two (a lone click) in one compiled call: what
-        :meth:`topk` does around it costs as much as the scan for such calls."""
-        from nextclick import kernels
-
-        B = Q.shape[0]
-        parts, at = [], [0]
-        for r in range(B):
-            row = [self._zero] + [x for x in ((exclude[r] if exclude is not None else None),
-                                              (deny[r] if deny is not None else None)) if x is not None and len(x)]
-            parts.extend(row)
-            at.append(at[-1] + sum(len(x) for x in row))
-        drop = np.concatenate(parts).astype(np.int64, copy=False) if len(parts) > 1 else self._zero.copy()
-        ids, out, gave_up, exact = kernels.scan_topk(
-            Q.numpy(), k, self.margin, drop, np.array(at, np.int64), self._P, self._e8, self._rel, self._norm0,
-            self._bmax, self._step, self._Wq, self._bs, self._res, self._norms, self._tail_b_rows, self._r0,
-            self._order_np, self._W_np, self._b_np, max(4096, self.W.shape[0] // 16))
-        self.rows += B
-        self.exact += int(exact)
-        for i in np.flatnonzero(gave_up):
-            ids[i], out[i] = self._gave_up(Q[i : i + 1], k, drop[at[i] : at[i + 1]])
-        return ids, out
+        """A query or two without allow-lists (a lone click): straight to the scan, whose compiled
+        call also sorts the exclusions; what :meth:`topk` does around it otherwise costs as much
+        as the scan for such calls."""
+        drop = [np.concatenate([self._zero] + [np.asarray(x, np.int64) for x in (
+            exclude[r] if exclude is not None else None, deny[r] if deny is not None else None) if x is not None])
+            for r in range(Q.shape[0])]
+        self.rows += Q.shape[0]
+        return self._scan_topk(Q, k, drop)
 
     def _gave_up(self, P: torch.Tensor, k: int, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A query the scan gave up on (too many rows to score exactly): the product path, or
@@ -355,24 +342,21 @@ class TopK:
         self.exact += int(exact.sum())
         return ids, vals
 
-    def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], count_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The scan path in one compiled call. ``drop``: per row, item indices it must not return
+        (any order, repeats allowed); ``limit``: rows scored exactly before a row gives up."""
         from nextclick import kernels
 
-        V, n = self.W.shape[0], P.shape[0]
-        Q = P.numpy()
-        qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e8, self._rel, self._norm0, self._bmax)
-        nd = np.array([x.size for x in drop], dtype=np.int64)
-        C = np.full(n, min(k + self.margin, V), np.int64)
-        ids = np.zeros((n, k), np.int64)
-        out = np.full((n, k), -np.inf, np.float32)
-        limit = V if count_only else max(4096, V // 16)
-        gave_up, exact = kernels.scan_top_rows(Q, qp, qres, qn, slack, self._step, self._Wq, self._bs, self._res,
-                                               self._norms, self._tail_b_rows, self._r0, C, self._order_np, self._W_np,
-                                               self._b_np, np.concatenate(drop), np.concatenate([[0], np.cumsum(nd)]),
-                                               limit, ids, out)
-        self.exact += int(exact.sum())
-        for i in np.flatnonzero(gave_up):
-            ids[i], out[i] = self._gave_up(P[i : i + 1], k, drop[i])
+        drops = np.concatenate(drop)
+        at = np.zeros(len(drop) + 1, np.int64)
+        np.cumsum([x.size for x in drop], out=at[1:])
+        ids, out, gave_up, exact = kernels.scan_topk(
+            P.numpy(), k, self.margin, drops, at, self._P, self._e8, self._rel, self._norm0, self._bmax, self._step,
+            self._Wq, self._bs, self._res, self._norms, self._tail_b_rows, self._r0, self._order_np, self._W_np,
+            self._b_np, max(4096, self.W.shape[0] // 16) if limit is None else limit)
+        self.exact += int(exact)
+        for i in np.flatnonzero(gave_up):  # (the compiled call sorted each row's slice of drops)
+            ids[i], out[i] = self._gave_up(P[i : i + 1], k, drops[at[i] : at[i + 1]])
         return ids, out
 
     def _allowed(self, q: torch.Tensor, k: int, allow: np.ndarray, exclude: np.ndarray | None,

@@ -294,11 +294,17 @@ class TopK:
         """A query or two without allow-lists (a lone click): straight to the scan, whose compiled
         call also sorts the exclusions; what :meth:`topk` does around it otherwise costs as much
         as the scan for such calls."""
-        drop = [np.concatenate([self._zero] + [np.asarray(x, np.int64) for x in (
-            exclude[r] if exclude is not None else None, deny[r] if deny is not None else None) if x is not None])
-            for r in range(Q.shape[0])]
+        parts, at = [], [0]
+        for r in range(Q.shape[0]):
+            parts.append(self._zero)
+            n = 1
+            for x in (exclude[r] if exclude is not None else None, deny[r] if deny is not None else None):
+                if x is not None and len(x):
+                    parts.append(x)
+                    n += len(x)
+            at.append(at[-1] + n)
         self.rows += Q.shape[0]
-        return self._scan_topk(Q, k, drop)
+        return self._scan_call(Q, k, np.concatenate(parts).astype(np.int64, copy=False), np.array(at, np.int64))
 
     def _gave_up(self, P: torch.Tensor, k: int, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A query the scan gave up on (too many rows to score exactly): the product path, or
@@ -343,19 +349,24 @@ class TopK:
         return ids, vals
 
     def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The scan path in one compiled call. ``drop``: per row, item indices it must not return
-        (any order, repeats allowed); ``limit``: rows scored exactly before a row gives up."""
-        from nextclick import kernels
-
-        drops = np.concatenate(drop)
+        """The scan path. ``drop``: per row, item indices it must not return (any order, repeats
+        allowed); ``limit``: rows scored exactly before a row gives up."""
         at = np.zeros(len(drop) + 1, np.int64)
         np.cumsum([x.size for x in drop], out=at[1:])
+        return self._scan_call(P, k, np.concatenate(drop).astype(np.int64), at, limit)
+
+    def _scan_call(self, P: torch.Tensor, k: int, drops: np.ndarray, at: np.ndarray,
+                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The scan in one compiled call; row i must not return ``drops[at[i]:at[i + 1]]`` (sorted
+        there, in place)."""
+        from nextclick import kernels
+
         ids, out, gave_up, exact = kernels.scan_topk(
             P.numpy(), k, self.margin, drops, at, self._P, self._e8, self._rel, self._norm0, self._bmax, self._step,
             self._Wq, self._bs, self._res, self._norms, self._tail_b_rows, self._r0, self._order_np, self._W_np,
             self._b_np, max(4096, self.W.shape[0] // 16) if limit is None else limit)
         self.exact += int(exact)
-        for i in np.flatnonzero(gave_up):  # (the compiled call sorted each row's slice of drops)
+        for i in np.flatnonzero(gave_up):
             ids[i], out[i] = self._gave_up(P[i : i + 1], k, drops[at[i] : at[i + 1]])
         return ids, out
 

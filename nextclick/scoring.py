@@ -269,7 +269,8 @@ class TopK:
             if self.mode == "exact":  # small catalogues: numpy's partial sort of the score rows
                 sn = self.exact_scores(P).numpy()
                 for i, r in enumerate(plain):
-                    sn[i, self._dropped(exclude[r], deny[r])] = -np.inf
+                    d = self._dropped(exclude[r], deny[r])
+                    sn[i, d[(d >= 0) & (d < V)]] = -np.inf  # ids outside the catalogue: nothing to drop, as in fp16
                 ixn, vn = top_k_rows(sn, k)
             else:
                 drop = [self._dropped(exclude[r], deny[r]) for r in plain]

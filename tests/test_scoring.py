@@ -302,3 +302,13 @@ def test_a_row_given_up_without_fbgemm_returns_padding_for_missing_items(monkeyp
     ids, sc = tk._gave_up(q, 10, np.concatenate([[0], drop]))
     assert tk.fallbacks == 1
     assert sorted(ids[:4].tolist()) == [1, 2, 3, 4] and (ids[4:] == 0).all() and np.isinf(sc[4:]).all()
+
+
+def test_exclusions_outside_the_catalogue_drop_nothing_in_either_mode() -> None:
+    W, b = trained_like(5000, 16, seed=14)
+    q = torch.randn(1, 16, generator=torch.Generator().manual_seed(15))
+    want = TopK(W, b, mode="exact").topk(q, 10)
+    for mode in ("exact", "fp16"):
+        ids, sc = TopK(W, b, mode=mode).topk(q, 10, [np.array([-1, 5000, 10**9])])
+        assert ids[0].tolist() == want[0][0].tolist()
+        np.testing.assert_allclose(sc, want[1], rtol=1e-5)

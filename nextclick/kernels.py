@@ -213,33 +213,19 @@ def bpr_max_rows(
 
 # ---------------------------------------------------------------------------------- top-k
 @numba.njit(inline="always", **_JIT)
-def _sift_down(h: np.ndarray, i: int, n: int) -> None:
-    """Restore the min-heap ``h[:n]`` below position ``i``."""
+def _sift(hv: np.ndarray, hi: np.ndarray, j: int, n: int) -> None:
+    """Restore the min-heap ``hv[:n]`` (items ``hi``) below position ``j``."""
     while True:
-        c = 2 * i + 1
+        c = 2 * j + 1
         if c >= n:
             return
-        if c + 1 < n and h[c + 1] < h[c]:
+        if c + 1 < n and hv[c + 1] < hv[c]:
             c += 1
-        if h[i] <= h[c]:
+        if hv[j] <= hv[c]:
             return
-        h[i], h[c] = h[c], h[i]
-        i = c
-
-
-@numba.njit(**_JIT)
-def _kth_largest(a: np.ndarray, m: int, h: np.ndarray) -> float:
-    """The ``m``-th largest value of ``a`` (1 <= m <= a.size), keeping the best ``m`` seen so far
-    in the min-heap ``h``: one pass, most values rejected by one comparison."""
-    for j in range(m):
-        h[j] = a[j]
-    for i in range(m // 2 - 1, -1, -1):
-        _sift_down(h, i, m)
-    for j in range(m, a.shape[0]):
-        if a[j] > h[0]:
-            h[0] = a[j]
-            _sift_down(h, 0, m)
-    return h[0]
+        hv[j], hv[c] = hv[c], hv[j]
+        hi[j], hi[c] = hi[c], hi[j]
+        j = c
 
 
 @numba.njit(inline="always", **_JIT)
@@ -259,18 +245,7 @@ def _push(hv: np.ndarray, hi: np.ndarray, n: int, k: int, v: float, it: int) -> 
     if v <= hv[0]:
         return n
     hv[0], hi[0] = v, it
-    j = 0
-    while True:
-        c = 2 * j + 1
-        if c >= n:
-            break
-        if c + 1 < n and hv[c + 1] < hv[c]:
-            c += 1
-        if hv[j] <= hv[c]:
-            break
-        hv[j], hv[c] = hv[c], hv[j]
-        hi[j], hi[c] = hi[c], hi[j]
-        j = c
+    _sift(hv, hi, 0, n)
     return n
 
 
@@ -353,7 +328,7 @@ def bound_queries(
     return qp, qres, qn, slack
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _start_heap(
     a: np.ndarray, m: int, h: np.ndarray, hp: np.ndarray, q: np.ndarray, order: np.ndarray, W: np.ndarray,
     b: np.ndarray, drop: np.ndarray, lo_d: int, hi_d: int, hv: np.ndarray, hi: np.ndarray, cand: np.ndarray,
@@ -367,7 +342,13 @@ def _start_heap(
     for p in range(a.shape[0]):
         if (nm < m or a[p] > h[0]) and not _dropped(drop, lo_d, hi_d, order[p]):
             nm = _push(h, hp, nm, m, a[p], p)
-    cand[:nm] = np.sort(hp[:nm])
+    for a in range(nm):  # the positions in increasing order (insertion sort: m is small)
+        x = hp[a]
+        c = a - 1
+        while c >= 0 and cand[c] > x:
+            cand[c + 1] = cand[c]
+            c -= 1
+        cand[c + 1] = x
     nh = 0
     for j in range(nm):
         it = order[cand[j]]
@@ -375,7 +356,7 @@ def _start_heap(
     return nh, nm
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _offer_block(
     a: np.ndarray, lo: int, hi_p: int, res: np.ndarray, qres: float, slack: float, q: np.ndarray, order: np.ndarray,
     W: np.ndarray, b: np.ndarray, drop: np.ndarray, lo_d: int, hi_d: int, hv: np.ndarray, hi: np.ndarray, nh: int,
@@ -411,14 +392,29 @@ def _offer_block(
     return nh, m
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(**_JIT)
 def _finish(hv: np.ndarray, hi: np.ndarray, nh: int, ids: np.ndarray, vals: np.ndarray) -> None:
-    """The heap to ``ids`` / ``vals``, best first, ties by item."""
-    by_item = np.argsort(hi[:nh], kind="mergesort")
-    sel = by_item[np.argsort(-hv[:nh][by_item], kind="mergesort")]
-    for j in range(nh):
-        vals[j] = hv[sel[j]]
-        ids[j] = hi[sel[j]]
+    """The heap to ``ids`` / ``vals``, best first (popping its minimum into the last free place),
+    equal scores by item."""
+    n = nh
+    while n > 0:
+        n -= 1
+        vals[n], ids[n] = hv[0], hi[0]
+        hv[0], hi[0] = hv[n], hi[n]
+        _sift(hv, hi, 0, n)
+    j = 0
+    while j < nh:  # runs of equal scores: items in increasing order (insertion sort; runs are short)
+        e = j + 1
+        while e < nh and vals[e] == vals[j]:
+            e += 1
+        for a in range(j + 1, e):
+            x = ids[a]
+            c = a - 1
+            while c >= j and ids[c] > x:
+                ids[c + 1] = ids[c]
+                c -= 1
+            ids[c + 1] = x
+        j = e
 
 
 @numba.njit(**_JIT)
@@ -576,14 +572,11 @@ def scan_topk(
     tail_b: np.ndarray, r0: int, order: np.ndarray, W: np.ndarray, b: np.ndarray, max_scored: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """:func:`bound_queries` then :func:`scan_top_rows` in one call (a lone click's whole top-k):
-    each row's ``drop[drop_at[i]:drop_at[i + 1]]`` may come unsorted and is sorted here, and
-    ``C = k + margin``. Returns ids, scores (float32; index 0 where a score is not
+    each row's ``drop[drop_at[i]:drop_at[i + 1]]`` sorted, and ``C = k + margin``. Returns ids, scores (float32; index 0 where a score is not
     finite), the rows that gave up, and the rows scored exactly in all."""
     n = Q.shape[0]
     V = order.shape[0]
     C = np.full(n, min(k + margin, V), dtype=np.int64)
-    for i in range(n):
-        drop[drop_at[i] : drop_at[i + 1]].sort()
     qp, qres, qn, slack = bound_queries(Q, P, e, rel, norm0, bmax)
     ids = np.zeros((n, k), dtype=np.int64)
     vals = np.full((n, k), -np.inf, dtype=np.float32)

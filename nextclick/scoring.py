@@ -292,18 +292,14 @@ class TopK:
 
     def _lone(self, Q: torch.Tensor, k: int, exclude: Sequence[np.ndarray | None] | None,
               deny: Sequence[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
-        """A query or two without allow-lists (a lone click): straight to the scan, whose compiled
-        call also sorts the exclusions; what :meth:`topk` does around it otherwise costs as much
-        as the scan for such calls."""
+        """A query or two without allow-lists (a lone click): straight to the scan in one compiled
+        call; what :meth:`topk` does around it otherwise costs as much as the scan for such calls."""
         parts, at = [], [0]
         for r in range(Q.shape[0]):
-            parts.append(self._zero)
-            n = 1
-            for x in (exclude[r] if exclude is not None else None, deny[r] if deny is not None else None):
-                if x is not None and len(x):
-                    parts.append(x)
-                    n += len(x)
-            at.append(at[-1] + n)
+            row = [x for x in (exclude[r] if exclude is not None else None, deny[r] if deny is not None else None)
+                   if x is not None and len(x)]
+            parts.append(np.sort(np.concatenate([self._zero, *row])) if row else self._zero)
+            at.append(at[-1] + parts[-1].size)
         self.rows += Q.shape[0]
         return self._scan_call(Q, k, np.concatenate(parts).astype(np.int64, copy=False), np.array(at, np.int64))
 
@@ -350,16 +346,15 @@ class TopK:
         return ids, vals
 
     def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The scan path. ``drop``: per row, item indices it must not return (any order, repeats
-        allowed); ``limit``: rows scored exactly before a row gives up."""
+        """The scan path. ``drop``: per row, item indices it must not return (repeats allowed);
+        ``limit``: rows scored exactly before a row gives up."""
         at = np.zeros(len(drop) + 1, np.int64)
         np.cumsum([x.size for x in drop], out=at[1:])
-        return self._scan_call(P, k, np.concatenate(drop).astype(np.int64), at, limit)
+        return self._scan_call(P, k, np.concatenate([np.sort(x) for x in drop]).astype(np.int64), at, limit)
 
     def _scan_call(self, P: torch.Tensor, k: int, drops: np.ndarray, at: np.ndarray,
                    limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The scan in one compiled call; row i must not return ``drops[at[i]:at[i + 1]]`` (sorted
-        there, in place)."""
+        """The scan in one compiled call; row i must not return ``drops[at[i]:at[i + 1]]`` (sorted)."""
         from nextclick import kernels
 
         ids, out, gave_up, exact = kernels.scan_topk(

@@ -194,15 +194,24 @@ def test_the_scan_stops_at_the_norm_bound() -> None:
     assert tk.exact < 16 * 6000 // 4
 
 
-def test_kth_largest_matches_a_sort() -> None:
+def test_the_heap_keeps_the_k_best_and_returns_them_best_first_ties_by_item() -> None:
     from nextclick import kernels
 
     rng = np.random.default_rng(5)
-    for n, m in [(1, 1), (10, 10), (1000, 1), (1000, 37), (5000, 512)]:
-        a = rng.standard_normal(n).astype(np.float32)
-        a[rng.integers(0, n, n // 4)] = 0.5  # ties
-        h = np.empty(m, np.float32)
-        assert kernels._kth_largest(a, m, h) == np.sort(a)[::-1][m - 1]
+    for n, k in [(1, 1), (10, 10), (1000, 1), (1000, 37), (5000, 100)]:
+        v = rng.standard_normal(n).round(1)  # many ties
+        items = rng.permutation(n) + 1
+        hv, hi, nh = np.empty(k), np.empty(k, np.int64), 0
+        for x, it in zip(v, items):
+            nh = kernels._push(hv, hi, nh, k, x, it)
+        ids, vals = np.zeros(k, np.int64), np.full(k, -np.inf, np.float32)
+        kernels._finish(hv, hi, nh, ids, vals)
+        want = np.lexsort((items, -v))[: min(k, n)]  # best first, ties by item
+        np.testing.assert_array_equal(vals[: len(want)], v[want].astype(np.float32))
+        kept = set(ids.tolist())  # at the cut, any of the tied items may have been kept
+        assert kept <= set(items[v >= v[want[-1]]].tolist()) and len(kept) == len(want)
+        for a, c in zip(range(len(want) - 1), range(1, len(want))):
+            assert vals[a] > vals[c] or (vals[a] == vals[c] and ids[a] < ids[c])
 
 
 @pytest.mark.parametrize("path", ["scan", pytest.param("product", marks=needs_fp16)])

@@ -11,9 +11,9 @@ writing the full arrays) into one or two passes over the data a step touches:
 * :func:`elu_rows` and :func:`bpr_max_rows` -- the element-wise part of the BPR-max loss and its
   gradient (the exponentials stay in vectorised tensor operations between them).
 * :func:`bound_queries`, :func:`bound_first`, :func:`bound_rest`, :func:`scan_top_rows` and
-  :func:`scan_topk` -- the per-query part of :class:`nextclick.scoring.TopK`: the query's projection and bounds, the heap
-  of exact scores, the rows whose bound reaches it (around the half-precision products, or in a
-  scan of the int8 copy), the exclusions.
+  :func:`scan_topk` -- the per-query part of :class:`nextclick.scoring.TopK`: the query's
+  projection and bounds, the heap of exact scores, the rows whose bound reaches it (around the
+  half-precision products, or in a scan of the int8 copy), the exclusions.
 
 They run on zero-copy numpy views of the tensors, single-threaded. They are compiled on first
 use and cached on disk (next to this file, else in the user's cache folder or ``NUMBA_CACHE_DIR``),

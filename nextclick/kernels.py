@@ -10,10 +10,10 @@ writing the full arrays) into one or two passes over the data a step touches:
 * :func:`adagrad_dense` -- the same update on a flat vector (the GRU weights).
 * :func:`elu_rows` and :func:`bpr_max_rows` -- the element-wise part of the BPR-max loss and its
   gradient (the exponentials stay in vectorised tensor operations between them).
-* :func:`bound_queries`, :func:`bound_first`, :func:`bound_rest`, :func:`scan_top_rows` and
-  :func:`scan_topk` -- the per-query part of :class:`nextclick.scoring.TopK`: the query's
-  projection and bounds, the heap of exact scores, the rows whose bound reaches it (around the
-  half-precision products, or in a scan of the int8 copy), the exclusions.
+* :func:`bound_queries`, :func:`bound_first`, :func:`bound_rest` and :func:`scan_topk` -- the
+  per-query part of :class:`nextclick.scoring.TopK`: the query's projection and bounds, the heap
+  of exact scores, the rows whose bound reaches it (around the half-precision products, or in a
+  scan of the int8 copy), the exclusions.
 
 They run on zero-copy numpy views of the tensors, single-threaded. They are compiled on first
 use and cached on disk (next to this file, else in the user's cache folder or ``NUMBA_CACHE_DIR``),
@@ -328,6 +328,18 @@ def bound_queries(
     return qp, qres, qn, slack
 
 
+@numba.njit(inline="always", **_JIT)
+def _insertion_sort(x: np.ndarray, lo: int, hi: int) -> None:
+    """Sort ``x[lo:hi]`` in place (short runs: no sort implementation to compile)."""
+    for j in range(lo + 1, hi):
+        v = x[j]
+        c = j - 1
+        while c >= lo and x[c] > v:
+            x[c + 1] = x[c]
+            c -= 1
+        x[c + 1] = v
+
+
 @numba.njit(**_JIT)
 def _start_heap(
     a: np.ndarray, m: int, h: np.ndarray, hp: np.ndarray, q: np.ndarray, order: np.ndarray, W: np.ndarray,
@@ -342,13 +354,8 @@ def _start_heap(
     for p in range(a.shape[0]):
         if (nm < m or a[p] > h[0]) and not _dropped(drop, lo_d, hi_d, order[p]):
             nm = _push(h, hp, nm, m, a[p], p)
-    for a in range(nm):  # the positions in increasing order (insertion sort: m is small)
-        x = hp[a]
-        c = a - 1
-        while c >= 0 and cand[c] > x:
-            cand[c + 1] = cand[c]
-            c -= 1
-        cand[c + 1] = x
+    cand[:nm] = hp[:nm]
+    _insertion_sort(cand, 0, nm)
     nh = 0
     for j in range(nm):
         it = order[cand[j]]
@@ -395,7 +402,7 @@ def _offer_block(
 @numba.njit(**_JIT)
 def _finish(hv: np.ndarray, hi: np.ndarray, nh: int, ids: np.ndarray, vals: np.ndarray) -> None:
     """The heap to ``ids`` / ``vals``, best first (popping its minimum into the last free place),
-    equal scores by item."""
+    equal scores by item; index 0 where a score is not finite (as for places left empty)."""
     n = nh
     while n > 0:
         n -= 1
@@ -403,28 +410,25 @@ def _finish(hv: np.ndarray, hi: np.ndarray, nh: int, ids: np.ndarray, vals: np.n
         hv[0], hi[0] = hv[n], hi[n]
         _sift(hv, hi, 0, n)
     j = 0
-    while j < nh:  # runs of equal scores: items in increasing order (insertion sort; runs are short)
+    while j < nh:
         e = j + 1
         while e < nh and vals[e] == vals[j]:
             e += 1
-        for a in range(j + 1, e):
-            x = ids[a]
-            c = a - 1
-            while c >= j and ids[c] > x:
-                ids[c + 1] = ids[c]
-                c -= 1
-            ids[c + 1] = x
+        _insertion_sort(ids, j, e)  # runs of equal scores are short
         j = e
+    for j in range(nh):
+        if not np.isfinite(vals[j]):
+            ids[j] = 0
 
 
 @numba.njit(**_JIT)
 def bound_first(
-    first: np.ndarray, Q: np.ndarray, C: np.ndarray, qn: np.ndarray, tail_norm: np.ndarray, tail_b: np.ndarray,
+    first: np.ndarray, Q: np.ndarray, C: int, qn: np.ndarray, tail_norm: np.ndarray, tail_b: np.ndarray,
     order: np.ndarray, W: np.ndarray, b: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, hv: np.ndarray,
     hi: np.ndarray, nh: np.ndarray, cand: np.ndarray, nc: np.ndarray,
 ) -> np.ndarray:
     """Stage 1 of :class:`nextclick.scoring.TopK`'s product path, per query row ``i``: the
-    ``C[i]`` best approximate scores of chunk 0 (``first[i]``) start the heap of the k best
+    ``C`` best approximate scores of chunk 0 (``first[i]``) start the heap of the k best
     (``hv[i, :nh[i]]``, items ``hi[i]``; their positions in ``cand[i, :nc[i]]``). Returns how
     many chunks in norm order the row needs: those before the first whose bound ``||q||
     tail_norm[c] + tail_b[c]`` on every row from it on is below the heap's k-th best (all when
@@ -433,10 +437,10 @@ def bound_first(
     k = hv.shape[1]
     n_chunks = tail_norm.shape[0] - 1
     stops = np.full(n, n_chunks, dtype=np.int64)
-    h = np.empty(max(1, min(r0, C.max())), dtype=first.dtype)
+    m = min(C, r0)
+    h = np.empty(max(1, m), dtype=first.dtype)
     hp = np.empty(h.shape[0], dtype=np.int64)
     for i in range(n):
-        m = min(C[i], r0)
         if m < 1:
             continue
         nh[i], nc[i] = _start_heap(first[i], m, h, hp, Q[i], order, W, b, drop, drop_at[i], drop_at[i + 1], hv[i],
@@ -499,50 +503,54 @@ def _int8_block(Wq: np.ndarray, bs: np.ndarray, qs: np.ndarray, bi: int, out: np
 
 
 @numba.njit(**_JIT)
-def scan_top_rows(
-    Q: np.ndarray, qp: np.ndarray, qres: np.ndarray, qn: np.ndarray, slack: np.ndarray, step: np.ndarray,
-    Wq: np.ndarray, bs: np.ndarray, res: np.ndarray, norms: np.ndarray, tail_b: np.ndarray, r0: int, C: np.ndarray,
-    order: np.ndarray, W: np.ndarray, b: np.ndarray, drop: np.ndarray, drop_at: np.ndarray, max_scored: int,
-    ids: np.ndarray, vals: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The scan path of :class:`nextclick.scoring.TopK` for a query or two, rows in blocks of
-    ``blk`` in norm order: ``Wq[p // blk, :, p % blk]`` is row p's projection in int8 steps of
-    ``step`` (per dimension), ``bs`` the bias (-inf on padding rows), ``norms[p]`` bounds the norm
-    and ``tail_b[p]`` the bias of every row from p on. ``qp``, ``qres``, ``qn``, ``slack``: from
-    :func:`bound_queries` (slack for the int8 rounding).
+def scan_topk(
+    Q: np.ndarray, k: int, C: int, drop: np.ndarray, drop_at: np.ndarray, P: np.ndarray, e: float, rel: float,
+    norm0: float, bmax: float, step: np.ndarray, Wq: np.ndarray, bs: np.ndarray, res: np.ndarray, norms: np.ndarray,
+    tail_b: np.ndarray, r0: int, order: np.ndarray, W: np.ndarray, b: np.ndarray, max_scored: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The scan path of :class:`nextclick.scoring.TopK` (a lone click's whole top-k in one call),
+    rows in blocks of ``blk`` in norm order: ``Wq[p // blk, :, p % blk]`` is row p's projection
+    in int8 steps of ``step`` (per dimension), ``bs`` the bias (-inf on padding rows),
+    ``norms[p]`` bounds the norm and ``tail_b[p]`` the bias of every row from p on; ``P``, ``e``
+    (the int8 rounding), ``rel``, ``norm0``, ``bmax``: as :func:`bound_queries`.
 
-    Stage 1: the ``C[i]`` best approximate scores of the first ``r0`` rows start the heap. Stage 2,
+    Stage 1: the ``C`` best approximate scores of the first ``r0`` rows start the heap. Stage 2,
     block by block: the rows whose bound reaches the heap's k-th best are scored exactly and
     offered to it (as in :func:`bound_rest`), until ``||q|| norms[p] + tail_b[p]`` falls below it.
-    Returns per row whether it gave up (more than ``max_scored`` rows to score exactly: the caller
-    uses the product path) and the rows scored exactly; results as :func:`bound_rest`."""
-    n, k = ids.shape
+    Row i never returns ``drop[drop_at[i]:drop_at[i + 1]]`` (sorted). Returns ids, scores (float32,
+    best first; index 0 and -inf where fewer qualify), per row whether it gave up (more than
+    ``max_scored`` rows to score exactly: the caller scores it another way), and the rows scored
+    exactly in all."""
+    n = Q.shape[0]
     V = order.shape[0]
     nb, r, blk = Wq.shape
     nb0 = min(nb, max(1, (r0 + blk - 1) // blk))
     r0 = min(nb0 * blk, V)
+    qp, qres, qn, slack = bound_queries(Q, P, e, rel, norm0, bmax)
+    ids = np.zeros((n, k), dtype=np.int64)
+    vals = np.full((n, k), -np.inf, dtype=np.float32)
     qs = np.empty(r, dtype=np.float32)
     a = np.empty(nb0 * blk, dtype=np.float32)
-    h = np.empty(max(1, min(r0, C.max())), dtype=np.float32)
+    m = min(C, r0)
+    h = np.empty(max(1, m), dtype=np.float32)
     hp = np.empty(h.shape[0], dtype=np.int64)
     hv = np.empty(k)
     hi = np.empty(k, dtype=np.int64)
-    cand = np.empty(max(1, min(r0, C.max())), dtype=np.int64)
+    cand = np.empty(h.shape[0], dtype=np.int64)
     hit = np.empty(blk, dtype=np.int64)
     ex = np.empty(blk)
     gave_up = np.zeros(n, dtype=np.bool_)
-    scored = np.zeros(n, dtype=np.int64)
+    scored = 0
     for i in range(n):
         for j in range(r):
             qs[j] = np.float32(np.float64(qp[i, j]) * step[j])
         lo_d, hi_d = drop_at[i], drop_at[i + 1]
         for bi in range(nb0):
             _int8_block(Wq, bs, qs, bi, a[bi * blk :])
-        m = min(C[i], r0)
         nh = nc = 0
         if m >= 1:
             nh, nc = _start_heap(a[:r0], m, h, hp, Q[i], order, W, b, drop, lo_d, hi_d, hv, hi, cand)
-        scored[i] = nc
+        row = nc
         for bi in range(nb):
             lo = bi * blk
             if lo >= V:
@@ -554,36 +562,13 @@ def scan_top_rows(
                 blk_a = a[:blk]
             else:
                 blk_a = a[lo : lo + blk]
-            nh, m = _offer_block(blk_a, lo, min(lo + blk, V), res, qres[i], slack[i], Q[i], order, W, b, drop, lo_d,
-                                 hi_d, hv, hi, nh, cand, nc, hit, ex)
-            scored[i] += m
-            if scored[i] > max_scored:
+            nh, got = _offer_block(blk_a, lo, min(lo + blk, V), res, qres[i], slack[i], Q[i], order, W, b, drop, lo_d,
+                                   hi_d, hv, hi, nh, cand, nc, hit, ex)
+            row += got
+            if row > max_scored:
                 gave_up[i] = True
                 break
+        scored += row
         if not gave_up[i]:
             _finish(hv, hi, nh, ids[i], vals[i])
-    return gave_up, scored
-
-
-@numba.njit(**_JIT)
-def scan_topk(
-    Q: np.ndarray, k: int, margin: int, drop: np.ndarray, drop_at: np.ndarray, P: np.ndarray, e: float, rel: float,
-    norm0: float, bmax: float, step: np.ndarray, Wq: np.ndarray, bs: np.ndarray, res: np.ndarray, norms: np.ndarray,
-    tail_b: np.ndarray, r0: int, order: np.ndarray, W: np.ndarray, b: np.ndarray, max_scored: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """:func:`bound_queries` then :func:`scan_top_rows` in one call (a lone click's whole top-k):
-    each row's ``drop[drop_at[i]:drop_at[i + 1]]`` sorted, and ``C = k + margin``. Returns ids, scores (float32; index 0 where a score is not
-    finite), the rows that gave up, and the rows scored exactly in all."""
-    n = Q.shape[0]
-    V = order.shape[0]
-    C = np.full(n, min(k + margin, V), dtype=np.int64)
-    qp, qres, qn, slack = bound_queries(Q, P, e, rel, norm0, bmax)
-    ids = np.zeros((n, k), dtype=np.int64)
-    vals = np.full((n, k), -np.inf, dtype=np.float32)
-    gave_up, scored = scan_top_rows(Q, qp, qres, qn, slack, step, Wq, bs, res, norms, tail_b, r0, C, order, W, b, drop,
-                                    drop_at, max_scored, ids, vals)
-    for i in range(n):
-        for j in range(k):
-            if not np.isfinite(vals[i, j]):
-                ids[i, j] = 0
-    return ids, vals, gave_up, scored.sum()
+    return ids, vals, gave_up, scored

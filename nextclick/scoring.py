@@ -107,7 +107,6 @@ class TopK:
         norms = torch.linalg.vector_norm(W64, dim=1)
         order = torch.argsort(norms, descending=True, stable=True)
         self._order_np, self._W_np = order.numpy(), self.W.numpy()  # zero-copy views
-        self._zero = np.zeros(1, np.int64)  # padding: every row drops item 0
         self._b_np = np.zeros(0, np.float32) if self.b is None else self.b.numpy()  # empty: no bias
         Ws = W64[order]
         bs = np.zeros(V) if self.b is None else self.b[order].double().numpy()
@@ -294,14 +293,9 @@ class TopK:
               deny: Sequence[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
         """A query or two without allow-lists (a lone click): straight to the scan in one compiled
         call; what :meth:`topk` does around it otherwise costs as much as the scan for such calls."""
-        parts, at = [], [0]
-        for r in range(Q.shape[0]):
-            row = [x for x in (exclude[r] if exclude is not None else None, deny[r] if deny is not None else None)
-                   if x is not None and len(x)]
-            parts.append(np.sort(np.concatenate([self._zero, *row])) if row else self._zero)
-            at.append(at[-1] + parts[-1].size)
         self.rows += Q.shape[0]
-        return self._scan_call(Q, k, np.concatenate(parts).astype(np.int64, copy=False), np.array(at, np.int64))
+        return self._scan_topk(Q, k, [self._dropped(exclude[r] if exclude is not None else None,
+                                                    deny[r] if deny is not None else None) for r in range(Q.shape[0])])
 
     def _gave_up(self, P: torch.Tensor, k: int, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A query the scan gave up on (too many rows to score exactly): the product path, or
@@ -314,7 +308,7 @@ class TopK:
             s[0, torch.from_numpy(drop)] = -torch.inf
             v, ix = self._top(s, k)
             ids, out = ix[0].numpy(), v[0].numpy()
-        ids[~np.isfinite(out)] = 0
+            ids[~np.isfinite(out)] = 0
         return ids, out
 
     def _product_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -325,14 +319,13 @@ class TopK:
         qp, qres, qn, slack = kernels.bound_queries(Q, self._P, self._e16, self._rel, self._norm0, self._bmax)
         qpt = torch.from_numpy(qp)
         first = self._approx(qpt, 0)
-        nd = np.array([x.size for x in drop], dtype=np.int64)
-        C = np.full(n, min(k + self.margin, V), np.int64)
+        C = min(k + self.margin, V)  # stage-1 rows per query
         hv = np.full((n, k), -np.inf)
         hi = np.zeros((n, k), np.int64)
         nh = np.zeros(n, np.int64)
-        cand = np.empty((n, max(1, int(C.max()))), np.int64)
+        cand = np.empty((n, max(1, C)), np.int64)
         nc = np.zeros(n, np.int64)
-        drops, drop_at = np.concatenate(drop), np.concatenate([[0], np.cumsum(nd)])
+        drops, drop_at = self._flat(drop)
         stops = kernels.bound_first(first.numpy(), Q, C, qn, self._tail_norm, self._tail_b, self._order_np, self._W_np,
                                     self._b_np, drops, drop_at, hv, hi, nh, cand, nc)
         top = int(stops.max())
@@ -346,25 +339,29 @@ class TopK:
         return ids, vals
 
     def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The scan path. ``drop``: per row, item indices it must not return (repeats allowed);
-        ``limit``: rows scored exactly before a row gives up."""
-        at = np.zeros(len(drop) + 1, np.int64)
-        np.cumsum([x.size for x in drop], out=at[1:])
-        return self._scan_call(P, k, np.concatenate([np.sort(x) for x in drop]).astype(np.int64), at, limit)
-
-    def _scan_call(self, P: torch.Tensor, k: int, drops: np.ndarray, at: np.ndarray,
-                   limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The scan in one compiled call; row i must not return ``drops[at[i]:at[i + 1]]`` (sorted)."""
+        """The scan path in one compiled call. ``drop``: per row, the sorted item indices it must
+        not return; ``limit``: rows scored exactly before a row gives up."""
         from nextclick import kernels
 
+        V = self.W.shape[0]
+        drops, at = self._flat(drop)
         ids, out, gave_up, exact = kernels.scan_topk(
-            P.numpy(), k, self.margin, drops, at, self._P, self._e8, self._rel, self._norm0, self._bmax, self._step,
-            self._Wq, self._bs, self._res, self._norms, self._tail_b_rows, self._r0, self._order_np, self._W_np,
-            self._b_np, max(4096, self.W.shape[0] // 16) if limit is None else limit)
+            P.numpy(), k, min(k + self.margin, V), drops, at, self._P, self._e8, self._rel, self._norm0, self._bmax,
+            self._step, self._Wq, self._bs, self._res, self._norms, self._tail_b_rows, self._r0, self._order_np,
+            self._W_np, self._b_np, max(4096, V // 16) if limit is None else limit)
         self.exact += int(exact)
         for i in np.flatnonzero(gave_up):
-            ids[i], out[i] = self._gave_up(P[i : i + 1], k, drops[at[i] : at[i + 1]])
+            ids[i], out[i] = self._gave_up(P[i : i + 1], k, drop[i])
         return ids, out
+
+    @staticmethod
+    def _flat(drop: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' drop lists end to end, and where each starts (``at[i]:at[i + 1]``)."""
+        if len(drop) == 1:  # a lone click: nothing to join
+            return drop[0], np.array([0, drop[0].size], np.int64)
+        at = np.zeros(len(drop) + 1, np.int64)
+        np.cumsum([x.size for x in drop], out=at[1:])
+        return np.concatenate(drop), at
 
     def _allowed(self, q: torch.Tensor, k: int, allow: np.ndarray, exclude: np.ndarray | None,
                  deny: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

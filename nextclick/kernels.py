@@ -89,6 +89,57 @@ def _update_rows(
         _update(p[r], acc[r], mom[r], buf[j], lr32, m32, use_mom, nesterov)
 
 
+@numba.njit(**_JIT)
+def _update_in_place(
+    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
+    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    lr: float, m: float, nesterov: bool,
+) -> None:
+    """:func:`_coalesce` and :func:`_update_rows` for two parts, using the first part's gradient
+    ``g0`` (full width) as the buffer: a repeated item's rows are summed into its first row there,
+    and the second part's rows (``g1``, possibly narrower) into that row too, or, for items the
+    first part lacks, into ``xbuf``. Saves copying the first part (a step's output rows, ~1.5 MB)
+    into the buffer. ``pos`` (item -> ``k`` >= 0: row ``k`` of ``g0``, <= -2: row ``-2 - pos`` of
+    ``xbuf``, -1: none) is left all -1. ``first``, ``xrows``: int64 scratch (len(idx0),
+    len(idx1))."""
+    lr32, m32 = np.float32(lr), np.float32(m)
+    use_mom = mom.shape[1] > 0
+    nf = 0
+    for k in range(idx0.shape[0]):
+        r = idx0[k]
+        j = pos[r]
+        if j < 0:
+            pos[r] = k
+            first[nf] = k
+            nf += 1
+        else:
+            g0[j] += g0[k]
+    w = g1.shape[1]
+    nx = 0
+    for k in range(idx1.shape[0]):
+        r = idx1[k]
+        j = pos[r]
+        if j >= 0:
+            g0[j, :w] += g1[k]
+        elif j == -1:
+            pos[r] = -2 - nx
+            xrows[nx] = r
+            xbuf[nx, :] = 0.0
+            xbuf[nx, :w] = g1[k]
+            nx += 1
+        else:
+            xbuf[-2 - j, :w] += g1[k]
+    for t in range(nf):
+        k = first[t]
+        r = idx0[k]
+        pos[r] = -1
+        _update(p[r], acc[r], mom[r], g0[k], lr32, m32, use_mom, nesterov)
+    for t in range(nx):
+        r = xrows[t]
+        pos[r] = -1
+        _update(p[r], acc[r], mom[r], xbuf[t], lr32, m32, use_mom, nesterov)
+
+
 @numba.njit(inline="always", **_JIT)
 def _update(p, acc, mom, g, lr32, m32, use_mom, nesterov):  # type: ignore[no-untyped-def]
     for i in range(p.shape[0]):
@@ -137,58 +188,159 @@ class RowUpdater:
             n = _coalesce(self.pos, self.rows, self.buf, n, idx, g)
         _update_rows(self.p, self.acc, self.mom, self.pos, self.rows, self.buf, n, lr, m, nesterov)
 
+    def update_scratch(
+        self, idx0: np.ndarray, g0: np.ndarray, idx1: np.ndarray, g1: np.ndarray, lr: float, m: float, nesterov: bool
+    ) -> None:
+        """:meth:`update` with two parts, ``(idx0, g0)`` (full width) and ``(idx1, g1)`` (may be
+        empty or narrower), where ``g0`` is scratch: the rows of repeated items are summed into it
+        in place instead of into a copy."""
+        k1 = int(idx1.shape[0])
+        if k1 > self.buf.shape[0]:
+            self.rows = np.zeros(k1, np.int64)
+            self.buf = np.zeros((k1, self.p.shape[1]), np.float32)
+        first = np.empty(idx0.shape[0], np.int64)
+        _update_in_place(self.p, self.acc, self.mom, self.pos, idx0, g0, idx1, g1, first, self.rows, self.buf, lr, m, nesterov)
 
-# ---------------------------------------------------------------------------------- BPR-max
+
+# ---------------------------------------------------------------------------------- exponentials
+_F = np.float32
+
+
+@numba.njit(fastmath={"contract"}, **_JIT)
+def vexp(x: np.ndarray, y: np.ndarray, e: np.ndarray, fast: bool) -> None:
+    """``y = exp(x)`` over 1-D arrays; ``e``: int32 scratch of the same size. ``y`` must not be
+    ``x``: the vectorised loop checks for overlap at run time and runs one value at a time if so.
+
+    ``fast`` (float32 only): a loop the compiler vectorises (numba calls the scalar libm ``expf``
+    otherwise, ~3.7 ns a value here against ~0.7): ``exp(x) = 2^t exp(r)`` with ``t`` the nearest
+    integer to ``x / ln 2``, ``r = x - t ln 2`` in ``[-ln 2 / 2, ln 2 / 2]`` (``ln 2`` split in two
+    for exactness), ``exp(r)`` by its Taylor polynomial to degree 7 (truncation below 1e-8
+    relative) and ``2^t`` written as float32 bits. Within 1 ulp of the exact value over the
+    clamped range ``[-87, 88]``; below it returns ``exp(-87)`` (~1.6e-38) instead of 0 or a
+    subnormal. Otherwise ``np.exp`` value by value.
+    """
+    n = x.shape[0]
+    if not fast:
+        for i in range(n):
+            y[i] = np.exp(x[i])
+        return
+    for i in range(n):
+        v = min(max(x[i], _F(-87.0)), _F(88.0))
+        t = np.floor(v * _F(1.4426950408889634) + _F(0.5))
+        r = v - t * _F(0.693145751953125) - t * _F(1.4286068203094173e-06)
+        p = r * _F(1.0 / 5040.0) + _F(1.0 / 720.0)
+        p = p * r + _F(1.0 / 120.0)
+        p = p * r + _F(1.0 / 24.0)
+        p = p * r + _F(1.0 / 6.0)
+        p = p * r + _F(0.5)
+        p = p * r + _F(1.0)
+        y[i] = p * r + _F(1.0)
+        e[i] = (np.int32(t) + np.int32(127)) << np.int32(23)
+    ef = e.view(np.float32)
+    for i in range(n):
+        y[i] *= ef[i]
+
+
+@numba.njit(fastmath=True, **_JIT)
+def _max(x: np.ndarray) -> float:
+    """The largest of a 1-D array's values, vectorised (no NaN expected: a NaN score fails training
+    at the loss check anyway)."""
+    c = x[0]
+    for j in range(x.shape[0]):
+        c = max(c, x[j])
+    return c
+
+
+# ---------------------------------------------------------------------------------- losses
 def constants(dtype: np.dtype, a: float, bpreg: float, scale: float) -> np.ndarray:
-    """The BPR-max kernels' scalars in the scores' dtype (so float32 scores stay float32)."""
+    """The BPR-max kernel's scalars in the scores' dtype (so float32 scores stay float32)."""
     return np.array([a, bpreg, scale, 0.0, 1.0, 2.0, 80.0], dtype=dtype)
 
 
-@numba.njit(**_JIT)
-def elu_rows(R: np.ndarray, E: np.ndarray, k: np.ndarray) -> None:
-    """``E`` holds ``exp(min(R, 0))`` on entry and ``elu(R) = max(R, 0) + a (exp(min(R, 0)) - 1)``
-    on return. ``k``: :func:`constants`."""
-    a, one = k[0], k[4]
-    for i in range(R.shape[0]):
-        for j in range(R.shape[1]):
-            r = R[i, j]
-            E[i, j] = r if r > 0 else a * (E[i, j] - one)
+@numba.njit(fastmath=True, **_JIT)  # finite scores: a NaN fails training at the loss check anyway
+def xe_rows(R: np.ndarray, lq: np.ndarray, scale: float, eps: float, fast: bool, out: np.ndarray) -> float:
+    """Cross-entropy over each row's softmax, row ``i``'s target column ``i``, in one pass per row:
+    ``z = R - lq`` (``lq`` empty: no correction), ``p = softmax(z)``; returns ``-scale * sum_i
+    log(p_ii + eps)`` and writes ``scale * (p - onehot)`` to ``out``. Sums in float64; ``fast``:
+    float32 scores, exponentials by :func:`vexp`'s vectorised loop."""
+    b, M = R.shape
+    use_lq = lq.shape[0] > 0
+    v = np.empty(M, R.dtype)
+    z = np.empty(M, R.dtype)
+    e = np.empty(M, np.int32)
+    tmp = np.empty(1, R.dtype)
+    loss = 0.0
+    for i in range(b):
+        c = R[i, 0] - lq[0] if use_lq else R[i, 0]
+        for j in range(M):
+            vj = R[i, j] - lq[j] if use_lq else R[i, j]
+            v[j] = vj
+            c = max(c, vj)
+        for j in range(M):
+            v[j] -= c
+        vexp(v, z, e, fast)
+        S = 0.0
+        for j in range(M):
+            S += z[j]
+        loss -= np.log(z[i] / S + eps)
+        tmp[0] = scale / S
+        inv = tmp[0]
+        for j in range(M):
+            out[i, j] = z[j] * inv
+        out[i, i] -= scale
+    return loss * scale
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
-def bpr_max_rows(
-    R: np.ndarray, O: np.ndarray, X: np.ndarray, cmax: np.ndarray, w: np.ndarray, k: np.ndarray, eps: float, out: np.ndarray
-) -> float:
-    """The rest of :func:`nextclick.models.gru4rec.bpr_max_loss_grad`, one row at a time.
+def bpr_max_rows(R: np.ndarray, w: np.ndarray, k: np.ndarray, eps: float, fast: bool, out: np.ndarray) -> float:
+    """:func:`nextclick.models.gru4rec.bpr_max_loss_grad`, one row at a time, every pass in cache.
 
-    ``R`` raw scores, ``O`` ELU scores (``R`` itself when ``a`` is 0), ``X = exp(O - cmax)`` with
-    ``cmax`` the row maxima of ``O``, ``w`` the negatives' weights (empty: all 1), ``k``
-    :func:`constants`. Row ``i``'s target is column ``i``. Writes dL/dR to ``out`` and returns
-    the loss. ``sigmoid(t - o_j) = 1 / (1 + X_j exp(cmax - t))`` reuses the softmax's
-    exponentials.
+    ``R`` raw scores, ``w`` the negatives' weights (empty: all 1), ``k`` :func:`constants`, ``fast``
+    as in :func:`xe_rows`. Row
+    ``i``'s target is column ``i``. Per row: ``o = elu(R)`` (``R`` when ``a`` is 0), ``x = exp(o -
+    max o)``, then the sums and the gradient; ``sigmoid(t - o_j) = 1 / (1 + x_j exp(max o - t))``
+    reuses the softmax's exponentials. Writes dL/dR to ``out`` and returns the loss.
     """
     b, M = R.shape
     use_w = w.shape[0] > 0
     a, bpreg, scale, zero, one, two, big = k[0], k[1], k[2], k[3], k[4], k[5], k[6]
+    O = np.empty(M, R.dtype)
+    X = np.empty(M, R.dtype)
+    T = np.empty(M, R.dtype)
+    e = np.empty(M, np.int32)
     loss = 0.0
-    tmp = np.empty(4, dtype=O.dtype)
+    tmp = np.empty(4, dtype=R.dtype)
     for i in range(b):
-        t = O[i, i]
-        kt = np.exp(min(cmax[i] - t, big))
+        if a > zero:
+            for j in range(M):
+                T[j] = min(R[i, j], zero)
+            vexp(T, X, e, fast)
+            for j in range(M):
+                r = R[i, j]
+                O[j] = r if r > zero else a * (X[j] - one)
+        else:
+            for j in range(M):
+                O[j] = R[i, j]
+        c = _max(O)
+        for j in range(M):
+            T[j] = O[j] - c
+        vexp(T, X, e, fast)
+        t = O[i]
+        kt = np.exp(min(c - t, big))
         S = 0.0  # sums over the negatives in float64
         SA = 0.0
         SB = 0.0
         SC = 0.0
         for j in range(M):
-            e = X[i, j] * w[j] if use_w else X[i, j]
+            ex = X[j] * w[j] if use_w else X[j]
             if j == i:
-                e = zero
-            sig = one / (one + X[i, j] * kt)
-            o = O[i, j]
-            S += e
-            SA += e * sig
-            SB += e * sig * sig
-            SC += e * o * o
+                ex = zero
+            sig = one / (one + X[j] * kt)
+            o = O[j]
+            S += ex
+            SA += ex * sig
+            SB += ex * sig * sig
+            SC += ex * o * o
         A = SA / S
         C = SC / S
         Ae = A + eps
@@ -197,18 +349,148 @@ def bpr_max_rows(
         tmp[0], tmp[1], tmp[2], tmp[3] = A, C, inv, 1.0 / S  # the row's scalars in the scores' dtype
         A_, C_, inv_, iS = tmp[0], tmp[1], tmp[2], tmp[3]
         for j in range(M):
-            s = (X[i, j] * w[j] if use_w else X[i, j]) * iS
-            sig = one / (one + X[i, j] * kt)
-            o = O[i, j]
+            s = (X[j] * w[j] if use_w else X[j]) * iS
+            sig = one / (one + X[j] * kt)
+            o = O[j]
             g = s * ((A_ - sig * sig) * inv_ + bpreg * scale * (o * o + two * o - C_))
             if a > zero and R[i, j] <= zero:
                 g *= o + a  # d elu / dR = a exp(R) = elu(R) + a
             out[i, j] = g
         g_t = -(A - SB / S) * inv
         if a > zero and R[i, i] <= zero:
-            g_t *= O[i, i] + a
+            g_t *= O[i] + a
         out[i, i] = g_t
     return loss * k[2]
+
+
+# ---------------------------------------------------------------------------------- output columns
+@numba.njit(**_JIT)
+def step_columns(
+    y: np.ndarray, neg: np.ndarray, counts: np.ndarray, xe: bool, logq_t: np.ndarray, logq_s: np.ndarray,
+    y_all: np.ndarray, lq: np.ndarray, w: np.ndarray,
+) -> int:
+    """A training step's output columns: the targets ``y`` (b,), then each distinct drawn negative
+    once, in item order (``counts``: zeros, one per item; left zero). Writes ``y_all``; for the
+    cross-entropy ``lq``, what is subtracted from each column's score: ``logq_t[y]`` for targets
+    and ``logq_s[item] - log(count)`` for negatives (a negative drawn c times enters the softmax c
+    times; empty ``logq_t`` / ``logq_s``: no logQ correction), else ``w``, how many draws each
+    column stands for (1 for targets). Returns the number of columns. O(draws + items)."""
+    b = y.shape[0]
+    use_t, use_s = logq_t.shape[0] > 0, logq_s.shape[0] > 0
+    for t in range(b):
+        y_all[t] = y[t]
+        if xe:
+            lq[t] = logq_t[y[t]] if use_t else 0.0
+        else:
+            w[t] = 1.0
+    for t in range(neg.shape[0]):
+        counts[neg[t]] += 1
+    n = b
+    for v in range(counts.shape[0]):
+        c = counts[v]
+        if c:
+            counts[v] = 0
+            y_all[n] = v
+            if xe:
+                lq[n] = (logq_s[v] if use_s else 0.0) - np.log(np.float32(c))
+            else:
+                w[n] = c
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------- GRU gates
+@numba.njit(fastmath={"contract"}, **_JIT)
+def gru_forward(
+    gx: np.ndarray, gh: np.ndarray, b_hh: np.ndarray, H: np.ndarray, u: np.ndarray, p: float,
+    rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
+) -> None:
+    """A GRU layer's gates from its input and recurrent pre-activations, ``gx`` (b, 3D, input bias
+    included) and ``gh`` (b, 3D, without ``b_hh``, which is added in place). Writes ``rz =
+    sigmoid(gx + gh)[:, :2D]`` (reset, update), ``n = tanh(gx_n + r * gh_n)``, ``dn = n - H`` and
+    ``h = (H + z dn) * mask`` where ``mask = (u >= p) / (1 - p)`` (``u`` uniform draws, (b, D);
+    empty: no dropout, ``mask`` untouched). float32 (see :func:`vexp`); row slices, so that the
+    loops index from 0 and vectorise."""
+    b, D = H.shape
+    e = np.empty(2 * D, np.int32)
+    s = np.empty(2 * D, gx.dtype)
+    x = np.empty(2 * D, gx.dtype)
+    v = np.empty(D, gx.dtype)
+    drop = u.shape[0] > 0
+    keep = _F(1.0 / (1.0 - p)) if drop else _F(1.0)
+    pf = _F(p)
+    one, two, zero = _F(1.0), _F(2.0), _F(0.0)
+    for i in range(b):
+        gxi, ghi, rzi = gx[i], gh[i], rz[i]
+        for j in range(3 * D):
+            ghi[j] += b_hh[j]
+        for j in range(2 * D):
+            x[j] = -(gxi[j] + ghi[j])
+        vexp(x, s, e, True)
+        for j in range(2 * D):
+            rzi[j] = one / (one + s[j])
+        gxn, ghn, r, z = gxi[2 * D :], ghi[2 * D :], rzi[:D], rzi[D:]
+        for j in range(D):
+            v[j] = gxn[j] + r[j] * ghn[j]
+        for j in range(D):  # tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|))
+            x[j] = -two * abs(v[j])
+        vexp(x[:D], s[:D], e, True)
+        Hi, ni, dni, hi = H[i], n[i], dn[i], h[i]
+        for j in range(D):
+            t = (one - s[j]) / (one + s[j])
+            ni[j] = t if v[j] >= zero else -t
+        for j in range(D):
+            dni[j] = ni[j] - Hi[j]
+        for j in range(D):
+            hi[j] = Hi[j] + z[j] * dni[j]
+        if drop:
+            ui, mi = u[i], mask[i]
+            for j in range(D):
+                mi[j] = keep if ui[j] >= pf else zero
+            for j in range(D):
+                hi[j] *= mi[j]
+
+
+@numba.njit(fastmath={"contract"}, **_JIT)
+def gru_backward(
+    dh: np.ndarray, mask: np.ndarray, rz: np.ndarray, n: np.ndarray, gh: np.ndarray, dn: np.ndarray,
+    dg: np.ndarray, dgh: np.ndarray, db_ih: np.ndarray, db_hh: np.ndarray,
+) -> None:
+    """Back through a GRU layer's gates: from dL/d(output) ``dh`` (b, D; times ``mask`` when that
+    is not empty) to the gradients of the input pre-activations ``dg`` (b, 3D) and of the recurrent
+    ones ``dgh`` (``dg`` with the candidate part times ``r``), and the two bias gradients (their
+    column sums). The tensors are :func:`gru_forward`'s (``gh`` with its bias)."""
+    b, D = dn.shape
+    drop = mask.shape[0] > 0
+    d = np.empty(D, dh.dtype)
+    one = _F(1.0)
+    db_ih[:] = 0.0
+    db_hh[:] = 0.0
+    for i in range(b):  # short loops over few arrays each: the compiler vectorises those
+        dhi = dh[i]
+        if drop:
+            mi = mask[i]
+            for j in range(D):
+                d[j] = dhi[j] * mi[j]
+        else:
+            d[:] = dhi
+        r, z, ni, dni, ghn = rz[i, :D], rz[i, D:], n[i], dn[i], gh[i, 2 * D :]
+        gr, gz, gn = dg[i, :D], dg[i, D : 2 * D], dg[i, 2 * D :]
+        for j in range(D):
+            gz[j] = d[j] * dni[j] * z[j] * (one - z[j])
+        for j in range(D):
+            gn[j] = d[j] * z[j] * (one - ni[j] * ni[j])
+        for j in range(D):
+            gr[j] = gn[j] * ghn[j] * r[j] * (one - r[j])
+        dgi, dghi = dg[i], dgh[i]
+        dghi[: 2 * D] = dgi[: 2 * D]
+        hn = dghi[2 * D :]
+        for j in range(D):
+            hn[j] = gn[j] * r[j]
+        for j in range(3 * D):
+            db_ih[j] += dgi[j]
+        for j in range(3 * D):
+            db_hh[j] += dghi[j]
 
 
 # ---------------------------------------------------------------------------------- top-k

@@ -335,10 +335,12 @@ def test_registry_presets_and_bad_config() -> None:
         GRU4Rec(dropout_p_embed=1.0).fit(Sessions.from_lists([[1, 2], [2, 1]]))
 
 
+@pytest.mark.parametrize("scratch", [False, True])
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.4, False), (0.4, True)])
-def test_row_sparse_update_equals_the_dense_formula(momentum: float, nesterov: bool) -> None:
+def test_row_sparse_update_equals_the_dense_formula(momentum: float, nesterov: bool, scratch: bool) -> None:
     # the compiled row update (repeated rows summed first, untouched rows left alone) against the
-    # update written densely over the whole matrix: acc += g^2; v = m v - lr g / sqrt(acc); w += v
+    # update written densely over the whole matrix: acc += g^2; v = m v - lr g / sqrt(acc); w += v;
+    # scratch: the repeated rows summed into the first part's gradient in place (training's path)
     from nextclick.models.gru4rec import _AdagradM
 
     cfg = GRU4Rec.Config(layers=(4,))
@@ -350,8 +352,10 @@ def test_row_sparse_update_equals_the_dense_formula(momentum: float, nesterov: b
     for _ in range(4):
         idx = rng.integers(1, 31, 12)  # repeats
         idx2 = rng.integers(1, 31, 3)  # a second part, narrower (no bias column), as the input rows
+        idx2[2] = idx2[1]  # repeated within the second part too
         g, g2 = rng.normal(size=(12, 5)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
-        opt.rows(net.out, [(torch.from_numpy(idx), torch.from_numpy(g)), (torch.from_numpy(idx2), torch.from_numpy(g2))])
+        parts = [(torch.from_numpy(idx), torch.from_numpy(g.copy())), (torch.from_numpy(idx2), torch.from_numpy(g2.copy()))]
+        opt.rows(net.out, parts, scratch=scratch)
         G = np.zeros_like(w)
         np.add.at(G, idx, g)
         np.add.at(G[:, :4], idx2, g2)

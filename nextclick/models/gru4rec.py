@@ -102,6 +102,8 @@ from nextclick.sessions import Sessions
 log = logging.getLogger(__name__)
 
 _EPS_LOG = 1e-24  # inside the logarithms of both losses, as in the official code
+_NONE = np.zeros((0, 0), np.float32)  # the compiled gate loops' "no dropout"
+_NO_ROWS = np.zeros(0, np.int64)
 
 
 @contextmanager
@@ -205,17 +207,18 @@ def xe_loss_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy over a softmax of each row; row ``i``'s target is column ``i``.
 
-    ``R`` (B, M) scores (overwritten); ``logq_offset`` (M,) is subtracted from every row first
+    ``R`` (B, M) scores (not modified); ``logq_offset`` (M,) is subtracted from every row first
     (logQ correction) when given. Returns ``(loss, dL/dR)`` with ``loss = -scale * sum_i
     log(softmax(R)_ii + 1e-24)``; the gradient is written to ``out`` when given.
     """
-    if logq_offset is not None:
-        R.sub_(logq_offset)
-    P = torch.softmax(R, dim=1)  # (B, M)
-    d = P.diagonal()
-    loss = d.add(_EPS_LOG).log_().sum().mul_(-scale)
-    d.sub_(1.0)
-    return loss, (P.mul_(scale) if out is None else torch.mul(P, scale, out=out))
+    from nextclick import kernels  # numba: imported (and its loops loaded) only when training
+
+    if out is None:
+        out = torch.empty_like(R)
+    Rn = R.numpy()
+    lq = logq_offset.numpy().astype(Rn.dtype, copy=False) if logq_offset is not None else np.zeros(0, Rn.dtype)
+    loss = kernels.xe_rows(Rn, lq, scale, _EPS_LOG, Rn.dtype == np.float32, out.numpy())
+    return torch.tensor(loss, dtype=R.dtype), out
 
 
 def bpr_max_loss_grad(
@@ -233,20 +236,12 @@ def bpr_max_loss_grad(
     """
     from nextclick import kernels  # numba: imported (and its loops loaded) only when training
 
-    a = float(elu_param)
     Rn = R.numpy()
-    k = kernels.constants(Rn.dtype, a, bpreg, scale)
-    if a > 0:
-        O = torch.clamp(R, max=0.0).exp_()  # exp(min(R, 0)); elu_rows turns it into elu(R)
-        kernels.elu_rows(Rn, O.numpy(), k)
-    else:
-        O = R
-    c = O.amax(dim=1).numpy()
-    X = torch.sub(O, torch.from_numpy(c)[:, None]).exp_()  # exp(o_j - max_j o_j), the softmax's numerators
+    k = kernels.constants(Rn.dtype, float(elu_param), bpreg, scale)
     if out is None:
         out = torch.empty_like(R)
     w = weights.numpy().astype(Rn.dtype, copy=False) if weights is not None else np.zeros(0, Rn.dtype)
-    loss = kernels.bpr_max_rows(Rn, O.numpy(), X.numpy(), c, w, k, _EPS_LOG, out.numpy())
+    loss = kernels.bpr_max_rows(Rn, w, k, _EPS_LOG, Rn.dtype == np.float32, out.numpy())
     return torch.tensor(loss, dtype=R.dtype), out
 
 
@@ -520,10 +515,16 @@ class _AdagradM:
         """Update the flat vector ``p`` with its gradient ``g``."""
         self.kernels.adagrad_dense(p.numpy(), self.acc[id(p)], self.mom[id(p)], g.numpy(), self.lr, self.momentum, self.nesterov)
 
-    def rows(self, p: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def rows(self, p: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], scratch: bool = False) -> None:
         """Update the rows of item matrix ``p`` named in ``parts``: (row indices (k,), gradient rows
-        (k, <= width)) pairs; indices may repeat (their gradients are summed first)."""
-        self._rows[id(p)].update([(i.numpy(), g.numpy()) for i, g in parts], self.lr, self.momentum, self.nesterov)
+        (k, <= width)) pairs; indices may repeat (their gradients are summed first). ``scratch``:
+        at most two parts, the first of full width, whose gradient may be overwritten."""
+        arrays = [(i.numpy(), g.numpy()) for i, g in parts]
+        if scratch and len(arrays) <= 2 and arrays[0][1].shape[1] == p.shape[1]:
+            i1, g1 = arrays[1] if len(arrays) == 2 else (_NO_ROWS, _NONE)
+            self._rows[id(p)].update_scratch(*arrays[0], i1, g1, self.lr, self.momentum, self.nesterov)
+        else:
+            self._rows[id(p)].update(arrays, self.lr, self.momentum, self.nesterov)
 
 
 @dataclass
@@ -575,7 +576,7 @@ class _Fwd:
     Gout: torch.Tensor  # (M, D + 1) their output vectors and biases
     hx: torch.Tensor  # (b, D + 1) top-layer output, ones in the last column
     m_e: torch.Tensor | None  # embedding dropout mask
-    cache: list  # per layer: (input, previous state, [r z], candidate, U_n h + b, candidate - state, dropout mask)
+    cache: list  # per layer: (input, previous state, [r z], candidate, U h + b_hh, candidate - state, dropout mask)
     lq: torch.Tensor | None  # (M,) logQ correction of the scores, or None
     w: torch.Tensor | None  # (M,) BPR-max: how many sampled negatives each column stands for
 
@@ -586,7 +587,11 @@ class _Trainer:
     def __init__(self, net: _Net, cfg: GRU4RecConfig, popularity: np.ndarray) -> None:
         self.net, self.cfg = net, cfg
         self.opt = _AdagradM(net, cfg.learning_rate, cfg.momentum, cfg.nesterov, cfg.adagrad_eps)
-        self.gen = torch.Generator().manual_seed(int(cfg.seed))
+        from nextclick import kernels  # numba: imported (and its loops loaded) only when training
+
+        self.kernels = kernels
+        self.rng = np.random.default_rng([int(cfg.seed), 1])  # dropout: a stream apart from the initialisation's
+        self._counts: np.ndarray | None = None  # per-item draw counters of _columns (kept zero between steps)
         self.scale = 1.0 / cfg.batch_size
         self.xe = cfg.loss == "cross-entropy"
         self.logq_t = self.logq_s = None
@@ -599,7 +604,7 @@ class _Trainer:
 
     def _mask(self, shape: tuple[int, int], p: float) -> torch.Tensor:
         """Inverted-dropout mask: 0 with probability p, else 1 / (1 - p)."""
-        return torch.rand(shape, generator=self.gen).ge_(p).mul_(1.0 / (1.0 - p))
+        return torch.from_numpy(self.rng.random(shape, dtype=np.float32)).ge_(p).mul_(1.0 / (1.0 - p))
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]) -> _Fwd:
@@ -608,10 +613,7 @@ class _Trainer:
         sizes, mode, b = net.sizes, net.mode, x.numel()
         D, L = sizes[-1], len(sizes)
         V = net.views
-        cnt = None
-        if neg is not None:  # each distinct negative once, weighted by how often it was drawn
-            neg, cnt = self._distinct(neg)
-        y_all = y if neg is None else torch.cat((y, neg))  # (M,) M = b + distinct negatives
+        y_all, lq, w = self._columns(y, neg)  # (M,) M = b + distinct negatives
         if mode == "constrained":
             G = net.out.index_select(0, torch.cat((x, y_all)))  # (b + M, D + 1), one gather
             Gout, inp = G[b:], G[:b, :D]  # (M, D + 1), (b, D)
@@ -623,50 +625,64 @@ class _Trainer:
             m_e = self._mask((b, inp.shape[1]), cfg.dropout_p_embed)
             inp = inp * m_e
         cache = []
-        hx = torch.empty(b, D + 1)
-        hx[:, D] = 1.0
         for l, Dl in enumerate(sizes):
             Hp = H[l]
             gx = net.input_gates(l, x, inp, _mm)  # (b, 3 Dl)
-            gh = _mm(Hp, V["w_hh"][l].t()).add_(V["b_hh"][l])  # (b, 3 Dl)
-            rz = torch.add(gx[:, : 2 * Dl], gh[:, : 2 * Dl]).sigmoid_()  # (b, 2 Dl) reset, update
-            ghn = gh[:, 2 * Dl :]
-            n = torch.addcmul(gx[:, 2 * Dl :], rz[:, :Dl], ghn).tanh_()  # (b, Dl) candidate
-            dn = n - Hp
-            h = hx[:, :D] if l == L - 1 else torch.empty(b, Dl)
-            torch.addcmul(Hp, rz[:, Dl:], dn, out=h)  # (1 - z) H + z n
+            gh = _mm(Hp, V["w_hh"][l].t())  # (b, 3 Dl); the kernel adds b_hh
+            rz, n, dn = torch.empty(b, 2 * Dl), torch.empty(b, Dl), torch.empty(b, Dl)  # [reset update], candidate, n - H
+            h = torch.empty(b, Dl)
             p = cfg.dropout_p_embed if (l == 0 and mode == "onehot") else cfg.dropout_p_hidden
-            m = None
-            if p > 0:
-                m = self._mask((b, Dl), p)
-                h.mul_(m)
-            cache.append((inp, Hp, rz, n, ghn, dn, m))
+            m = torch.empty(b, Dl) if p > 0 else None
+            u = self.rng.random((b, Dl), dtype=np.float32) if p > 0 else _NONE
+            # h = ((1 - z) H + z n) * dropout mask
+            self.kernels.gru_forward(
+                gx.numpy(), gh.numpy(), V["b_hh"][l].numpy(), Hp.numpy(), u, p,
+                rz.numpy(), n.numpy(), dn.numpy(), _NONE if m is None else m.numpy(), h.numpy(),
+            )
+            cache.append((inp, Hp, rz, n, gh, dn, m))
             H[l] = h  # the (dropped-out) output is the new hidden state, as in the official code
             inp = h
-        lq = w = None
-        if self.xe and (self.logq_t is not None or cnt is not None):
-            # logits R - lq; a negative drawn c times enters the softmax c times: + log(c)
-            lq = self.logq_t.index_select(0, y_all) if self.logq_t is not None else torch.zeros(y_all.numel())
-            if neg is not None:
-                lq_s = self.logq_s.index_select(0, neg) if self.logq_s is not None else torch.zeros(neg.numel())
-                lq[b:] = lq_s.sub_(cnt.log())  # type: ignore[union-attr]
-        elif cnt is not None:
-            w = torch.cat((torch.ones(b), cnt))
+        hx = torch.empty(b, D + 1)  # the top layer's output and a column of ones (the output bias)
+        hx[:, :D] = H[L - 1]
+        hx[:, D] = 1.0
         return _Fwd(b, x, y_all, Gout, hx, m_e, cache, lq, w)
 
-    def _distinct(self, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distinct sampled negatives (sorted) and how often each was drawn (float). Scoring and
-        updating each distinct item once, with its count folded into the softmax, gives the same
-        loss and gradients as the repeated columns (a repeated column's softmax terms are
-        identical) at a fraction of the cost: 2048 draws from rsc15-100k's 2,933 items hold about
-        1,150 distinct ones."""
-        n = self.net.out.shape[0]
-        if n <= 16 * neg.numel():
-            c = torch.bincount(neg, minlength=n)
-            u = torch.nonzero(c).flatten()
-            return u, c.index_select(0, u).float()
+    def _columns(
+        self, y: torch.Tensor, neg: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The step's output items: the targets, then each distinct sampled negative once (in item
+        order), with the cross-entropy's offsets ``lq`` (logQ, and ``-log(count)`` for a negative
+        drawn ``count`` times: it enters the softmax that many times) or BPR-max's column weights
+        ``w`` (the counts); None where there is nothing to correct. Scoring and updating each
+        distinct item once gives the same loss and gradients as the repeated columns (a repeated
+        column's softmax terms are identical) at a fraction of the cost: 2048 draws from
+        rsc15-100k's 2,933 items hold about 1,150 distinct ones."""
+        b = y.numel()
+        if neg is None:
+            lq = self.logq_t.index_select(0, y) if self.xe and self.logq_t is not None else None
+            return y, lq, None
+        n_items = self.net.out.shape[0]
+        if n_items <= 16 * neg.numel():  # a pass over every item's counter beats sorting the draws
+            if self._counts is None:
+                self._counts = np.zeros(n_items, np.int32)
+            k = b + neg.numel()
+            y_all, lq, w = np.empty(k, np.int64), np.empty(k, np.float32), np.empty(k, np.float32)
+            none = np.zeros(0, np.float32)
+            M = self.kernels.step_columns(
+                y.numpy(), neg.numpy(), self._counts, self.xe,
+                none if self.logq_t is None else self.logq_t.numpy(), none if self.logq_s is None else self.logq_s.numpy(),
+                y_all, lq, w,
+            )
+            t = torch.from_numpy
+            return t(y_all[:M]), (t(lq[:M]) if self.xe else None), (None if self.xe else t(w[:M]))
         u, c = torch.unique(neg, return_counts=True)
-        return u, c.float()
+        y_all = torch.cat((y, u))
+        if not self.xe:
+            return y_all, None, torch.cat((torch.ones(b), c.float()))
+        lq = self.logq_t.index_select(0, y_all) if self.logq_t is not None else torch.zeros(y_all.numel())
+        lq_s = self.logq_s.index_select(0, u) if self.logq_s is not None else torch.zeros(u.numel())
+        lq[b:] = lq_s.sub_(c.float().log())
+        return y_all, lq, None
 
     def loss(self, f: _Fwd, dR: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
         """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D) with dL/d(top-layer output)."""
@@ -691,20 +707,13 @@ class _Trainer:
         rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for l in range(len(sizes) - 1, -1, -1):
             Dl = sizes[l]
-            inp, Hp, rz, n, ghn, dn, m = f.cache[l]
-            if m is not None:
-                dh = dh * m
-            dg = torch.empty(b, 3 * Dl)  # gate pre-activation grads (input side)
-            torch.mul(dh, dn, out=dg[:, Dl : 2 * Dl])  # update gate
-            dan = torch.mul(dh, rz[:, Dl:], out=dg[:, 2 * Dl :])
-            dan.mul_(torch.mul(n, n).neg_().add_(1.0))  # * (1 - n^2)
-            torch.mul(dan, ghn, out=dg[:, :Dl])  # reset gate
-            dg[:, : 2 * Dl].mul_(torch.addcmul(rz, rz, rz, value=-1.0))  # * sigmoid'
-            dgh = dg.clone()
-            dgh[:, 2 * Dl :].mul_(rz[:, :Dl])
+            inp, Hp, rz, n, gh, dn, m = f.cache[l]
+            dg, dgh = torch.empty(b, 3 * Dl), torch.empty(b, 3 * Dl)  # gate pre-activation grads (input, recurrent side)
+            self.kernels.gru_backward(
+                dh.numpy(), _NONE if m is None else m.numpy(), rz.numpy(), n.numpy(), gh.numpy(), dn.numpy(),
+                dg.numpy(), dgh.numpy(), gw["b_ih"][l].numpy(), gw["b_hh"][l].numpy(),
+            )
             _mm(dgh.t(), Hp, out=gw["w_hh"][l])
-            torch.sum(dgh, 0, out=gw["b_hh"][l])
-            torch.sum(dg, 0, out=gw["b_ih"][l])
             if inp is None:  # one-hot layer: row-sparse input weights
                 rows.append((net.wx, x, dg))  # type: ignore[arg-type]
                 return rows, None
@@ -749,10 +758,10 @@ class _Trainer:
         g_out = self.out_grad(dR, f)  # (M, D + 1)
         rows, d_in = self.hidden_grad(dh, f)
         # the output matrix: its output rows and, in constrained mode, its input rows
-        opt.rows(net.out, [(f.y_all, g_out)] + ([(f.x, d_in)] if d_in is not None else []))
+        opt.rows(net.out, [(f.y_all, g_out)] + ([(f.x, d_in)] if d_in is not None else []), scratch=True)
         opt.dense(net.dense, net.dense_grad)
         for p, idx, g in rows:
-            opt.rows(p, [(idx, g)])
+            opt.rows(p, [(idx, g)], scratch=True)
         return loss
 
 

@@ -194,12 +194,16 @@ class RowUpdater:
         """:meth:`update` with two parts, ``(idx0, g0)`` (full width) and ``(idx1, g1)`` (may be
         empty or narrower), where ``g0`` is scratch: the rows of repeated items are summed into it
         in place instead of into a copy."""
+        _update_in_place(*self.scratch_args(idx0, g0, idx1, g1), lr, m, nesterov)
+
+    def scratch_args(self, idx0: np.ndarray, g0: np.ndarray, idx1: np.ndarray, g1: np.ndarray) -> tuple:
+        """The arrays :func:`_update_in_place` takes for these parts (scratch sized to fit)."""
         k1 = int(idx1.shape[0])
         if k1 > self.buf.shape[0]:
             self.rows = np.zeros(k1, np.int64)
             self.buf = np.zeros((k1, self.p.shape[1]), np.float32)
         first = np.empty(idx0.shape[0], np.int64)
-        _update_in_place(self.p, self.acc, self.mom, self.pos, idx0, g0, idx1, g1, first, self.rows, self.buf, lr, m, nesterov)
+        return (self.p, self.acc, self.mom, self.pos, idx0, g0, idx1, g1, first, self.rows, self.buf)
 
 
 # ---------------------------------------------------------------------------------- exponentials
@@ -258,8 +262,8 @@ def constants(dtype: np.dtype, a: float, bpreg: float, scale: float) -> np.ndarr
 
 
 @numba.njit(fastmath=True, **_JIT)  # finite scores: a NaN fails training at the loss check anyway
-def xe_rows(R: np.ndarray, lq: np.ndarray, scale: float, eps: float, fast: bool, out: np.ndarray) -> float:
-    """Cross-entropy over each row's softmax, row ``i``'s target column ``i``, in one pass per row:
+def xe_rows(R: np.ndarray, lq: np.ndarray, scale: float, eps: float, fast: bool, out: np.ndarray, off: int) -> float:
+    """Cross-entropy over each row's softmax, row ``i``'s target column ``off + i``, per row:
     ``z = R - lq`` (``lq`` empty: no correction), ``p = softmax(z)``; returns ``-scale * sum_i
     log(p_ii + eps)`` and writes ``scale * (p - onehot)`` to ``out``. Sums in float64; ``fast``:
     float32 scores, exponentials by :func:`vexp`'s vectorised loop."""
@@ -282,22 +286,24 @@ def xe_rows(R: np.ndarray, lq: np.ndarray, scale: float, eps: float, fast: bool,
         S = 0.0
         for j in range(M):
             S += z[j]
-        loss -= np.log(z[i] / S + eps)
+        loss -= np.log(z[off + i] / S + eps)
         tmp[0] = scale / S
         inv = tmp[0]
         for j in range(M):
             out[i, j] = z[j] * inv
-        out[i, i] -= scale
+        out[i, off + i] -= scale
     return loss * scale
 
 
 @numba.njit(fastmath={"reassoc", "contract"}, **_JIT)
-def bpr_max_rows(R: np.ndarray, w: np.ndarray, k: np.ndarray, eps: float, fast: bool, out: np.ndarray) -> float:
+def bpr_max_rows(
+    R: np.ndarray, w: np.ndarray, k: np.ndarray, eps: float, fast: bool, out: np.ndarray, off: int
+) -> float:
     """:func:`nextclick.models.gru4rec.bpr_max_loss_grad`, one row at a time, every pass in cache.
 
     ``R`` raw scores, ``w`` the negatives' weights (empty: all 1), ``k`` :func:`constants`, ``fast``
     as in :func:`xe_rows`. Row
-    ``i``'s target is column ``i``. Per row: ``o = elu(R)`` (``R`` when ``a`` is 0), ``x = exp(o -
+    ``i``'s target is column ``off + i``. Per row: ``o = elu(R)`` (``R`` when ``a`` is 0), ``x = exp(o -
     max o)``, then the sums and the gradient; ``sigmoid(t - o_j) = 1 / (1 + x_j exp(max o - t))``
     reuses the softmax's exponentials. Writes dL/dR to ``out`` and returns the loss.
     """
@@ -325,7 +331,8 @@ def bpr_max_rows(R: np.ndarray, w: np.ndarray, k: np.ndarray, eps: float, fast: 
         for j in range(M):
             T[j] = O[j] - c
         vexp(T, X, e, fast)
-        t = O[i]
+        ti = off + i
+        t = O[ti]
         kt = np.exp(min(c - t, big))
         S = 0.0  # sums over the negatives in float64
         SA = 0.0
@@ -333,7 +340,7 @@ def bpr_max_rows(R: np.ndarray, w: np.ndarray, k: np.ndarray, eps: float, fast: 
         SC = 0.0
         for j in range(M):
             ex = X[j] * w[j] if use_w else X[j]
-            if j == i:
+            if j == ti:
                 ex = zero
             sig = one / (one + X[j] * kt)
             o = O[j]
@@ -357,9 +364,9 @@ def bpr_max_rows(R: np.ndarray, w: np.ndarray, k: np.ndarray, eps: float, fast: 
                 g *= o + a  # d elu / dR = a exp(R) = elu(R) + a
             out[i, j] = g
         g_t = -(A - SB / S) * inv
-        if a > zero and R[i, i] <= zero:
-            g_t *= O[i] + a
-        out[i, i] = g_t
+        if a > zero and R[i, ti] <= zero:
+            g_t *= O[ti] + a
+        out[i, ti] = g_t
     return loss * k[2]
 
 
@@ -400,25 +407,32 @@ def step_columns(
 
 
 # ---------------------------------------------------------------------------------- GRU gates
+@numba.njit(**_JIT)
+def dropout_mask(u: np.ndarray, thr: np.uint32, keep: float, mask: np.ndarray) -> None:
+    """Inverted dropout from random bits: ``mask = keep`` (``1 / (1 - p)``) where the uint32 ``u
+    >= thr`` (``thr = p * 2^32``, rounded: probability ``p`` to within 2^-33), else 0."""
+    k, z = _F(keep), _F(0.0)
+    for j in range(u.shape[0]):
+        mask[j] = k if u[j] >= thr else z
+
+
 @numba.njit(fastmath={"contract"}, **_JIT)
 def gru_forward(
-    gx: np.ndarray, gh: np.ndarray, b_hh: np.ndarray, H: np.ndarray, u: np.ndarray, p: float,
+    gx: np.ndarray, gh: np.ndarray, b_hh: np.ndarray, H: np.ndarray, u: np.ndarray, thr: np.uint32, keep: float,
     rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
 ) -> None:
     """A GRU layer's gates from its input and recurrent pre-activations, ``gx`` (b, 3D, input bias
     included) and ``gh`` (b, 3D, without ``b_hh``, which is added in place). Writes ``rz =
     sigmoid(gx + gh)[:, :2D]`` (reset, update), ``n = tanh(gx_n + r * gh_n)``, ``dn = n - H`` and
-    ``h = (H + z dn) * mask`` where ``mask = (u >= p) / (1 - p)`` (``u`` uniform draws, (b, D);
-    empty: no dropout, ``mask`` untouched). float32 (see :func:`vexp`); row slices, so that the
-    loops index from 0 and vectorise."""
+    ``h = (H + z dn) * mask`` with the dropout mask of :func:`dropout_mask` (``u`` empty: no
+    dropout, ``mask`` untouched). float32 (see :func:`vexp`); row slices, so that the loops index
+    from 0 and vectorise."""
     b, D = H.shape
     e = np.empty(2 * D, np.int32)
     s = np.empty(2 * D, gx.dtype)
     x = np.empty(2 * D, gx.dtype)
     v = np.empty(D, gx.dtype)
     drop = u.shape[0] > 0
-    keep = _F(1.0 / (1.0 - p)) if drop else _F(1.0)
-    pf = _F(p)
     one, two, zero = _F(1.0), _F(2.0), _F(0.0)
     for i in range(b):
         gxi, ghi, rzi = gx[i], gh[i], rz[i]
@@ -444,9 +458,8 @@ def gru_forward(
         for j in range(D):
             hi[j] = Hi[j] + z[j] * dni[j]
         if drop:
-            ui, mi = u[i], mask[i]
-            for j in range(D):
-                mi[j] = keep if ui[j] >= pf else zero
+            dropout_mask(u[i], thr, keep, mask[i])
+            mi = mask[i]
             for j in range(D):
                 hi[j] *= mi[j]
 
@@ -491,6 +504,139 @@ def gru_backward(
             db_ih[j] += dgi[j]
         for j in range(3 * D):
             db_hh[j] += dghi[j]
+
+
+# ---------------------------------------------------------------------------------- a training step's phases
+# Each phase splits its work (rows of the batch, or whole products) over numba's threads; the
+# products inside call BLAS (scipy's, one thread each) on contiguous row blocks. One thread pool
+# for the whole step: BLAS's own threads would spin on the same cores (docs/benchmarks.md).
+_PAR = dict(_JIT, parallel=True)
+
+
+@numba.njit(**_PAR)
+def gather_rows(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray) -> None:
+    """``dst[k] = src[idx[k]]``, and ``inp[k] = src[x[k], :width of inp]`` (the input rows of the
+    constrained embedding; ``x`` empty: none)."""
+    for k in numba.prange(idx.shape[0]):
+        dst[k] = src[idx[k]]
+    w = inp.shape[1]
+    for k in numba.prange(x.shape[0]):
+        inp[k] = src[x[k], :w]
+
+
+@numba.njit(**_PAR)
+def layer_forward(
+    inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
+    w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
+    u: np.ndarray, thr: np.uint32, keep: float, parts: int,
+    gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
+    hx: np.ndarray,
+) -> None:
+    """A GRU layer over the batch in ``parts`` row blocks: dropout on ``inp`` in place where
+    ``u_in`` is not empty (mask to ``mask_in``, :func:`dropout_mask`), ``gx = inp w_ih^T + b_ih``
+    (``inp`` empty: ``gx`` already holds the input pre-activations), ``gh = H w_hh^T``, then
+    :func:`gru_forward` (the other arguments as there); the top layer also writes its output to
+    ``hx`` (b, D + 1) with a last column of ones (empty: not the top layer)."""
+    b, D = H.shape
+    step = (b + parts - 1) // parts
+    drop, drop_in = u.shape[0] > 0, u_in.shape[0] > 0
+    for t in numba.prange(parts):
+        lo = t * step
+        hi = min(b, lo + step)
+        if lo < hi:
+            if drop_in:
+                for i in range(lo, hi):
+                    dropout_mask(u_in[i], thr_in, keep_in, mask_in[i])
+                    x, m = inp[i], mask_in[i]
+                    for j in range(x.shape[0]):
+                        x[j] *= m[j]
+            if inp.shape[0] > 0:
+                g = gx[lo:hi]
+                np.dot(inp[lo:hi], w_ih.T, g)
+                for i in range(hi - lo):
+                    g[i] += b_ih
+            np.dot(H[lo:hi], w_hh.T, gh[lo:hi])
+            gru_forward(
+                gx[lo:hi], gh[lo:hi], b_hh, H[lo:hi], u[lo:hi] if drop else u, thr, keep,
+                rz[lo:hi], n[lo:hi], dn[lo:hi], mask[lo:hi] if drop else mask, h[lo:hi],
+            )
+            if hx.shape[0] > 0:
+                for i in range(lo, hi):
+                    hx[i, :D] = h[i]
+                    hx[i, D] = 1.0
+
+
+@numba.njit(**_PAR)
+def loss_phase(
+    hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float, eps: float,
+    parts: int, dR: np.ndarray, dh: np.ndarray,
+) -> float:
+    """Scores, loss and the gradient of the top layer's output, in ``parts`` row blocks: ``R =
+    hx G^T`` (``hx`` (b, D + 1) with a last column of ones, ``G`` (M, D + 1) the output rows and
+    biases), the loss rows (:func:`xe_rows` with offsets ``lq``, or :func:`bpr_max_rows` with
+    weights ``w`` and constants ``k``) writing ``dR`` (b, M), and ``dh = dR G`` (b, D + 1; the
+    last column is the bias's and unused). Returns the loss."""
+    b = hx.shape[0]
+    step = (b + parts - 1) // parts
+    losses = np.zeros(parts)
+    for t in numba.prange(parts):
+        lo = t * step
+        hi = min(b, lo + step)
+        if lo < hi:
+            R = np.dot(hx[lo:hi], G.T)
+            if xe:
+                losses[t] = xe_rows(R, lq, scale, eps, True, dR[lo:hi], lo)
+            else:
+                losses[t] = bpr_max_rows(R, w, k, eps, True, dR[lo:hi], lo)
+            np.dot(dR[lo:hi], G, dh[lo:hi])
+    return losses.sum()
+
+
+@numba.njit(**_PAR)
+def backward_products(
+    dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray,
+    dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
+    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray,
+) -> None:
+    """A layer's weight-gradient products as two tasks of about equal work: ``g_out = dR^T hx``
+    (the output rows' gradient; top layer only, ``dR`` empty otherwise), ``gw_hh = dgh^T H``,
+    ``gw_ih = dg^T inp`` and ``d_in = dg w_ih`` (the gradient of the layer's input; each skipped
+    where its input array is empty). The first task takes ``g_out`` and the first rows of
+    ``gw_hh`` (a contiguous copy of their columns of ``dgh``), the second the rest."""
+    b, G3 = dgh.shape
+    work_out = dR.shape[1] * hx.shape[1] if dR.shape[0] > 0 else 0
+    work_hh = G3 * H.shape[1]
+    work_in = G3 * inp.shape[1] * ((inp.shape[0] > 0) + (d_in.shape[0] > 0))
+    half = (work_out + work_hh + work_in) // 2
+    split = min(G3, max(0, (half - work_out) * G3 // max(work_hh, 1)))  # rows of gw_hh for the first task
+    for t in numba.prange(2):
+        if t == 0:
+            if work_out > 0:
+                np.dot(dR.T, hx, g_out)
+            if split > 0:
+                np.dot(np.ascontiguousarray(dgh[:, :split]).T, H, gw_hh[:split])
+        else:
+            if split < G3:
+                np.dot(np.ascontiguousarray(dgh[:, split:]).T, H, gw_hh[split:])
+            if inp.shape[0] > 0:
+                np.dot(dg.T, inp, gw_ih)
+            if d_in.shape[0] > 0:
+                np.dot(dg, w_ih, d_in)
+
+
+@numba.njit(**_PAR)
+def update_phase(
+    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
+    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
+) -> None:
+    """The output matrix's rows (:func:`_update_in_place`) on one thread while the other updates
+    the flat GRU vector ``pd`` (:func:`adagrad_dense`)."""
+    for t in numba.prange(2):
+        if t == 0:
+            _update_in_place(p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, lr, m, nesterov)
+        else:
+            _update(pd, accd, momd, gd, np.float32(lr), np.float32(m), momd.shape[0] > 0, nesterov)
 
 
 # ---------------------------------------------------------------------------------- top-k

@@ -142,14 +142,17 @@ def test_sampled_negatives_follow_popularity_power_alpha() -> None:
 
 
 # ------------------------------------------------------------------------------ backward pass
-def _reference_gradients(net: _Net, cfg, x, y, neg, H, scale: float):
-    """Autograd through the GRU4Rec equations with the same weights."""
+def _reference_gradients(net: _Net, cfg, x, y, neg, H, scale: float, m_e=None, masks=None):
+    """Autograd through the GRU4Rec equations with the same weights (and the same dropout masks:
+    ``m_e`` on the input rows, ``masks[l]`` on layer ``l``'s output, when given)."""
     P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in net.arrays().items()}
     inp = None
     if net.mode == "constrained":
         inp = P["item_out"][x]
     elif net.mode == "embedding":
         inp = P["item_in"][x]
+    if m_e is not None and inp is not None:
+        inp = inp * torch.from_numpy(m_e).double()
     for l, Dl in enumerate(cfg.layers):
         if inp is None:
             gx = P["gru0.w_item"][x] + P["gru0.b_ih"]
@@ -161,6 +164,8 @@ def _reference_gradients(net: _Net, cfg, x, y, neg, H, scale: float):
         z = torch.sigmoid(gx[:, Dl : 2 * Dl] + gh[:, Dl : 2 * Dl])
         n = torch.tanh(gx[:, 2 * Dl :] + r * gh[:, 2 * Dl :])
         inp = (1 - z) * Hp + z * n
+        if masks is not None and masks[l] is not None:
+            inp = inp * torch.from_numpy(masks[l]).double()
     yy = torch.cat([y, neg])
     R = inp @ P["item_out"][yy].T + P["item_bias"][yy]
     if cfg.loss == "cross-entropy":
@@ -216,6 +221,48 @@ def test_hand_written_backward_matches_autograd(mode: str, loss: str, logq: floa
         np.testing.assert_allclose(dense[id(net.wx)].numpy(), ref["gru0.w_item"], atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("parts", [1, 2])
+def test_backward_with_dropout_matches_autograd(mode: str, parts: int) -> None:
+    # dropout on the input rows (or the one-hot layer's output) and on every layer's output, the
+    # masks drawn by the trainer; the step's phases in one block or split in two
+    cfg = GRU4Rec.Config(
+        layers=(6, 5), loss="bpr-max", batch_size=5, dropout_p_embed=0.4, dropout_p_hidden=0.3, bpreg=0.7, **MODES[mode]
+    )
+    if mode == "embedding":
+        cfg.embedding = 3
+    net = _Net.create(cfg, 12, np.random.default_rng(0))
+    net.dense.add_(torch.randn(net.dense.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    trainer = _Trainer(net, cfg, net_counts)
+    trainer.parts = parts
+    x, y, neg = torch.tensor([1, 5, 7, 5, 3]), torch.tensor([2, 7, 3, 12, 1]), torch.tensor([4, 2, 9, 9, 11])
+    H = [torch.randn(5, d, generator=torch.Generator().manual_seed(2)) * 0.5 for d in cfg.layers]
+    f = trainer.forward(x, y, neg, [h.clone() for h in H])
+    masks = [c[6] for c in f.cache]
+    assert all(m is not None for m in masks) and ((masks[0] == 0).any() or (masks[1] == 0).any())
+    if mode != "onehot":
+        assert f.m_e is not None and set(np.unique(f.m_e)) <= {0.0, np.float32(1 / 0.6)}
+    dR, dh = np.empty((5, f.y_all.numel()), np.float32), np.empty((5, 6), np.float32)
+    loss = trainer.loss(f, dR, dh)
+    g_out, rows, d_in = trainer.backward(dR, dh, f)
+    ref_loss, ref = _reference_gradients(net, cfg, x, y, neg, [h.clone() for h in H], 1 / 5, f.m_e, masks)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    for name, vs in net.grads.items():
+        for l, g in enumerate(vs):
+            if g is not None:
+                np.testing.assert_allclose(g.numpy(), ref[f"gru{l}.{name}"], atol=1e-5, err_msg=f"gru{l}.{name}")
+    out = np.zeros_like(ref["item_out"])
+    np.add.at(out, f.y_all.numpy(), g_out[:, :5])
+    if d_in is not None:
+        np.add.at(out, x.numpy(), d_in)
+    np.testing.assert_allclose(out, ref["item_out"], atol=1e-5)
+    for p, idx, g in rows:
+        want = ref["item_in"] if p is net.emb else ref["gru0.w_item"]
+        got = np.zeros_like(want)
+        np.add.at(got, idx.numpy(), g)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 @pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
 def test_one_training_step_lowers_the_loss(loss: str) -> None:
     cfg = GRU4Rec.Config(layers=(8,), loss=loss, batch_size=3, learning_rate=0.1, n_sample=4)
@@ -223,7 +270,7 @@ def test_one_training_step_lowers_the_loss(loss: str) -> None:
     trainer = _Trainer(net, cfg, np.array([0.0] + [1.0] * 10))
     x, y, neg = torch.tensor([1, 4, 7]), torch.tensor([2, 5, 8]), torch.tensor([3, 6, 9, 10])
     H0 = [torch.zeros(3, 8)]
-    before = trainer.step(x, y, neg, [h.clone() for h in H0]).item()  # loss before its update
+    before = trainer.step(x, y, neg, [h.clone() for h in H0])  # loss before its update
     after = trainer.gradients(x, y, neg, [h.clone() for h in H0])[0].item()
     assert after < before
 

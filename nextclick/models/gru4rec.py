@@ -24,12 +24,14 @@ What one training step does (``B`` slots of the session-parallel batch, ``S = n_
 
 The forward and backward passes are written out by hand (one GRU step has a short closed-form
 gradient, checked against autograd in the tests), so a step is a fixed, short list of fused
-operations with no autograd graph. The matrix products run in numpy's BLAS (OpenBLAS, with
-``n_threads`` threads), the element-wise work in torch on one thread, and the parts that would
-otherwise be long chains of whole-array operations as compiled loops (:mod:`nextclick.kernels`,
-numba): the BPR-max loss and gradient after its exponentials, and the optimiser. The item
-matrices get row-sparse gradients, and Adagrad with momentum reads and writes only the rows a
-step touched (repeated rows summed first). An epoch's session-parallel steps are laid out as
+operations with no autograd graph: five compiled phases (:mod:`nextclick.kernels`, numba) --
+the gather of the step's item rows, each GRU layer, the scores with the loss and its gradient,
+the weight-gradient products, the optimiser -- each split over ``n_threads`` threads of numba's
+pool (row blocks of the batch, or whole products as separate tasks), with the products inside
+calling BLAS single-threaded on contiguous blocks, so one thread pool serves the whole step. The
+element-wise loops are written so that the compiler vectorises them, exponentials included. The
+item matrices get row-sparse gradients, and Adagrad with momentum reads and writes only the rows
+a step touched (repeated rows summed first). An epoch's session-parallel steps are laid out as
 flat arrays before the epoch starts, and negatives come from a pre-drawn sample store, so the
 Python work per step is a few slices. Inference runs torch single-threaded.
 
@@ -85,7 +87,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -104,6 +106,7 @@ log = logging.getLogger(__name__)
 _EPS_LOG = 1e-24  # inside the logarithms of both losses, as in the official code
 _NONE = np.zeros((0, 0), np.float32)  # the compiled gate loops' "no dropout"
 _NO_ROWS = np.zeros(0, np.int64)
+_NONE_U = np.zeros((0, 0), np.uint32)  # no dropout bits
 
 
 @contextmanager
@@ -119,19 +122,23 @@ def _threads(n: int) -> Iterator[None]:
             torch.set_num_threads(old)
 
 
+@contextmanager
+def _numba_threads(n: int) -> Iterator[int]:
+    """Run numba's parallel loops with ``n`` threads (at most its pool's size) inside the block;
+    yields the number used."""
+    import numba
+
+    old = numba.get_num_threads()
+    use = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(use)
+    try:
+        yield use
+    finally:
+        numba.set_num_threads(old)
+
+
 def _one_thread():  # inference: a few small operations per call
     return _threads(1)
-
-
-def _mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b`` by numpy's BLAS (OpenBLAS) on zero-copy views: training's products run there,
-    with ``n_threads`` threads, while torch runs the element-wise work on one thread (torch's
-    float32 GEMM took up to 1.5x the time on these shapes, and two thread pools spinning on the
-    same cores slow each other down several-fold: docs/benchmarks.md)."""
-    if out is None:
-        out = torch.empty(a.shape[0], b.shape[1])
-    np.matmul(a.numpy(), b.numpy(), out=out.numpy())
-    return out
 
 
 # ---------------------------------------------------------------------------------- config
@@ -159,9 +166,9 @@ class GRU4RecConfig:
     session_order: Literal["time", "random"] = "time"
     adagrad_eps: float = 1e-6
     seed: int = 42
-    # BLAS threads for the matrix products while fitting; everything else runs on one thread
-    # (torch's and numba's). Two pay off for large layers or many negatives on an idle CPU (the
-    # retailrocket and n_sample 2048 presets); with small products they spin more than they compute.
+    # threads of a training step's compiled phases (numba's pool; BLAS runs single-threaded inside
+    # them). Two pay off for large layers or many negatives (the retailrocket and n_sample 2048
+    # presets); for small products the hand-over costs about what the second thread saves.
     n_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -217,7 +224,7 @@ def xe_loss_grad(
         out = torch.empty_like(R)
     Rn = R.numpy()
     lq = logq_offset.numpy().astype(Rn.dtype, copy=False) if logq_offset is not None else np.zeros(0, Rn.dtype)
-    loss = kernels.xe_rows(Rn, lq, scale, _EPS_LOG, Rn.dtype == np.float32, out.numpy())
+    loss = kernels.xe_rows(Rn, lq, scale, _EPS_LOG, Rn.dtype == np.float32, out.numpy(), 0)
     return torch.tensor(loss, dtype=R.dtype), out
 
 
@@ -241,7 +248,7 @@ def bpr_max_loss_grad(
     if out is None:
         out = torch.empty_like(R)
     w = weights.numpy().astype(Rn.dtype, copy=False) if weights is not None else np.zeros(0, Rn.dtype)
-    loss = kernels.bpr_max_rows(Rn, w, k, _EPS_LOG, Rn.dtype == np.float32, out.numpy())
+    loss = kernels.bpr_max_rows(Rn, w, k, _EPS_LOG, Rn.dtype == np.float32, out.numpy(), 0)
     return torch.tensor(loss, dtype=R.dtype), out
 
 
@@ -410,16 +417,11 @@ class _Net:
             return self.emb.index_select(0, x)  # type: ignore[union-attr]
         return None
 
-    def input_gates(
-        self, l: int, x: torch.Tensor, inp: torch.Tensor | None, mm: Callable[..., torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """(k, 3 D_l) input contribution to the gates of layer ``l`` (bias included); ``mm``: the
-        matrix product to use (training passes :func:`_mm`; default torch)."""
+    def input_gates(self, l: int, x: torch.Tensor, inp: torch.Tensor | None) -> torch.Tensor:
+        """(k, 3 D_l) input contribution to the gates of layer ``l`` (bias included)."""
         if inp is None:  # one-hot layer: a row lookup
             return self.wx.index_select(0, x).add_(self.views["b_ih"][0])  # type: ignore[union-attr]
-        if mm is None:
-            return torch.addmm(self.views["b_ih"][l], inp, self.views["w_ih"][l].t())
-        return mm(inp, self.views["w_ih"][l].t()).add_(self.views["b_ih"][l])
+        return torch.addmm(self.views["b_ih"][l], inp, self.views["w_ih"][l].t())
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, H: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -515,6 +517,20 @@ class _AdagradM:
         """Update the flat vector ``p`` with its gradient ``g``."""
         self.kernels.adagrad_dense(p.numpy(), self.acc[id(p)], self.mom[id(p)], g.numpy(), self.lr, self.momentum, self.nesterov)
 
+    def rows_and_dense(
+        self, p: torch.Tensor, idx0: np.ndarray, g0: np.ndarray, idx1: np.ndarray, g1: np.ndarray | None,
+        dense: torch.Tensor, dense_grad: torch.Tensor,
+    ) -> None:
+        """:meth:`rows` of ``p`` with scratch parts ``(idx0, g0)`` (full width) and ``(idx1, g1)``
+        (none where ``g1`` is None) on one thread while the other runs :meth:`dense`
+        (``kernels.update_phase``)."""
+        i1, h1 = (_NO_ROWS, _NONE) if g1 is None else (idx1, g1)
+        args = self._rows[id(p)].scratch_args(idx0, g0, i1, h1)
+        d = id(dense)
+        self.kernels.update_phase(
+            *args, dense.numpy(), self.acc[d], self.mom[d], dense_grad.numpy(), self.lr, self.momentum, self.nesterov
+        )
+
     def rows(self, p: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], scratch: bool = False) -> None:
         """Update the rows of item matrix ``p`` named in ``parts``: (row indices (k,), gradient rows
         (k, <= width)) pairs; indices may repeat (their gradients are summed first). ``scratch``:
@@ -573,10 +589,10 @@ class _Fwd:
     b: int
     x: torch.Tensor  # (b,) input items
     y_all: torch.Tensor  # (M,) output items: targets, then shared negatives
-    Gout: torch.Tensor  # (M, D + 1) their output vectors and biases
-    hx: torch.Tensor  # (b, D + 1) top-layer output, ones in the last column
-    m_e: torch.Tensor | None  # embedding dropout mask
-    cache: list  # per layer: (input, previous state, [r z], candidate, U h + b_hh, candidate - state, dropout mask)
+    Gout: np.ndarray  # (M, D + 1) their output vectors and biases
+    hx: np.ndarray  # (b, D + 1) top-layer output, ones in the last column
+    m_e: np.ndarray | None  # embedding dropout mask
+    cache: list  # per layer, arrays: (input, previous state, [r z], candidate, U h + b_hh, candidate - state, dropout mask)
     lq: torch.Tensor | None  # (M,) logQ correction of the scores, or None
     w: torch.Tensor | None  # (M,) BPR-max: how many sampled negatives each column stands for
 
@@ -592,6 +608,7 @@ class _Trainer:
         self.kernels = kernels
         self.rng = np.random.default_rng([int(cfg.seed), 1])  # dropout: a stream apart from the initialisation's
         self._counts: np.ndarray | None = None  # per-item draw counters of _columns (kept zero between steps)
+        self.parts = 1  # row blocks of the parallel phases: the training loop sets its thread count
         self.scale = 1.0 / cfg.batch_size
         self.xe = cfg.loss == "cross-entropy"
         self.logq_t = self.logq_s = None
@@ -602,49 +619,58 @@ class _Trainer:
             self.logq_t = torch.from_numpy((cfg.logq * lp).astype(np.float32))
             self.logq_s = torch.from_numpy((cfg.logq * cfg.sample_alpha * lp).astype(np.float32))
 
-    def _mask(self, shape: tuple[int, int], p: float) -> torch.Tensor:
-        """Inverted-dropout mask: 0 with probability p, else 1 / (1 - p)."""
-        return torch.from_numpy(self.rng.random(shape, dtype=np.float32)).ge_(p).mul_(1.0 / (1.0 - p))
+    def _dropout(self, b: int, d: int, p: float) -> tuple[np.ndarray, np.uint32, float, np.ndarray | None]:
+        """A (b, d) dropout's arguments for the compiled loops (:func:`kernels.dropout_mask`): random
+        bits (uint32; raw generator output, twice as fast here as uniform floats), the threshold
+        ``p * 2^32``, the kept values' scale ``1 / (1 - p)`` and the mask's array; no dropout when
+        ``p`` is 0 (empty bits, no mask)."""
+        if p <= 0:
+            return _NONE_U, np.uint32(0), 1.0, None
+        bits = self.rng.bit_generator.random_raw((b * d + 1) // 2).view(np.uint32)[: b * d].reshape(b, d)
+        return bits, np.uint32(min(round(p * 2.0**32), 2**32 - 1)), 1.0 / (1.0 - p), np.empty((b, d), np.float32)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]) -> _Fwd:
-        """Gather the step's item rows and run the GRU; replaces ``H`` (per-layer states) in place."""
-        net, cfg = self.net, self.cfg
+        """Gather the step's item rows and run the GRU; replaces ``H`` (per-layer states, contiguous)
+        in place."""
+        net, cfg, K = self.net, self.cfg, self.kernels
         sizes, mode, b = net.sizes, net.mode, x.numel()
         D, L = sizes[-1], len(sizes)
         V = net.views
         y_all, lq, w = self._columns(y, neg)  # (M,) M = b + distinct negatives
-        if mode == "constrained":
-            G = net.out.index_select(0, torch.cat((x, y_all)))  # (b + M, D + 1), one gather
-            Gout, inp = G[b:], G[:b, :D]  # (M, D + 1), (b, D)
+        Gout = np.empty((y_all.numel(), D + 1), np.float32)  # the output rows and biases
+        inp: np.ndarray | None = None  # the first layer's input rows (b, D_in)
+        if mode == "constrained":  # one gather: the output rows and the input rows
+            inp = np.empty((b, D), np.float32)
+            K.gather_rows(net.out.numpy(), y_all.numpy(), Gout, x.numpy(), inp)
         else:
-            Gout = net.out.index_select(0, y_all)
-            inp = net.emb.index_select(0, x) if mode == "embedding" else None  # type: ignore[union-attr]
-        m_e = None
-        if inp is not None and cfg.dropout_p_embed > 0:
-            m_e = self._mask((b, inp.shape[1]), cfg.dropout_p_embed)
-            inp = inp * m_e
+            K.gather_rows(net.out.numpy(), y_all.numpy(), Gout, _NO_ROWS, _NONE)
+            if mode == "embedding":
+                inp = net.emb.numpy()[x.numpy()]  # type: ignore[union-attr]
+        u_e, thr_e, keep_e, m_e = self._dropout(b, inp.shape[1], cfg.dropout_p_embed) if inp is not None else self._dropout(0, 0, 0.0)
+        hx = np.empty((b, D + 1), np.float32)  # the top layer's output and a column of ones (the output bias)
         cache = []
         for l, Dl in enumerate(sizes):
-            Hp = H[l]
-            gx = net.input_gates(l, x, inp, _mm)  # (b, 3 Dl)
-            gh = _mm(Hp, V["w_hh"][l].t())  # (b, 3 Dl); the kernel adds b_hh
-            rz, n, dn = torch.empty(b, 2 * Dl), torch.empty(b, Dl), torch.empty(b, Dl)  # [reset update], candidate, n - H
-            h = torch.empty(b, Dl)
+            Hp = H[l].numpy()
+            if inp is None:  # one-hot layer: the input pre-activations are a row lookup
+                gx = net.input_gates(l, x, None).numpy()
+            else:
+                gx = np.empty((b, 3 * Dl), np.float32)
+            gh, rz = np.empty((b, 3 * Dl), np.float32), np.empty((b, 2 * Dl), np.float32)  # U H + b_hh, [reset update]
+            n, dn, h = (np.empty((b, Dl), np.float32) for _ in range(3))  # candidate, n - H, output
             p = cfg.dropout_p_embed if (l == 0 and mode == "onehot") else cfg.dropout_p_hidden
-            m = torch.empty(b, Dl) if p > 0 else None
-            u = self.rng.random((b, Dl), dtype=np.float32) if p > 0 else _NONE
-            # h = ((1 - z) H + z n) * dropout mask
-            self.kernels.gru_forward(
-                gx.numpy(), gh.numpy(), V["b_hh"][l].numpy(), Hp.numpy(), u, p,
-                rz.numpy(), n.numpy(), dn.numpy(), _NONE if m is None else m.numpy(), h.numpy(),
+            u, thr, keep, m = self._dropout(b, Dl, p)
+            # h = ((1 - z) H + z n) * dropout mask, the input dropped out first (embedding dropout)
+            K.layer_forward(
+                _NONE if inp is None else inp, u_e, thr_e, keep_e, _NONE if m_e is None else m_e,
+                _NONE if inp is None else V["w_ih"][l].numpy(), V["b_ih"][l].numpy(), Hp, V["w_hh"][l].numpy(),
+                V["b_hh"][l].numpy(), u, thr, keep, self.parts,
+                gx, gh, rz, n, dn, _NONE if m is None else m, h, hx if l == L - 1 else _NONE,
             )
+            u_e = _NONE_U  # the embedding dropout is the first layer's only
             cache.append((inp, Hp, rz, n, gh, dn, m))
-            H[l] = h  # the (dropped-out) output is the new hidden state, as in the official code
+            H[l] = torch.from_numpy(h)  # the (dropped-out) output is the new hidden state, as in the official code
             inp = h
-        hx = torch.empty(b, D + 1)  # the top layer's output and a column of ones (the output bias)
-        hx[:, :D] = H[L - 1]
-        hx[:, D] = 1.0
         return _Fwd(b, x, y_all, Gout, hx, m_e, cache, lq, w)
 
     def _columns(
@@ -684,51 +710,53 @@ class _Trainer:
         lq[b:] = lq_s.sub_(c.float().log())
         return y_all, lq, None
 
-    def loss(self, f: _Fwd, dR: torch.Tensor, dh: torch.Tensor) -> torch.Tensor:
-        """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D) with dL/d(top-layer output)."""
-        R = _mm(f.hx, f.Gout.t())  # (b, M) scores
-        if self.xe:
-            loss, _ = xe_loss_grad(R, f.lq, self.scale, out=dR)
-        else:
-            loss, _ = bpr_max_loss_grad(R, self.cfg.bpreg, self.cfg.elu_param, self.scale, out=dR, weights=f.w)
-        _mm(dR, f.Gout[:, : self.net.sizes[-1]], out=dh)
-        return loss
+    def loss(self, f: _Fwd, dR: np.ndarray, dh: np.ndarray) -> float:
+        """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D + 1) with
+        dL/d(top-layer output) in its first D columns."""
+        cfg = self.cfg
+        k = self.kernels.constants(np.float32, cfg.elu_param, cfg.bpreg, self.scale)
+        none = np.zeros(0, np.float32)
+        return self.kernels.loss_phase(
+            f.hx, f.Gout, self.xe, none if f.lq is None else f.lq.numpy(), none if f.w is None else f.w.numpy(),
+            k, self.scale, _EPS_LOG, self.parts, dR, dh,
+        )
 
     # ------------------------------------------------------------------ backward
-    def hidden_grad(
-        self, dh: torch.Tensor, f: _Fwd
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], torch.Tensor | None]:
-        """Backward through the GRU from ``dh`` (b, D): dense gradients into ``net.dense_grad``;
-        returns the row-sparse gradients of the separate input matrices and, in constrained mode,
-        dL/d(input rows)."""
-        net = self.net
+    def backward(
+        self, dR: np.ndarray, dh: np.ndarray, f: _Fwd
+    ) -> tuple[np.ndarray, list[tuple[torch.Tensor, torch.Tensor, np.ndarray]], np.ndarray | None]:
+        """Backward from the loss's ``dR`` and ``dh`` (:meth:`loss`): dense gradients into
+        ``net.dense_grad``; returns the output rows' gradient (M, D + 1), the row-sparse gradients
+        of the separate input matrices and, in constrained mode, dL/d(input rows)."""
+        net, K = self.net, self.kernels
         sizes, b, x = net.sizes, f.b, f.x
         V, gw = net.views, net.grads
-        rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        D = sizes[-1]
+        g_out = np.empty((f.y_all.numel(), D + 1), np.float32)
+        d = np.ascontiguousarray(dh[:, :D])
+        rows: list[tuple[torch.Tensor, torch.Tensor, np.ndarray]] = []
         for l in range(len(sizes) - 1, -1, -1):
             Dl = sizes[l]
             inp, Hp, rz, n, gh, dn, m = f.cache[l]
-            dg, dgh = torch.empty(b, 3 * Dl), torch.empty(b, 3 * Dl)  # gate pre-activation grads (input, recurrent side)
-            self.kernels.gru_backward(
-                dh.numpy(), _NONE if m is None else m.numpy(), rz.numpy(), n.numpy(), gh.numpy(), dn.numpy(),
-                dg.numpy(), dgh.numpy(), gw["b_ih"][l].numpy(), gw["b_hh"][l].numpy(),
+            dg, dgh = np.empty((b, 3 * Dl), np.float32), np.empty((b, 3 * Dl), np.float32)  # gate pre-activation grads
+            K.gru_backward(d, _NONE if m is None else m, rz, n, gh, dn, dg, dgh, gw["b_ih"][l].numpy(), gw["b_hh"][l].numpy())
+            d_in = None if inp is None else np.empty((b, inp.shape[1]), np.float32)  # grad of the layer input
+            top = l == len(sizes) - 1
+            K.backward_products(
+                dR if top else _NONE, f.hx, g_out if top else _NONE, dgh, Hp, gw["w_hh"][l].numpy(),
+                dg, _NONE if inp is None else inp, _NONE if inp is None else gw["w_ih"][l].numpy(),
+                _NONE if inp is None else V["w_ih"][l].numpy(), _NONE if d_in is None else d_in,
             )
-            _mm(dgh.t(), Hp, out=gw["w_hh"][l])
-            if inp is None:  # one-hot layer: row-sparse input weights
+            if d_in is None:  # one-hot layer: row-sparse input weights
                 rows.append((net.wx, x, dg))  # type: ignore[arg-type]
-                return rows, None
-            _mm(dg.t(), inp, out=gw["w_ih"][l])
-            dh = _mm(dg, V["w_ih"][l])  # (b, D_in) grad of the layer input
+                return g_out, rows, None
+            d = d_in
         if f.m_e is not None:
-            dh.mul_(f.m_e)
+            d *= f.m_e
         if net.mode == "embedding":
-            rows.append((net.emb, x, dh))  # type: ignore[arg-type]
-            return rows, None
-        return rows, dh
-
-    def out_grad(self, dR: torch.Tensor, f: _Fwd) -> torch.Tensor:
-        """(M, D + 1) gradient of the output rows (vectors and biases)."""
-        return _mm(dR.t(), f.hx)
+            rows.append((net.emb, x, d))  # type: ignore[arg-type]
+            return g_out, rows, None
+        return g_out, rows, d
 
     def gradients(
         self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]
@@ -739,29 +767,27 @@ class _Trainer:
         may repeat); the dense gradients are left in ``net.dense_grad``. Replaces ``H`` in place.
         """
         f = self.forward(x, y, neg, H)
-        dR, dh = torch.empty(f.b, f.y_all.numel()), torch.empty(f.b, self.net.sizes[-1])
+        dR, dh = np.empty((f.b, f.y_all.numel()), np.float32), np.empty((f.b, self.net.sizes[-1] + 1), np.float32)
         loss = self.loss(f, dR, dh)
-        rows, d_in = self.hidden_grad(dh, f)
-        rows.append((self.net.out, f.y_all, self.out_grad(dR, f)))
+        g_out, rows, d_in = self.backward(dR, dh, f)
+        out = [(p, i, torch.from_numpy(g)) for p, i, g in rows] + [(self.net.out, f.y_all, torch.from_numpy(g_out))]
         if d_in is not None:
-            rows.append((self.net.out, f.x, torch.cat((d_in, torch.zeros(f.b, 1)), dim=1)))
-        return loss, rows
+            out.append((self.net.out, f.x, torch.cat((torch.from_numpy(d_in), torch.zeros(f.b, 1)), dim=1)))
+        return torch.tensor(loss), out
 
     # ------------------------------------------------------------------ one training step
-    def step(self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]) -> float:
         """Train on one session-parallel step; replaces ``H`` in place. Returns the loss."""
         net, opt = self.net, self.opt
         f = self.forward(x, y, neg, H)
-        b = f.b
-        dR, dh = torch.empty(b, f.y_all.numel()), torch.empty(b, net.sizes[-1])
+        dR, dh = np.empty((f.b, f.y_all.numel()), np.float32), np.empty((f.b, net.sizes[-1] + 1), np.float32)
         loss = self.loss(f, dR, dh)
-        g_out = self.out_grad(dR, f)  # (M, D + 1)
-        rows, d_in = self.hidden_grad(dh, f)
-        # the output matrix: its output rows and, in constrained mode, its input rows
-        opt.rows(net.out, [(f.y_all, g_out)] + ([(f.x, d_in)] if d_in is not None else []), scratch=True)
-        opt.dense(net.dense, net.dense_grad)
+        g_out, rows, d_in = self.backward(dR, dh, f)
+        # the output matrix (its output rows and, in constrained mode, its input rows) and the GRU
+        # weights at once
+        opt.rows_and_dense(net.out, f.y_all.numpy(), g_out, f.x.numpy(), d_in, net.dense, net.dense_grad)
         for p, idx, g in rows:
-            opt.rows(p, [(idx, g)], scratch=True)
+            opt.rows(p, [(idx, torch.from_numpy(g))], scratch=True)
         return loss
 
 
@@ -861,8 +887,18 @@ class GRU4Rec(Recommender):
         self.net_ = _Net.create(cfg, self.n_items_, rng)
         self.epoch_losses_: list[float] = []
         self.events_per_second_: list[float] = []
-        with _threads(1), threadpool_limits(cfg.n_threads, user_api="blas"), torch.no_grad(), np.errstate(over="ignore", invalid="ignore"):
+        # numba's products call scipy's BLAS: load it before the limits so that they cover it too
+        import scipy.linalg.cython_blas  # noqa: F401
+
+        with (
+            _threads(1),
+            threadpool_limits(1, user_api="blas"),
+            _numba_threads(cfg.n_threads) as parts,
+            torch.no_grad(),
+            np.errstate(over="ignore", invalid="ignore"),
+        ):
             trainer = _Trainer(self.net_, cfg, counts)
+            trainer.parts = parts
             for epoch in range(cfg.n_epochs):
                 if epoch and order == "random":
                     plan = _EpochPlan.build(batches)
@@ -902,7 +938,7 @@ class GRU4Rec(Recommender):
                     h.mul_(carry)
             if skip_single and b < 2:
                 continue
-            v = trainer.step(plan.x[o : o + b], plan.y[o : o + b], store.next() if store else None, H).item()
+            v = trainer.step(plan.x[o : o + b], plan.y[o : o + b], store.next() if store else None, H)
             if not math.isfinite(v):
                 raise NextclickError(
                     f"gru4rec: loss is {v} at epoch {epoch + 1}, step {t}; lower learning_rate "

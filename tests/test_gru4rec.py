@@ -263,6 +263,26 @@ def test_backward_with_dropout_matches_autograd(mode: str, parts: int) -> None:
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("loss,logq", [("cross-entropy", 1.0), ("cross-entropy", 0.0), ("bpr-max", 0.0)])
+@pytest.mark.parametrize("n_draws", [5, 40])  # 200 items: a sort of the draws (5) or a pass over the counters (40)
+def test_output_columns_fold_repeated_negatives(loss: str, logq: float, n_draws: int) -> None:
+    counts = np.arange(201, dtype=np.float64)
+    cfg = GRU4Rec.Config(layers=(4,), loss=loss, logq=logq, sample_alpha=0.5)
+    trainer = _Trainer(_Net.create(cfg, 200, np.random.default_rng(0)), cfg, counts)
+    y = torch.tensor([7, 3, 7])
+    neg = torch.from_numpy(np.random.default_rng(1).integers(1, 12, n_draws).astype(np.int32))
+    y_all, lq, w = trainer._columns(y, neg)
+    u, c = np.unique(neg.numpy(), return_counts=True)
+    assert y_all.tolist() == [7, 3, 7] + u.tolist()
+    if loss == "bpr-max":
+        assert lq is None and w.tolist() == [1.0, 1.0, 1.0] + c.astype(float).tolist()
+    else:
+        want = np.concatenate([logq * np.log(counts[[7, 3, 7]]), logq * 0.5 * np.log(counts[u]) - np.log(c)])
+        assert w is None
+        np.testing.assert_allclose(lq.numpy(), want, rtol=1e-6, atol=1e-6)
+    assert not trainer._counts.any() if trainer._counts is not None else True  # the counters are left zero
+
+
 @pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
 def test_one_training_step_lowers_the_loss(loss: str) -> None:
     cfg = GRU4Rec.Config(layers=(8,), loss=loss, batch_size=3, learning_rate=0.1, n_sample=4)

@@ -284,22 +284,30 @@ class SampleStore:
     """Negatives drawn in advance from ``weights`` (popularity ** alpha), handed out a row at a time.
 
     ``size // n_sample`` rows of ``n_sample`` item indices are drawn at once; when they are used
-    up the store is refilled. ``next()`` returns a (n_sample,) int64 tensor.
+    up the store is refilled. ``next()`` returns a (n_sample,) int32 tensor.
     """
 
     def __init__(self, weights: np.ndarray, n_sample: int, size: int, rng: np.random.Generator) -> None:
         self.n_sample = int(n_sample)
         self.rows = max(1, int(size) // max(self.n_sample, 1))
-        self.prob, self.alias = alias_table(weights)
+        prob, alias = alias_table(weights)
+        self.prob, self.alias = prob.astype(np.float32), alias.astype(np.int32)  # half the bytes per draw
         self.rng = rng
         self.refills = 0
         self._ptr = self.rows
         self._buf: torch.Tensor | None = None
 
     def draw(self, n: int) -> np.ndarray:
-        i = self.rng.integers(0, self.prob.size, n)
-        u = self.rng.random(n)
-        return np.where(u < self.prob[i], i, self.alias[i])
+        """``n`` item indices (int32), drawn in chunks of 2**20 so that the temporaries stay small
+        (a 10M-draw store otherwise touches ~0.4 GB of fresh memory, ~1 s of page faults)."""
+        out = np.empty(n, np.int32)
+        chunk = 1 << 20
+        for lo in range(0, n, chunk):
+            m = min(chunk, n - lo)
+            i = self.rng.integers(0, self.prob.size, m, dtype=np.int32)
+            u = self.rng.random(m, dtype=np.float32)
+            np.copyto(out[lo : lo + m], np.where(u < self.prob[i], i, self.alias[i]))
+        return out
 
     def next(self) -> torch.Tensor:
         if self._ptr >= self.rows:
@@ -702,6 +710,7 @@ class _Trainer:
             t = torch.from_numpy
             return t(y_all[:M]), (t(lq[:M]) if self.xe else None), (None if self.xe else t(w[:M]))
         u, c = torch.unique(neg, return_counts=True)
+        u = u.long()
         y_all = torch.cat((y, u))
         if not self.xe:
             return y_all, None, torch.cat((torch.ones(b), c.float()))

@@ -8,18 +8,28 @@ writing the full arrays) into one or two passes over the data a step touches:
   accumulator, velocity and weights of each touched row are updated in one pass. Untouched rows
   are never read.
 * :func:`adagrad_dense` -- the same update on a flat vector (the GRU weights).
-* :func:`elu_rows` and :func:`bpr_max_rows` -- the element-wise part of the BPR-max loss and its
-  gradient (the exponentials stay in vectorised tensor operations between them).
+* :func:`vexp` -- an exponential the compiler vectorises (numba's own calls libm value by value).
+* :func:`xe_rows` and :func:`bpr_max_rows` -- the two losses and their gradients, a row at a time.
+* :func:`step_columns`, :func:`gru_forward`, :func:`gru_backward`, :func:`dropout_mask` -- a
+  step's output columns (distinct negatives with their counts), a GRU layer's gates forward and
+  backward, inverted dropout from random bits.
+* :func:`gather_rows`, :func:`layer_forward`, :func:`loss_phase`, :func:`backward_products`,
+  :func:`update_phase` -- the phases of a training step, each split over numba's threads (row
+  blocks of the batch, or separate tasks) with the matrix products inside calling BLAS on
+  contiguous blocks.
 * :func:`bound_queries`, :func:`bound_first`, :func:`bound_rest` and :func:`scan_topk` -- the
   per-query part of :class:`nextclick.scoring.TopK`: the query's projection and bounds, the heap
   of exact scores, the rows whose bound reaches it (around the half-precision products, or in a
   scan of the int8 copy), the exclusions.
 
-They run on zero-copy numpy views of the tensors, single-threaded. They are compiled on first
-use and cached on disk (next to this file, else in the user's cache folder or ``NUMBA_CACHE_DIR``),
-so only the first process pays the compilation (seconds); where no such folder is writable, every
-process compiles them. The arithmetic is float32 like the tensors (row sums of the loss in
-float64), so results equal the tensor-operation form up to rounding.
+They run on zero-copy numpy views of the tensors; the training phases on as many of numba's
+threads as ``numba.set_num_threads`` allows (GRU4Rec sets its ``n_threads`` and keeps BLAS
+single-threaded meanwhile), the rest single-threaded. They are compiled on first use and cached
+on disk (next to this file, else in the user's cache folder or ``NUMBA_CACHE_DIR``), so only the
+first process pays the compilation (here about 35 s for the training loops and 10 s for the
+top-k's; loading them from the cache takes about a second); where no such folder is writable,
+every process compiles them. The arithmetic is float32 like the tensors (row sums of the losses in float64), so results equal the
+tensor-operation form up to rounding.
 """
 
 from __future__ import annotations

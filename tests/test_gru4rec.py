@@ -181,9 +181,10 @@ def _reference_gradients(net: _Net, cfg, x, y, neg, H, scale: float, m_e=None, m
 net_counts = np.array([0.0] + [float(3 + (i * 7) % 11) for i in range(12)])  # popularity of items 1..12
 
 
+@pytest.mark.parametrize("parts", [1, 3])  # the step's phases in one block of rows, or three (uneven)
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("loss,logq", [("cross-entropy", 1.0), ("cross-entropy", 0.0), ("bpr-max", 0.0)])
-def test_hand_written_backward_matches_autograd(mode: str, loss: str, logq: float) -> None:
+def test_hand_written_backward_matches_autograd(mode: str, loss: str, logq: float, parts: int) -> None:
     # the negatives repeat an item (9) and hit a target (2): the reference scores every drawn
     # column, the model each distinct item once with its count folded into the softmax
     cfg = GRU4Rec.Config(
@@ -195,6 +196,7 @@ def test_hand_written_backward_matches_autograd(mode: str, loss: str, logq: floa
     net = _Net.create(cfg, n_items, np.random.default_rng(0))
     net.dense.add_(torch.randn(net.dense.shape, generator=torch.Generator().manual_seed(1)) * 0.3)  # non-zero biases
     trainer = _Trainer(net, cfg, net_counts)
+    trainer.parts = parts
     x = torch.tensor([1, 5, 7, 5])
     y = torch.tensor([2, 7, 3, 12])
     neg = torch.tensor([4, 2, 9, 9, 11])

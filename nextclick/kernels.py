@@ -13,10 +13,11 @@ writing the full arrays) into one or two passes over the data a step touches:
 * :func:`step_columns`, :func:`gru_forward`, :func:`gru_backward`, :func:`dropout_mask` -- a
   step's output columns (distinct negatives with their counts), a GRU layer's gates forward and
   backward, inverted dropout from random bits.
-* :func:`gather_rows`, :func:`layer_forward`, :func:`loss_phase`, :func:`backward_products`,
-  :func:`update_phase` -- the phases of a training step, each split over numba's threads (row
-  blocks of the batch, or separate tasks) with the matrix products inside calling BLAS on
-  contiguous blocks.
+* :func:`gather_rows_par`, :func:`layer_forward_par`, :func:`loss_phase_par`,
+  :func:`backward_products_par`, :func:`update_phase_par` -- the phases of a training step, each
+  split over numba's threads (row blocks of the batch, or separate tasks) with the matrix products
+  inside calling BLAS on contiguous blocks; their ``*_serial`` twins (:class:`Phases`) for one
+  thread.
 * :func:`bound_queries`, :func:`bound_first`, :func:`bound_rest` and :func:`scan_topk` -- the
   per-query part of :class:`nextclick.scoring.TopK`: the query's projection and bounds, the heap
   of exact scores, the rows whose bound reaches it (around the half-precision products, or in a
@@ -314,8 +315,9 @@ def bpr_max_rows(
     ``R`` raw scores, ``w`` the negatives' weights (empty: all 1), ``k`` :func:`constants`, ``fast``
     as in :func:`xe_rows`. Row
     ``i``'s target is column ``off + i``. Per row: ``o = elu(R)`` (``R`` when ``a`` is 0), ``x = exp(o -
-    max o)``, then the sums and the gradient; ``sigmoid(t - o_j) = 1 / (1 + x_j exp(max o - t))``
-    reuses the softmax's exponentials. Writes dL/dR to ``out`` and returns the loss.
+    c)`` with ``c`` the largest score among the negatives (so their softmax stays defined however far
+    the target leads), then the sums and the gradient; ``sigmoid(t - o_j) = 1 / (1 + x_j exp(c -
+    t))`` reuses the softmax's exponentials. Writes dL/dR to ``out`` and returns the loss.
     """
     b, M = R.shape
     use_w = w.shape[0] > 0
@@ -337,12 +339,14 @@ def bpr_max_rows(
         else:
             for j in range(M):
                 O[j] = R[i, j]
+        ti = off + i
+        t = O[ti]
+        O[ti] = -3.0e38  # the softmax runs over the negatives: their maximum (finite: _max is fast-math)
         c = _max(O)
+        O[ti] = t
         for j in range(M):
             T[j] = O[j] - c
         vexp(T, X, e, fast)
-        ti = off + i
-        t = O[ti]
         kt = np.exp(min(c - t, big))
         S = 0.0  # sums over the negatives in float64
         SA = 0.0
@@ -517,25 +521,78 @@ def gru_backward(
 
 
 # ---------------------------------------------------------------------------------- a training step's phases
-# Each phase splits its work (rows of the batch, or whole products) over numba's threads; the
-# products inside call BLAS (scipy's, one thread each) on contiguous row blocks. One thread pool
-# for the whole step: BLAS's own threads would spin on the same cores (docs/benchmarks.md).
+# Each phase splits its work (rows of the batch, or whole products) into blocks that numba's
+# threads share (``*_par``, ``parallel=True``); the products inside call BLAS (scipy's, one thread
+# each) on contiguous row blocks. One thread pool for the whole step: BLAS's own threads would spin
+# on the same cores (docs/benchmarks.md). The ``*_serial`` twins run the same blocks on the calling
+# thread and never start numba's thread pool, so a one-thread fit stays safe to fork after and to
+# run from several Python threads at once (numba's OpenMP pool and its ``workqueue`` fallback are
+# not).
 _PAR = dict(_JIT, parallel=True)
 
 
-@numba.njit(**_PAR)
-def gather_rows(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray) -> None:
-    """``dst[k] = src[idx[k]]``, and ``inp[k] = src[x[k], :width of inp]`` (the input rows of the
-    constrained embedding; ``x`` empty: none)."""
-    for k in numba.prange(idx.shape[0]):
+@numba.njit(**_JIT)
+def _gather_block(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, t: int, parts: int) -> None:
+    """Block ``t`` of ``parts`` of :func:`gather_rows_par`."""
+    n = idx.shape[0]
+    for k in range(t * n // parts, (t + 1) * n // parts):
         dst[k] = src[idx[k]]
-    w = inp.shape[1]
-    for k in numba.prange(x.shape[0]):
+    w, nx = inp.shape[1], x.shape[0]
+    for k in range(t * nx // parts, (t + 1) * nx // parts):
         inp[k] = src[x[k], :w]
 
 
 @numba.njit(**_PAR)
-def layer_forward(
+def gather_rows_par(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, parts: int) -> None:
+    """``dst[k] = src[idx[k]]``, and ``inp[k] = src[x[k], :width of inp]`` (the input rows of the
+    constrained embedding; ``x`` empty: none)."""
+    for t in numba.prange(parts):
+        _gather_block(src, idx, dst, x, inp, t, parts)
+
+
+@numba.njit(**_JIT)
+def gather_rows_serial(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, parts: int) -> None:
+    """:func:`gather_rows_par` on the calling thread."""
+    _gather_block(src, idx, dst, x, inp, 0, 1)
+
+
+@numba.njit(**_JIT)
+def _layer_block(
+    lo: int, hi: int, inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
+    w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
+    u: np.ndarray, thr: np.uint32, keep: float,
+    gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
+    hx: np.ndarray,
+) -> None:
+    """Rows ``lo:hi`` of :func:`layer_forward_par`."""
+    if lo >= hi:
+        return
+    D = H.shape[1]
+    if u_in.shape[0] > 0:
+        for i in range(lo, hi):
+            dropout_mask(u_in[i], thr_in, keep_in, mask_in[i])
+            x, m = inp[i], mask_in[i]
+            for j in range(x.shape[0]):
+                x[j] *= m[j]
+    if inp.shape[0] > 0:
+        g = gx[lo:hi]
+        np.dot(inp[lo:hi], w_ih.T, g)
+        for i in range(hi - lo):
+            g[i] += b_ih
+    np.dot(H[lo:hi], w_hh.T, gh[lo:hi])
+    drop = u.shape[0] > 0
+    gru_forward(
+        gx[lo:hi], gh[lo:hi], b_hh, H[lo:hi], u[lo:hi] if drop else u, thr, keep,
+        rz[lo:hi], n[lo:hi], dn[lo:hi], mask[lo:hi] if drop else mask, h[lo:hi],
+    )
+    if hx.shape[0] > 0:
+        for i in range(lo, hi):
+            hx[i, :D] = h[i]
+            hx[i, D] = 1.0
+
+
+@numba.njit(**_PAR)
+def layer_forward_par(
     inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
     w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
     u: np.ndarray, thr: np.uint32, keep: float, parts: int,
@@ -547,37 +604,49 @@ def layer_forward(
     (``inp`` empty: ``gx`` already holds the input pre-activations), ``gh = H w_hh^T``, then
     :func:`gru_forward` (the other arguments as there); the top layer also writes its output to
     ``hx`` (b, D + 1) with a last column of ones (empty: not the top layer)."""
-    b, D = H.shape
+    b = H.shape[0]
     step = (b + parts - 1) // parts
-    drop, drop_in = u.shape[0] > 0, u_in.shape[0] > 0
     for t in numba.prange(parts):
-        lo = t * step
-        hi = min(b, lo + step)
-        if lo < hi:
-            if drop_in:
-                for i in range(lo, hi):
-                    dropout_mask(u_in[i], thr_in, keep_in, mask_in[i])
-                    x, m = inp[i], mask_in[i]
-                    for j in range(x.shape[0]):
-                        x[j] *= m[j]
-            if inp.shape[0] > 0:
-                g = gx[lo:hi]
-                np.dot(inp[lo:hi], w_ih.T, g)
-                for i in range(hi - lo):
-                    g[i] += b_ih
-            np.dot(H[lo:hi], w_hh.T, gh[lo:hi])
-            gru_forward(
-                gx[lo:hi], gh[lo:hi], b_hh, H[lo:hi], u[lo:hi] if drop else u, thr, keep,
-                rz[lo:hi], n[lo:hi], dn[lo:hi], mask[lo:hi] if drop else mask, h[lo:hi],
-            )
-            if hx.shape[0] > 0:
-                for i in range(lo, hi):
-                    hx[i, :D] = h[i]
-                    hx[i, D] = 1.0
+        _layer_block(
+            t * step, min(b, (t + 1) * step), inp, u_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh,
+            u, thr, keep, gx, gh, rz, n, dn, mask, h, hx,
+        )
+
+
+@numba.njit(**_JIT)
+def layer_forward_serial(
+    inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
+    w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
+    u: np.ndarray, thr: np.uint32, keep: float, parts: int,
+    gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
+    hx: np.ndarray,
+) -> None:
+    """:func:`layer_forward_par` on the calling thread, in one block."""
+    _layer_block(
+        0, H.shape[0], inp, u_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh,
+        u, thr, keep, gx, gh, rz, n, dn, mask, h, hx,
+    )
+
+
+@numba.njit(**_JIT)
+def _loss_block(
+    lo: int, hi: int, hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray,
+    scale: float, eps: float, dR: np.ndarray, dh: np.ndarray,
+) -> float:
+    """Rows ``lo:hi`` of :func:`loss_phase_par`; returns their loss."""
+    if lo >= hi:
+        return 0.0
+    R = np.dot(hx[lo:hi], G.T)
+    if xe:
+        loss = xe_rows(R, lq, scale, eps, True, dR[lo:hi], lo)
+    else:
+        loss = bpr_max_rows(R, w, k, eps, True, dR[lo:hi], lo)
+    np.dot(dR[lo:hi], G, dh[lo:hi])
+    return loss
 
 
 @numba.njit(**_PAR)
-def loss_phase(
+def loss_phase_par(
     hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float, eps: float,
     parts: int, dR: np.ndarray, dh: np.ndarray,
 ) -> float:
@@ -590,20 +659,54 @@ def loss_phase(
     step = (b + parts - 1) // parts
     losses = np.zeros(parts)
     for t in numba.prange(parts):
-        lo = t * step
-        hi = min(b, lo + step)
-        if lo < hi:
-            R = np.dot(hx[lo:hi], G.T)
-            if xe:
-                losses[t] = xe_rows(R, lq, scale, eps, True, dR[lo:hi], lo)
-            else:
-                losses[t] = bpr_max_rows(R, w, k, eps, True, dR[lo:hi], lo)
-            np.dot(dR[lo:hi], G, dh[lo:hi])
+        losses[t] = _loss_block(t * step, min(b, (t + 1) * step), hx, G, xe, lq, w, k, scale, eps, dR, dh)
     return losses.sum()
 
 
+@numba.njit(**_JIT)
+def loss_phase_serial(
+    hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float, eps: float,
+    parts: int, dR: np.ndarray, dh: np.ndarray,
+) -> float:
+    """:func:`loss_phase_par` on the calling thread, in one block."""
+    return _loss_block(0, hx.shape[0], hx, G, xe, lq, w, k, scale, eps, dR, dh)
+
+
+@numba.njit(**_JIT)
+def _products_task(
+    t: int, dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray, dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
+    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray, split: int,
+) -> None:
+    """Task ``t`` (0 or 1) of :func:`backward_products_par`."""
+    G3 = dgh.shape[1]
+    if t == 0:
+        if dR.shape[0] > 0:
+            np.dot(dR.T, hx, g_out)
+        if split > 0:
+            np.dot(np.ascontiguousarray(dgh[:, :split]).T, H, gw_hh[:split])
+    else:
+        if split < G3:
+            np.dot(np.ascontiguousarray(dgh[:, split:]).T, H, gw_hh[split:])
+        if inp.shape[0] > 0:
+            np.dot(dg.T, inp, gw_ih)
+        if d_in.shape[0] > 0:
+            np.dot(dg, w_ih, d_in)
+
+
+@numba.njit(**_JIT)
+def _products_split(dR: np.ndarray, hx: np.ndarray, dgh: np.ndarray, H: np.ndarray, inp: np.ndarray, d_in: np.ndarray) -> int:
+    """How many rows of ``gw_hh`` the first task of :func:`backward_products_par` takes so that
+    both tasks have about equal work."""
+    G3 = dgh.shape[1]
+    work_out = dR.shape[1] * hx.shape[1] if dR.shape[0] > 0 else 0
+    work_hh = G3 * H.shape[1]
+    work_in = G3 * inp.shape[1] * ((inp.shape[0] > 0) + (d_in.shape[0] > 0))
+    half = (work_out + work_hh + work_in) // 2
+    return min(G3, max(0, (half - work_out) * G3 // max(work_hh, 1)))
+
+
 @numba.njit(**_PAR)
-def backward_products(
+def backward_products_par(
     dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray,
     dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
     dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray,
@@ -613,29 +716,25 @@ def backward_products(
     ``gw_ih = dg^T inp`` and ``d_in = dg w_ih`` (the gradient of the layer's input; each skipped
     where its input array is empty). The first task takes ``g_out`` and the first rows of
     ``gw_hh`` (a contiguous copy of their columns of ``dgh``), the second the rest."""
-    b, G3 = dgh.shape
-    work_out = dR.shape[1] * hx.shape[1] if dR.shape[0] > 0 else 0
-    work_hh = G3 * H.shape[1]
-    work_in = G3 * inp.shape[1] * ((inp.shape[0] > 0) + (d_in.shape[0] > 0))
-    half = (work_out + work_hh + work_in) // 2
-    split = min(G3, max(0, (half - work_out) * G3 // max(work_hh, 1)))  # rows of gw_hh for the first task
+    split = _products_split(dR, hx, dgh, H, inp, d_in)
     for t in numba.prange(2):
-        if t == 0:
-            if work_out > 0:
-                np.dot(dR.T, hx, g_out)
-            if split > 0:
-                np.dot(np.ascontiguousarray(dgh[:, :split]).T, H, gw_hh[:split])
-        else:
-            if split < G3:
-                np.dot(np.ascontiguousarray(dgh[:, split:]).T, H, gw_hh[split:])
-            if inp.shape[0] > 0:
-                np.dot(dg.T, inp, gw_ih)
-            if d_in.shape[0] > 0:
-                np.dot(dg, w_ih, d_in)
+        _products_task(t, dR, hx, g_out, dgh, H, gw_hh, dg, inp, gw_ih, w_ih, d_in, split)
+
+
+@numba.njit(**_JIT)
+def backward_products_serial(
+    dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray,
+    dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
+    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray,
+) -> None:
+    """:func:`backward_products_par`'s two tasks, one after the other on the calling thread."""
+    split = _products_split(dR, hx, dgh, H, inp, d_in)
+    for t in range(2):
+        _products_task(t, dR, hx, g_out, dgh, H, gw_hh, dg, inp, gw_ih, w_ih, d_in, split)
 
 
 @numba.njit(**_PAR)
-def update_phase(
+def update_phase_par(
     p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
     idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
     pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
@@ -647,6 +746,31 @@ def update_phase(
             _update_in_place(p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, lr, m, nesterov)
         else:
             _update(pd, accd, momd, gd, np.float32(lr), np.float32(m), momd.shape[0] > 0, nesterov)
+
+
+@numba.njit(**_JIT)
+def update_phase_serial(
+    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
+    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
+) -> None:
+    """:func:`update_phase_par` on the calling thread."""
+    _update_in_place(p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, lr, m, nesterov)
+    _update(pd, accd, momd, gd, np.float32(lr), np.float32(m), momd.shape[0] > 0, nesterov)
+
+
+class Phases:
+    """The phase functions a trainer calls: the ``*_par`` ones for ``parts`` > 1, else the
+    ``*_serial`` ones (which never start numba's thread pool)."""
+
+    def __init__(self, parts: int) -> None:
+        suffix = "_par" if parts > 1 else "_serial"
+        g = globals()
+        self.gather_rows = g["gather_rows" + suffix]
+        self.layer_forward = g["layer_forward" + suffix]
+        self.loss_phase = g["loss_phase" + suffix]
+        self.backward_products = g["backward_products" + suffix]
+        self.update_phase = g["update_phase" + suffix]
 
 
 # ---------------------------------------------------------------------------------- top-k

@@ -118,6 +118,21 @@ def test_bpr_max_float32_equals_float64_at_training_size(elu: float) -> None:
     np.testing.assert_allclose(g32.numpy(), g64.numpy(), rtol=1e-3, atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gap", [10.0, 95.0, 200.0])
+def test_bpr_max_when_the_target_leads_every_negative_by_far(gap: float, dtype: torch.dtype) -> None:
+    # the softmax over the negatives is normalised by their own maximum, so it stays exact however
+    # far the target's score leads (normalised by the row's maximum, every negative's weight
+    # underflowed to the same clamped value: a uniform softmax)
+    R = torch.tensor([[gap, 0.0, -1.0, 0.5], [0.3, -gap, 2.0, 0.1]], dtype=torch.float64)
+    loss, grad = bpr_max_loss_grad(R.to(dtype), 0.7, 0.5, 0.5)
+    Rt = R.clone().requires_grad_(True)
+    ref = 0.5 * bpr_max_reference(Rt, 0.7, 0.5)
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    np.testing.assert_allclose(grad.double().numpy(), Rt.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------ negatives
 def test_alias_table_is_exact() -> None:
     w = np.array([0.0, 5.0, 1.0, 0.5, 3.5, 0.0, 10.0])
@@ -323,6 +338,33 @@ def test_learns_a_deterministic_transition_pattern(chain_data, kw) -> None:
     prefixes, targets = chain_data.test_prefixes()
     items, _ = model.recommend_batch(prefixes, k=1)
     assert np.mean(items[:, 0] == np.array(targets)) >= 0.95
+
+
+def _fit_loss(train) -> float:  # a module-level function: multiprocessing pickles it by name
+    return _small(n_epochs=1, loss="bpr-max").fit(train).epoch_losses_[-1]
+
+
+def test_two_threads_train_as_one(chain_data) -> None:
+    # the phases split in two row blocks and two tasks give the one-block result up to rounding
+    one = _small(n_epochs=2, dropout_p_hidden=0.2, n_threads=1).fit(chain_data.train)
+    two = _small(n_epochs=2, dropout_p_hidden=0.2, n_threads=2).fit(chain_data.train)
+    np.testing.assert_allclose(two.epoch_losses_, one.epoch_losses_, rtol=1e-4)
+
+
+def test_one_thread_fits_are_fork_and_thread_safe(chain_data) -> None:
+    # with n_threads=1 the serial phases never start numba's thread pool: a process that trained
+    # can fork a child that trains (GNU OpenMP aborts such a child), and two Python threads can
+    # fit at once (numba's workqueue pool aborts on concurrent use)
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    want = _fit_loss(chain_data.train)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_fit_loss, (chain_data.train,)).get(timeout=120)
+    assert got == pytest.approx(want, rel=1e-6)
+    with ThreadPoolExecutor(2) as ex:
+        both = list(ex.map(_fit_loss, [chain_data.train] * 2))
+    assert both == pytest.approx([want, want], rel=1e-6)
 
 
 @pytest.fixture(scope="module")

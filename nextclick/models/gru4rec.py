@@ -125,7 +125,10 @@ def _threads(n: int) -> Iterator[None]:
 @contextmanager
 def _numba_threads(n: int) -> Iterator[int]:
     """Run numba's parallel loops with ``n`` threads (at most its pool's size) inside the block;
-    yields the number used."""
+    yields the number used. For one thread numba's thread pool is left alone (not started)."""
+    if n <= 1:
+        yield 1
+        return
     import numba
 
     old = numba.get_num_threads()
@@ -168,7 +171,10 @@ class GRU4RecConfig:
     seed: int = 42
     # threads of a training step's compiled phases (numba's pool; BLAS runs single-threaded inside
     # them). Two pay off for large layers or many negatives (the retailrocket and n_sample 2048
-    # presets); for small products the hand-over costs about what the second thread saves.
+    # presets); for small products the hand-over costs about what the second thread saves. One
+    # thread never starts numba's pool. More do, with numba's limits: with its OpenMP layer, a
+    # process forked after such a fit must not train again (GNU OpenMP aborts the child); with its
+    # workqueue layer (no OpenMP or TBB), two such fits must not run at once in one process.
     n_threads: int = 1
 
     def __post_init__(self) -> None:
@@ -531,11 +537,11 @@ class _AdagradM:
     ) -> None:
         """:meth:`rows` of ``p`` with scratch parts ``(idx0, g0)`` (full width) and ``(idx1, g1)``
         (none where ``g1`` is None) on one thread while the other runs :meth:`dense`
-        (``kernels.update_phase``)."""
+        (``kernels.update_phase_*``, from ``self.ph``: the trainer's :class:`kernels.Phases`)."""
         i1, h1 = (_NO_ROWS, _NONE) if g1 is None else (idx1, g1)
         args = self._rows[id(p)].scratch_args(idx0, g0, i1, h1)
         d = id(dense)
-        self.kernels.update_phase(
+        self.ph.update_phase(
             *args, dense.numpy(), self.acc[d], self.mom[d], dense_grad.numpy(), self.lr, self.momentum, self.nesterov
         )
 
@@ -616,7 +622,7 @@ class _Trainer:
         self.kernels = kernels
         self.rng = np.random.default_rng([int(cfg.seed), 1])  # dropout: a stream apart from the initialisation's
         self._counts: np.ndarray | None = None  # per-item draw counters of _columns (kept zero between steps)
-        self.parts = 1  # row blocks of the parallel phases: the training loop sets its thread count
+        self.parts = 1  # row blocks of the phases: the training loop sets its thread count
         self.scale = 1.0 / cfg.batch_size
         self.xe = cfg.loss == "cross-entropy"
         self.logq_t = self.logq_s = None
@@ -626,6 +632,16 @@ class _Trainer:
             lp[~np.isfinite(lp)] = 0.0  # never sampled nor a target
             self.logq_t = torch.from_numpy((cfg.logq * lp).astype(np.float32))
             self.logq_s = torch.from_numpy((cfg.logq * cfg.sample_alpha * lp).astype(np.float32))
+
+    @property
+    def parts(self) -> int:
+        """Row blocks (threads) of the step's phases; 1: the serial phases, no thread pool."""
+        return self._parts
+
+    @parts.setter
+    def parts(self, n: int) -> None:
+        self._parts = int(n)
+        self.ph = self.opt.ph = self.kernels.Phases(self._parts)
 
     def _dropout(self, b: int, d: int, p: float) -> tuple[np.ndarray, np.uint32, float, np.ndarray | None]:
         """A (b, d) dropout's arguments for the compiled loops (:func:`kernels.dropout_mask`): random
@@ -641,7 +657,7 @@ class _Trainer:
     def forward(self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]) -> _Fwd:
         """Gather the step's item rows and run the GRU; replaces ``H`` (per-layer states, contiguous)
         in place."""
-        net, cfg, K = self.net, self.cfg, self.kernels
+        net, cfg = self.net, self.cfg
         sizes, mode, b = net.sizes, net.mode, x.numel()
         D, L = sizes[-1], len(sizes)
         V = net.views
@@ -650,9 +666,9 @@ class _Trainer:
         inp: np.ndarray | None = None  # the first layer's input rows (b, D_in)
         if mode == "constrained":  # one gather: the output rows and the input rows
             inp = np.empty((b, D), np.float32)
-            K.gather_rows(net.out.numpy(), y_all.numpy(), Gout, x.numpy(), inp)
+            self.ph.gather_rows(net.out.numpy(), y_all.numpy(), Gout, x.numpy(), inp, self.parts)
         else:
-            K.gather_rows(net.out.numpy(), y_all.numpy(), Gout, _NO_ROWS, _NONE)
+            self.ph.gather_rows(net.out.numpy(), y_all.numpy(), Gout, _NO_ROWS, _NONE, self.parts)
             if mode == "embedding":
                 inp = net.emb.numpy()[x.numpy()]  # type: ignore[union-attr]
         u_e, thr_e, keep_e, m_e = self._dropout(b, inp.shape[1], cfg.dropout_p_embed) if inp is not None else self._dropout(0, 0, 0.0)
@@ -669,7 +685,7 @@ class _Trainer:
             p = cfg.dropout_p_embed if (l == 0 and mode == "onehot") else cfg.dropout_p_hidden
             u, thr, keep, m = self._dropout(b, Dl, p)
             # h = ((1 - z) H + z n) * dropout mask, the input dropped out first (embedding dropout)
-            K.layer_forward(
+            self.ph.layer_forward(
                 _NONE if inp is None else inp, u_e, thr_e, keep_e, _NONE if m_e is None else m_e,
                 _NONE if inp is None else V["w_ih"][l].numpy(), V["b_ih"][l].numpy(), Hp, V["w_hh"][l].numpy(),
                 V["b_hh"][l].numpy(), u, thr, keep, self.parts,
@@ -725,7 +741,7 @@ class _Trainer:
         cfg = self.cfg
         k = self.kernels.constants(np.float32, cfg.elu_param, cfg.bpreg, self.scale)
         none = np.zeros(0, np.float32)
-        return self.kernels.loss_phase(
+        return self.ph.loss_phase(
             f.hx, f.Gout, self.xe, none if f.lq is None else f.lq.numpy(), none if f.w is None else f.w.numpy(),
             k, self.scale, _EPS_LOG, self.parts, dR, dh,
         )
@@ -751,7 +767,7 @@ class _Trainer:
             K.gru_backward(d, _NONE if m is None else m, rz, n, gh, dn, dg, dgh, gw["b_ih"][l].numpy(), gw["b_hh"][l].numpy())
             d_in = None if inp is None else np.empty((b, inp.shape[1]), np.float32)  # grad of the layer input
             top = l == len(sizes) - 1
-            K.backward_products(
+            self.ph.backward_products(
                 dR if top else _NONE, f.hx, g_out if top else _NONE, dgh, Hp, gw["w_hh"][l].numpy(),
                 dg, _NONE if inp is None else inp, _NONE if inp is None else gw["w_ih"][l].numpy(),
                 _NONE if inp is None else V["w_ih"][l].numpy(), _NONE if d_in is None else d_in,

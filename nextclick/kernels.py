@@ -27,9 +27,9 @@ They run on zero-copy numpy views of the tensors; the training phases on as many
 threads as ``numba.set_num_threads`` allows (GRU4Rec sets its ``n_threads`` and keeps BLAS
 single-threaded meanwhile), the rest single-threaded. They are compiled on first use and cached
 on disk (next to this file, else in the user's cache folder or ``NUMBA_CACHE_DIR``), so only the
-first process pays the compilation (here about 35 s for the training loops and 10 s for the
-top-k's; loading them from the cache takes about a second); where no such folder is writable,
-every process compiles them. The arithmetic is float32 like the tensors (row sums of the losses in float64), so results equal the
+first process pays the compilation (here about 25 s for the one-thread training loops, as much
+again for the threaded phases, 10 s for the top-k's; loading them from the cache takes about a
+second); where no such folder is writable, every process compiles them. The arithmetic is float32 like the tensors (row sums of the losses in float64), so results equal the
 tensor-operation form up to rounding.
 """
 

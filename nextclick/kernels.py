@@ -16,8 +16,8 @@ writing the full arrays) into one or two passes over the data a step touches:
 * :func:`gather_rows_par`, :func:`layer_forward_par`, :func:`loss_phase_par`,
   :func:`backward_products_par`, :func:`update_phase_par` -- the phases of a training step, each
   split over numba's threads (row blocks of the batch, or separate tasks) with the matrix products
-  inside calling BLAS on contiguous blocks; their ``*_serial`` twins (:class:`Phases`) for one
-  thread.
+  inside calling BLAS on contiguous blocks; with one thread :class:`Phases` runs their blocks
+  directly.
 * :func:`bound_queries`, :func:`bound_first`, :func:`bound_rest` and :func:`scan_topk` -- the
   per-query part of :class:`nextclick.scoring.TopK`: the query's projection and bounds, the heap
   of exact scores, the rows whose bound reaches it (around the half-precision products, or in a
@@ -35,6 +35,7 @@ tensor-operation form up to rounding.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import numba
@@ -521,18 +522,19 @@ def gru_backward(
 
 
 # ---------------------------------------------------------------------------------- a training step's phases
-# Each phase splits its work (rows of the batch, or whole products) into blocks that numba's
-# threads share (``*_par``, ``parallel=True``); the products inside call BLAS (scipy's, one thread
-# each) on contiguous row blocks. One thread pool for the whole step: BLAS's own threads would spin
-# on the same cores (docs/benchmarks.md). The ``*_serial`` twins run the same blocks on the calling
-# thread and never start numba's thread pool, so a one-thread fit stays safe to fork after and to
+# Each phase is a block function (``_*_block(t, ...)``: block or task ``t``) and a driver that
+# shares the blocks out to numba's threads (``*_par``, ``parallel=True``, same arguments without
+# ``t``); the products inside call BLAS (scipy's, one thread each) on contiguous row blocks. One
+# thread pool for the whole step: BLAS's own threads would spin on the same cores
+# (docs/benchmarks.md). With one thread, :class:`Phases` calls the blocks directly on the calling
+# thread and never starts numba's thread pool, so a one-thread fit stays safe to fork after and to
 # run from several Python threads at once (numba's OpenMP pool and its ``workqueue`` fallback are
 # not).
 _PAR = dict(_JIT, parallel=True)
 
 
 @numba.njit(**_JIT)
-def _gather_block(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, t: int, parts: int) -> None:
+def _gather_block(t: int, src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, parts: int) -> None:
     """Block ``t`` of ``parts`` of :func:`gather_rows_par`."""
     n = idx.shape[0]
     for k in range(t * n // parts, (t + 1) * n // parts):
@@ -547,27 +549,23 @@ def gather_rows_par(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.nda
     """``dst[k] = src[idx[k]]``, and ``inp[k] = src[x[k], :width of inp]`` (the input rows of the
     constrained embedding; ``x`` empty: none)."""
     for t in numba.prange(parts):
-        _gather_block(src, idx, dst, x, inp, t, parts)
-
-
-@numba.njit(**_JIT)
-def gather_rows_serial(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, parts: int) -> None:
-    """:func:`gather_rows_par` on the calling thread."""
-    _gather_block(src, idx, dst, x, inp, 0, 1)
+        _gather_block(t, src, idx, dst, x, inp, parts)
 
 
 @numba.njit(**_JIT)
 def _layer_block(
-    lo: int, hi: int, inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
+    t: int, inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
     w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
-    u: np.ndarray, thr: np.uint32, keep: float,
+    u: np.ndarray, thr: np.uint32, keep: float, parts: int,
     gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
     hx: np.ndarray,
 ) -> None:
-    """Rows ``lo:hi`` of :func:`layer_forward_par`."""
+    """Row block ``t`` of ``parts`` of :func:`layer_forward_par`."""
+    b, D = H.shape
+    step = (b + parts - 1) // parts
+    lo, hi = t * step, min(b, (t + 1) * step)
     if lo >= hi:
         return
-    D = H.shape[1]
     if u_in.shape[0] > 0:
         for i in range(lo, hi):
             dropout_mask(u_in[i], thr_in, keep_in, mask_in[i])
@@ -604,36 +602,22 @@ def layer_forward_par(
     (``inp`` empty: ``gx`` already holds the input pre-activations), ``gh = H w_hh^T``, then
     :func:`gru_forward` (the other arguments as there); the top layer also writes its output to
     ``hx`` (b, D + 1) with a last column of ones (empty: not the top layer)."""
-    b = H.shape[0]
-    step = (b + parts - 1) // parts
     for t in numba.prange(parts):
         _layer_block(
-            t * step, min(b, (t + 1) * step), inp, u_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh,
-            u, thr, keep, gx, gh, rz, n, dn, mask, h, hx,
+            t, inp, u_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh, u, thr, keep, parts,
+            gx, gh, rz, n, dn, mask, h, hx,
         )
 
 
 @numba.njit(**_JIT)
-def layer_forward_serial(
-    inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
-    w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
-    u: np.ndarray, thr: np.uint32, keep: float, parts: int,
-    gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
-    hx: np.ndarray,
-) -> None:
-    """:func:`layer_forward_par` on the calling thread, in one block."""
-    _layer_block(
-        0, H.shape[0], inp, u_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh,
-        u, thr, keep, gx, gh, rz, n, dn, mask, h, hx,
-    )
-
-
-@numba.njit(**_JIT)
 def _loss_block(
-    lo: int, hi: int, hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray,
-    scale: float, eps: float, dR: np.ndarray, dh: np.ndarray,
+    t: int, hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float,
+    eps: float, parts: int, dR: np.ndarray, dh: np.ndarray,
 ) -> float:
-    """Rows ``lo:hi`` of :func:`loss_phase_par`; returns their loss."""
+    """Row block ``t`` of ``parts`` of :func:`loss_phase_par`; returns its loss."""
+    b = hx.shape[0]
+    step = (b + parts - 1) // parts
+    lo, hi = t * step, min(b, (t + 1) * step)
     if lo >= hi:
         return 0.0
     R = np.dot(hx[lo:hi], G.T)
@@ -655,32 +639,26 @@ def loss_phase_par(
     biases), the loss rows (:func:`xe_rows` with offsets ``lq``, or :func:`bpr_max_rows` with
     weights ``w`` and constants ``k``) writing ``dR`` (b, M), and ``dh = dR G`` (b, D + 1; the
     last column is the bias's and unused). Returns the loss."""
-    b = hx.shape[0]
-    step = (b + parts - 1) // parts
     losses = np.zeros(parts)
     for t in numba.prange(parts):
-        losses[t] = _loss_block(t * step, min(b, (t + 1) * step), hx, G, xe, lq, w, k, scale, eps, dR, dh)
+        losses[t] = _loss_block(t, hx, G, xe, lq, w, k, scale, eps, parts, dR, dh)
     return losses.sum()
 
 
 @numba.njit(**_JIT)
-def loss_phase_serial(
-    hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float, eps: float,
-    parts: int, dR: np.ndarray, dh: np.ndarray,
-) -> float:
-    """:func:`loss_phase_par` on the calling thread, in one block."""
-    return _loss_block(0, hx.shape[0], hx, G, xe, lq, w, k, scale, eps, dR, dh)
-
-
-@numba.njit(**_JIT)
-def _products_task(
+def _products_block(
     t: int, dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray, dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
-    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray, split: int,
+    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray,
 ) -> None:
     """Task ``t`` (0 or 1) of :func:`backward_products_par`."""
     G3 = dgh.shape[1]
+    work_out = dR.shape[1] * hx.shape[1] if dR.shape[0] > 0 else 0
+    work_hh = G3 * H.shape[1]
+    work_in = G3 * inp.shape[1] * ((inp.shape[0] > 0) + (d_in.shape[0] > 0))
+    half = (work_out + work_hh + work_in) // 2
+    split = min(G3, max(0, (half - work_out) * G3 // max(work_hh, 1)))  # rows of gw_hh for the first task
     if t == 0:
-        if dR.shape[0] > 0:
+        if work_out > 0:
             np.dot(dR.T, hx, g_out)
         if split > 0:
             np.dot(np.ascontiguousarray(dgh[:, :split]).T, H, gw_hh[:split])
@@ -691,18 +669,6 @@ def _products_task(
             np.dot(dg.T, inp, gw_ih)
         if d_in.shape[0] > 0:
             np.dot(dg, w_ih, d_in)
-
-
-@numba.njit(**_JIT)
-def _products_split(dR: np.ndarray, hx: np.ndarray, dgh: np.ndarray, H: np.ndarray, inp: np.ndarray, d_in: np.ndarray) -> int:
-    """How many rows of ``gw_hh`` the first task of :func:`backward_products_par` takes so that
-    both tasks have about equal work."""
-    G3 = dgh.shape[1]
-    work_out = dR.shape[1] * hx.shape[1] if dR.shape[0] > 0 else 0
-    work_hh = G3 * H.shape[1]
-    work_in = G3 * inp.shape[1] * ((inp.shape[0] > 0) + (d_in.shape[0] > 0))
-    half = (work_out + work_hh + work_in) // 2
-    return min(G3, max(0, (half - work_out) * G3 // max(work_hh, 1)))
 
 
 @numba.njit(**_PAR)
@@ -716,21 +682,21 @@ def backward_products_par(
     ``gw_ih = dg^T inp`` and ``d_in = dg w_ih`` (the gradient of the layer's input; each skipped
     where its input array is empty). The first task takes ``g_out`` and the first rows of
     ``gw_hh`` (a contiguous copy of their columns of ``dgh``), the second the rest."""
-    split = _products_split(dR, hx, dgh, H, inp, d_in)
     for t in numba.prange(2):
-        _products_task(t, dR, hx, g_out, dgh, H, gw_hh, dg, inp, gw_ih, w_ih, d_in, split)
+        _products_block(t, dR, hx, g_out, dgh, H, gw_hh, dg, inp, gw_ih, w_ih, d_in)
 
 
 @numba.njit(**_JIT)
-def backward_products_serial(
-    dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray,
-    dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
-    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray,
+def _update_block(
+    t: int, p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
+    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
 ) -> None:
-    """:func:`backward_products_par`'s two tasks, one after the other on the calling thread."""
-    split = _products_split(dR, hx, dgh, H, inp, d_in)
-    for t in range(2):
-        _products_task(t, dR, hx, g_out, dgh, H, gw_hh, dg, inp, gw_ih, w_ih, d_in, split)
+    """Task ``t`` (0 or 1) of :func:`update_phase_par`."""
+    if t == 0:
+        _update_in_place(p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, lr, m, nesterov)
+    else:
+        adagrad_dense(pd, accd, momd, gd, lr, m, nesterov)
 
 
 @numba.njit(**_PAR)
@@ -742,35 +708,29 @@ def update_phase_par(
     """The output matrix's rows (:func:`_update_in_place`) on one thread while the other updates
     the flat GRU vector ``pd`` (:func:`adagrad_dense`)."""
     for t in numba.prange(2):
-        if t == 0:
-            _update_in_place(p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, lr, m, nesterov)
-        else:
-            _update(pd, accd, momd, gd, np.float32(lr), np.float32(m), momd.shape[0] > 0, nesterov)
-
-
-@numba.njit(**_JIT)
-def update_phase_serial(
-    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
-    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
-    pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
-) -> None:
-    """:func:`update_phase_par` on the calling thread."""
-    _update_in_place(p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, lr, m, nesterov)
-    _update(pd, accd, momd, gd, np.float32(lr), np.float32(m), momd.shape[0] > 0, nesterov)
+        _update_block(t, p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, pd, accd, momd, gd, lr, m, nesterov)
 
 
 class Phases:
-    """The phase functions a trainer calls: the ``*_par`` ones for ``parts`` > 1, else the
-    ``*_serial`` ones (which never start numba's thread pool)."""
+    """The phase functions a trainer calls, each with its ``*_par`` driver's arguments: the drivers
+    for ``parts`` > 1, else the blocks one after the other on the calling thread (``parts`` must
+    then be passed as 1), which never start numba's thread pool."""
 
     def __init__(self, parts: int) -> None:
-        suffix = "_par" if parts > 1 else "_serial"
-        g = globals()
-        self.gather_rows = g["gather_rows" + suffix]
-        self.layer_forward = g["layer_forward" + suffix]
-        self.loss_phase = g["loss_phase" + suffix]
-        self.backward_products = g["backward_products" + suffix]
-        self.update_phase = g["update_phase" + suffix]
+        if parts > 1:
+            self.gather_rows, self.layer_forward, self.loss_phase = gather_rows_par, layer_forward_par, loss_phase_par
+            self.backward_products, self.update_phase = backward_products_par, update_phase_par
+        else:
+            self.gather_rows = functools.partial(_gather_block, 0)
+            self.layer_forward = functools.partial(_layer_block, 0)
+            self.loss_phase = functools.partial(_loss_block, 0)
+            self.backward_products = functools.partial(_both_tasks, _products_block)
+            self.update_phase = functools.partial(_both_tasks, _update_block)
+
+
+def _both_tasks(block, *args) -> None:  # type: ignore[no-untyped-def]
+    block(0, *args)
+    block(1, *args)
 
 
 # ---------------------------------------------------------------------------------- top-k

@@ -527,17 +527,13 @@ class _AdagradM:
             if p.dim() == 2:
                 self._rows[id(p)] = kernels.RowUpdater(p.numpy(), self.acc[id(p)], self.mom[id(p)])
 
-    def dense(self, p: torch.Tensor, g: torch.Tensor) -> None:
-        """Update the flat vector ``p`` with its gradient ``g``."""
-        self.kernels.adagrad_dense(p.numpy(), self.acc[id(p)], self.mom[id(p)], g.numpy(), self.lr, self.momentum, self.nesterov)
-
     def rows_and_dense(
         self, p: torch.Tensor, idx0: np.ndarray, g0: np.ndarray, idx1: np.ndarray, g1: np.ndarray | None,
         dense: torch.Tensor, dense_grad: torch.Tensor,
     ) -> None:
         """:meth:`rows` of ``p`` with scratch parts ``(idx0, g0)`` (full width) and ``(idx1, g1)``
-        (none where ``g1`` is None) on one thread while the other runs :meth:`dense`
-        (``kernels.update_phase_*``, from ``self.ph``: the trainer's :class:`kernels.Phases`)."""
+        (none where ``g1`` is None) on one thread while the other updates the flat vector ``dense``
+        with its gradient (``update_phase`` of ``self.ph``, the trainer's :class:`kernels.Phases`)."""
         i1, h1 = (_NO_ROWS, _NONE) if g1 is None else (idx1, g1)
         args = self._rows[id(p)].scratch_args(idx0, g0, i1, h1)
         d = id(dense)
@@ -624,6 +620,7 @@ class _Trainer:
         self._counts: np.ndarray | None = None  # per-item draw counters of _columns (kept zero between steps)
         self.parts = 1  # row blocks of the phases: the training loop sets its thread count
         self.scale = 1.0 / cfg.batch_size
+        self._k = kernels.constants(np.float32, cfg.elu_param, cfg.bpreg, self.scale)  # BPR-max's scalars
         self.xe = cfg.loss == "cross-entropy"
         self.logq_t = self.logq_s = None
         if self.xe and cfg.logq > 0:
@@ -738,12 +735,10 @@ class _Trainer:
     def loss(self, f: _Fwd, dR: np.ndarray, dh: np.ndarray) -> float:
         """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D + 1) with
         dL/d(top-layer output) in its first D columns."""
-        cfg = self.cfg
-        k = self.kernels.constants(np.float32, cfg.elu_param, cfg.bpreg, self.scale)
         none = np.zeros(0, np.float32)
         return self.ph.loss_phase(
             f.hx, f.Gout, self.xe, none if f.lq is None else f.lq.numpy(), none if f.w is None else f.w.numpy(),
-            k, self.scale, _EPS_LOG, self.parts, dR, dh,
+            self._k, self.scale, _EPS_LOG, self.parts, dR, dh,
         )
 
     # ------------------------------------------------------------------ backward

@@ -12,12 +12,13 @@ writing the full arrays) into one or two passes over the data a step touches:
 * :func:`xe_rows` and :func:`bpr_max_rows` -- the two losses and their gradients, a row at a time.
 * :func:`step_columns`, :func:`gru_forward`, :func:`gru_backward`, :func:`dropout_mask` -- a
   step's output columns (distinct negatives with their counts), a GRU layer's gates forward and
-  backward, inverted dropout from random bits.
+  backward, inverted dropout from counter-based random bits.
 * :func:`gather_rows_par`, :func:`layer_forward_par`, :func:`loss_phase_par`,
   :func:`backward_products_par`, :func:`update_phase_par` -- the phases of a training step, each
-  split over numba's threads (row blocks of the batch, or separate tasks) with the matrix products
-  inside calling BLAS on contiguous blocks; with one thread :class:`Phases` runs their blocks
-  directly.
+  split over numba's threads (row blocks of the batch, column blocks of the output rows, or
+  separate tasks) with the matrix products inside calling BLAS on blocks of the arrays
+  (:func:`_gemm`: scipy's ``sgemm`` with strides, no copies); with one thread :class:`Phases`
+  runs their blocks directly.
 * :func:`bound_queries`, :func:`bound_first`, :func:`bound_rest` and :func:`scan_topk` -- the
   per-query part of :class:`nextclick.scoring.TopK`: the query's projection and bounds, the heap
   of exact scores, the rows whose bound reaches it (around the half-precision products, or in a
@@ -35,11 +36,14 @@ tensor-operation form up to rounding.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 
+import llvmlite.binding
 import numba
 import numpy as np
+from numba import types
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +106,16 @@ def _update_rows(
 
 
 @numba.njit(**_JIT)
-def _update_in_place(
-    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
-    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
-    lr: float, m: float, nesterov: bool,
-) -> None:
-    """:func:`_coalesce` and :func:`_update_rows` for two parts, using the first part's gradient
-    ``g0`` (full width) as the buffer: a repeated item's rows are summed into its first row there,
-    and the second part's rows (``g1``, possibly narrower) into that row too, or, for items the
-    first part lacks, into ``xbuf``. Saves copying the first part (a step's output rows, ~1.5 MB)
-    into the buffer. ``pos`` (item -> ``k`` >= 0: row ``k`` of ``g0``, <= -2: row ``-2 - pos`` of
-    ``xbuf``, -1: none) is left all -1. ``first``, ``xrows``: int64 scratch (len(idx0),
-    len(idx1))."""
-    lr32, m32 = np.float32(lr), np.float32(m)
-    use_mom = mom.shape[1] > 0
+def _coalesce_in_place(
+    pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray, idx1: np.ndarray, g1: np.ndarray, first: np.ndarray,
+    xrows: np.ndarray, xbuf: np.ndarray,
+) -> tuple[int, int]:
+    """The coalescing half of :func:`_update_in_place`: sums a repeated item's rows of ``g0`` into
+    its first row there, and the second part's rows (``g1``, possibly narrower) into that row too,
+    or, for items the first part lacks, into ``xbuf``. Lists the ``nf`` first rows in ``first`` and
+    the ``nx`` items of ``xbuf`` in ``xrows``; returns ``(nf, nx)``. ``pos`` (item -> ``k`` >= 0: row
+    ``k`` of ``g0``, <= -2: row ``-2 - pos`` of ``xbuf``, -1: none) is left set for those items
+    (:func:`_apply_rows` resets it)."""
     nf = 0
     for k in range(idx0.shape[0]):
         r = idx0[k]
@@ -141,15 +141,42 @@ def _update_in_place(
             nx += 1
         else:
             xbuf[-2 - j, :w] += g1[k]
-    for t in range(nf):
-        k = first[t]
+    return nf, nx
+
+
+@numba.njit(**_JIT)
+def _apply_rows(
+    t: int, parts: int, p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray,
+    g0: np.ndarray, first: np.ndarray, nf: int, xrows: np.ndarray, xbuf: np.ndarray, nx: int,
+    lr: float, m: float, nesterov: bool,
+) -> None:
+    """Share ``t`` of ``parts`` of the coalesced rows of :func:`_coalesce_in_place`: updates them
+    and resets their ``pos`` entries."""
+    lr32, m32 = np.float32(lr), np.float32(m)
+    use_mom = mom.shape[1] > 0
+    for u in range(t * nf // parts, (t + 1) * nf // parts):
+        k = first[u]
         r = idx0[k]
         pos[r] = -1
         _update(p[r], acc[r], mom[r], g0[k], lr32, m32, use_mom, nesterov)
-    for t in range(nx):
-        r = xrows[t]
+    for u in range(t * nx // parts, (t + 1) * nx // parts):
+        r = xrows[u]
         pos[r] = -1
-        _update(p[r], acc[r], mom[r], xbuf[t], lr32, m32, use_mom, nesterov)
+        _update(p[r], acc[r], mom[r], xbuf[u], lr32, m32, use_mom, nesterov)
+
+
+@numba.njit(**_JIT)
+def _update_in_place(
+    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
+    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    lr: float, m: float, nesterov: bool,
+) -> None:
+    """:func:`_coalesce` and :func:`_update_rows` for two parts, using the first part's gradient
+    ``g0`` (full width) as the buffer (:func:`_coalesce_in_place`, then :func:`_apply_rows`). Saves
+    copying the first part (a step's output rows, ~1.5 MB) into the buffer. ``pos`` is left all
+    -1. ``first``, ``xrows``: int64 scratch (len(idx0), len(idx1))."""
+    nf, nx = _coalesce_in_place(pos, idx0, g0, idx1, g1, first, xrows, xbuf)
+    _apply_rows(0, 1, p, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx, lr, m, nesterov)
 
 
 @numba.njit(inline="always", **_JIT)
@@ -422,32 +449,45 @@ def step_columns(
 
 
 # ---------------------------------------------------------------------------------- GRU gates
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)  # SplitMix64's increment
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S32 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+
+
 @numba.njit(**_JIT)
-def dropout_mask(u: np.ndarray, thr: np.uint32, keep: float, mask: np.ndarray) -> None:
-    """Inverted dropout from random bits: ``mask = keep`` (``1 / (1 - p)``) where the uint32 ``u
-    >= thr`` (``thr = p * 2^32``, rounded: probability ``p`` to within 2^-33), else 0."""
-    k, z = _F(keep), _F(0.0)
-    for j in range(u.shape[0]):
-        mask[j] = k if u[j] >= thr else z
+def dropout_mask(key: np.uint64, start: int, thr: np.uint32, keep: float, mask: np.ndarray) -> None:
+    """Inverted dropout from counter-based random bits: ``mask[j] = keep`` (``1 / (1 - p)``) where
+    ``u_j >= thr`` (``thr = p * 2^32``, rounded: probability ``p`` to within 2^-33), else 0, with
+    ``u_j`` the top 32 bits of SplitMix64's output at counter ``start + j`` of stream ``key``
+    (``mix(key + (start + j) * gamma)``). A mask element's bits depend only on the key and its
+    counter, so any split of the rows over threads draws the same mask; the loop vectorises."""
+    k, z0 = _F(keep), _F(0.0)
+    base = key + np.uint64(start) * _GAMMA
+    for j in range(mask.shape[0]):
+        z = base + np.uint64(j) * _GAMMA
+        z = (z ^ (z >> _S30)) * _M1
+        z = (z ^ (z >> _S27)) * _M2
+        z = z ^ (z >> _S31)
+        mask[j] = k if np.uint32(z >> _S32) >= thr else z0
 
 
 @numba.njit(fastmath={"contract"}, **_JIT)
 def gru_forward(
-    gx: np.ndarray, gh: np.ndarray, b_hh: np.ndarray, H: np.ndarray, u: np.ndarray, thr: np.uint32, keep: float,
-    rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
+    gx: np.ndarray, gh: np.ndarray, b_hh: np.ndarray, H: np.ndarray, key: np.uint64, row0: int, thr: np.uint32,
+    keep: float, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
 ) -> None:
     """A GRU layer's gates from its input and recurrent pre-activations, ``gx`` (b, 3D, input bias
     included) and ``gh`` (b, 3D, without ``b_hh``, which is added in place). Writes ``rz =
     sigmoid(gx + gh)[:, :2D]`` (reset, update), ``n = tanh(gx_n + r * gh_n)``, ``dn = n - H`` and
-    ``h = (H + z dn) * mask`` with the dropout mask of :func:`dropout_mask` (``u`` empty: no
-    dropout, ``mask`` untouched). float32 (see :func:`vexp`); row slices, so that the loops index
+    ``h = (H + z dn) * mask`` with the dropout mask of :func:`dropout_mask` (stream ``key``, the
+    rows being rows ``row0``... of the layer's (b, D) mask; ``mask`` empty: no dropout). float32 (see :func:`vexp`); row slices, so that the loops index
     from 0 and vectorise."""
     b, D = H.shape
     e = np.empty(2 * D, np.int32)
     s = np.empty(2 * D, gx.dtype)
     x = np.empty(2 * D, gx.dtype)
     v = np.empty(D, gx.dtype)
-    drop = u.shape[0] > 0
+    drop = mask.shape[0] > 0
     one, two, zero = _F(1.0), _F(2.0), _F(0.0)
     for i in range(b):
         gxi, ghi, rzi = gx[i], gh[i], rz[i]
@@ -473,7 +513,7 @@ def gru_forward(
         for j in range(D):
             hi[j] = Hi[j] + z[j] * dni[j]
         if drop:
-            dropout_mask(u[i], thr, keep, mask[i])
+            dropout_mask(key, (row0 + i) * D, thr, keep, mask[i])
             mi = mask[i]
             for j in range(D):
                 hi[j] *= mi[j]
@@ -521,15 +561,65 @@ def gru_backward(
             db_hh[j] += dghi[j]
 
 
+# ---------------------------------------------------------------------------------- BLAS on strided blocks
+def _sgemm_address() -> int:
+    """Address of the Fortran ``sgemm`` in scipy's BLAS, the one numba's ``np.dot`` calls."""
+    from scipy.linalg import cython_blas
+
+    capsule = cython_blas.__pyx_capi__["sgemm"]
+    api = ctypes.pythonapi
+    name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", api))(capsule)
+    get = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_GetPointer", api))
+    return int(get(capsule, name))
+
+
+# Registered under a symbol name (not a ctypes pointer, whose address numba would bake into the
+# code): the loops that call it stay cacheable. Every argument is a pointer (Fortran).
+llvmlite.binding.add_symbol("nextclick_sgemm", _sgemm_address())
+_sgemm = types.ExternalFunction("nextclick_sgemm", types.void(*([types.uintp] * 13)))
+_N, _T = ord("N"), ord("T")
+
+
+@numba.njit(**_JIT)
+def _gemm(
+    ta: int, tb: int, m: int, n: int, k: int, a: np.ndarray, ao: int, lda: int, b: np.ndarray, bo: int, ldb: int,
+    c: np.ndarray, co: int, ldc: int,
+) -> None:
+    """Column-major ``C = op(A) op(B)`` (m, n) on blocks of float32 arrays: ``A`` starts at
+    element ``ao`` of ``a`` with leading dimension ``lda``, likewise ``B`` and ``C``; ``ta``,
+    ``tb``: ``_N`` or ``_T``. A row-major block (r, c) with row stride ``L`` is the column-major
+    (c, r) with leading dimension ``L``, so products of row and column blocks of C arrays need no
+    copies. ``k`` 0: ``C`` = 0."""
+    if m <= 0 or n <= 0:
+        return
+    ints = np.empty(6, np.int32)
+    ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = m, n, k, max(lda, 1), max(ldb, 1), ldc
+    fl = np.empty(2, np.float32)
+    fl[0], fl[1] = 1.0, 0.0
+    tr = np.empty(2, np.uint8)
+    tr[0], tr[1] = ta, tb
+    ip, fp, tp = ints.ctypes.data, fl.ctypes.data, tr.ctypes.data
+    _sgemm(
+        tp, tp + 1, ip, ip + 4, ip + 8, fp, a.ctypes.data + 4 * ao, ip + 12, b.ctypes.data + 4 * bo, ip + 16, fp + 4,
+        c.ctypes.data + 4 * co, ip + 20,
+    )
+    _alive(ints, fl, tr)  # numba frees an array after its last use: the pointers' arrays live up to here
+
+
+@numba.njit(inline="never", **_JIT)
+def _alive(*arrays) -> None:  # type: ignore[no-untyped-def]
+    pass
+
+
 # ---------------------------------------------------------------------------------- a training step's phases
-# Each phase is a block function (``_*_block(t, ...)``: block or task ``t``) and a driver that
-# shares the blocks out to numba's threads (``*_par``, ``parallel=True``, same arguments without
-# ``t``); the products inside call BLAS (scipy's, one thread each) on contiguous row blocks. One
-# thread pool for the whole step: BLAS's own threads would spin on the same cores
+# Each phase is one or more block functions (``_*_block(t, ...)``: block or task ``t``) and a
+# driver that shares the blocks out to numba's threads (``*_par``, ``parallel=True``, same
+# arguments without ``t``); the products inside call BLAS (scipy's, one thread each) on blocks of
+# the arrays. One thread pool for the whole step: BLAS's own threads would spin on the same cores
 # (docs/benchmarks.md). With one thread, :class:`Phases` calls the blocks directly on the calling
-# thread and never starts numba's thread pool, so a one-thread fit stays safe to fork after and to
-# run from several Python threads at once (numba's OpenMP pool and its ``workqueue`` fallback are
-# not).
+# thread (or ``*_one``, the same blocks in turn) and never starts numba's thread pool, so a
+# one-thread fit stays safe to fork after and to run from several Python threads at once (numba's
+# OpenMP pool and its ``workqueue`` fallback are not).
 _PAR = dict(_JIT, parallel=True)
 
 
@@ -554,9 +644,9 @@ def gather_rows_par(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.nda
 
 @numba.njit(**_JIT)
 def _layer_block(
-    t: int, inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
+    t: int, inp: np.ndarray, key_in: np.uint64, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
     w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
-    u: np.ndarray, thr: np.uint32, keep: float, parts: int,
+    key: np.uint64, thr: np.uint32, keep: float, parts: int,
     gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
     hx: np.ndarray,
 ) -> None:
@@ -566,11 +656,12 @@ def _layer_block(
     lo, hi = t * step, min(b, (t + 1) * step)
     if lo >= hi:
         return
-    if u_in.shape[0] > 0:
+    if mask_in.shape[0] > 0:
+        w = inp.shape[1]
         for i in range(lo, hi):
-            dropout_mask(u_in[i], thr_in, keep_in, mask_in[i])
+            dropout_mask(key_in, i * w, thr_in, keep_in, mask_in[i])
             x, m = inp[i], mask_in[i]
-            for j in range(x.shape[0]):
+            for j in range(w):
                 x[j] *= m[j]
     if inp.shape[0] > 0:
         g = gx[lo:hi]
@@ -578,9 +669,9 @@ def _layer_block(
         for i in range(hi - lo):
             g[i] += b_ih
     np.dot(H[lo:hi], w_hh.T, gh[lo:hi])
-    drop = u.shape[0] > 0
+    drop = mask.shape[0] > 0
     gru_forward(
-        gx[lo:hi], gh[lo:hi], b_hh, H[lo:hi], u[lo:hi] if drop else u, thr, keep,
+        gx[lo:hi], gh[lo:hi], b_hh, H[lo:hi], key, lo, thr, keep,
         rz[lo:hi], n[lo:hi], dn[lo:hi], mask[lo:hi] if drop else mask, h[lo:hi],
     )
     if hx.shape[0] > 0:
@@ -591,112 +682,200 @@ def _layer_block(
 
 @numba.njit(**_PAR)
 def layer_forward_par(
-    inp: np.ndarray, u_in: np.ndarray, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
+    inp: np.ndarray, key_in: np.uint64, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
     w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
-    u: np.ndarray, thr: np.uint32, keep: float, parts: int,
+    key: np.uint64, thr: np.uint32, keep: float, parts: int,
     gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
     hx: np.ndarray,
 ) -> None:
     """A GRU layer over the batch in ``parts`` row blocks: dropout on ``inp`` in place where
-    ``u_in`` is not empty (mask to ``mask_in``, :func:`dropout_mask`), ``gx = inp w_ih^T + b_ih``
+    ``mask_in`` is not empty (:func:`dropout_mask`, stream ``key_in``), ``gx = inp w_ih^T + b_ih``
     (``inp`` empty: ``gx`` already holds the input pre-activations), ``gh = H w_hh^T``, then
     :func:`gru_forward` (the other arguments as there); the top layer also writes its output to
     ``hx`` (b, D + 1) with a last column of ones (empty: not the top layer)."""
     for t in numba.prange(parts):
         _layer_block(
-            t, inp, u_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh, u, thr, keep, parts,
+            t, inp, key_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh, key, thr, keep, parts,
             gx, gh, rz, n, dn, mask, h, hx,
         )
 
 
 @numba.njit(**_JIT)
-def _loss_block(
-    t: int, hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float,
-    eps: float, parts: int, dR: np.ndarray, dh: np.ndarray,
+def _scores_block(t: int, parts: int, hx: np.ndarray, G: np.ndarray, R: np.ndarray) -> None:
+    """Column block ``t`` of ``parts`` of the scores ``R = hx G^T``: each thread reads (and BLAS
+    packs) only its own rows of ``G``."""
+    M, K1 = G.shape
+    lo, hi = t * M // parts, (t + 1) * M // parts
+    _gemm(_T, _N, hi - lo, hx.shape[0], K1, G, lo * K1, K1, hx, 0, K1, R, lo, M)
+
+
+@numba.njit(**_JIT)
+def _loss_rows_block(
+    t: int, parts: int, R: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float,
+    eps: float, dR: np.ndarray,
 ) -> float:
-    """Row block ``t`` of ``parts`` of :func:`loss_phase_par`; returns its loss."""
-    b = hx.shape[0]
-    step = (b + parts - 1) // parts
-    lo, hi = t * step, min(b, (t + 1) * step)
+    """Row block ``t`` of ``parts`` of the loss (:func:`xe_rows` or :func:`bpr_max_rows`) from the
+    scores ``R``; writes ``dR``, returns the block's loss."""
+    b = R.shape[0]
+    lo, hi = t * b // parts, (t + 1) * b // parts
     if lo >= hi:
         return 0.0
-    R = np.dot(hx[lo:hi], G.T)
     if xe:
-        loss = xe_rows(R, lq, scale, eps, True, dR[lo:hi], lo)
-    else:
-        loss = bpr_max_rows(R, w, k, eps, True, dR[lo:hi], lo)
-    np.dot(dR[lo:hi], G, dh[lo:hi])
-    return loss
+        return xe_rows(R[lo:hi], lq, scale, eps, True, dR[lo:hi], lo)
+    return bpr_max_rows(R[lo:hi], w, k, eps, True, dR[lo:hi], lo)
+
+
+@numba.njit(**_JIT)
+def _out_grads_block(
+    t: int, parts: int, dR: np.ndarray, G: np.ndarray, hx: np.ndarray, dhs: np.ndarray, g_out: np.ndarray
+) -> None:
+    """Column block ``t`` of ``parts`` of ``dR``: its share of ``dh = dR G`` (a sum over the
+    columns) to ``dhs[t]``, and its rows of the output rows' gradient ``g_out = dR^T hx``."""
+    b, M = dR.shape
+    K1 = G.shape[1]
+    lo, hi = t * M // parts, (t + 1) * M // parts
+    if lo >= hi:
+        dhs[t] = 0.0
+        return
+    _gemm(_N, _N, K1, b, hi - lo, G, lo * K1, K1, dR, lo, M, dhs[t], 0, K1)
+    _gemm(_N, _T, K1, hi - lo, b, hx, 0, K1, dR, lo, M, g_out, lo * K1, K1)
+
+
+@numba.njit(**_JIT)
+def _top_backward_block(
+    t: int, parts: int, dhs: np.ndarray, dh: np.ndarray, mask: np.ndarray, rz: np.ndarray, n: np.ndarray,
+    gh: np.ndarray, dn: np.ndarray, dg: np.ndarray, dgh: np.ndarray, db: np.ndarray,
+) -> None:
+    """Row block ``t`` of ``parts``: ``dh`` as the sum of the column blocks' shares ``dhs``, then
+    :func:`gru_backward` of the top layer, its bias gradients' partial sums to ``db[t]`` (2, 3D)."""
+    b = dh.shape[0]
+    lo, hi = t * b // parts, (t + 1) * b // parts
+    if lo >= hi:
+        db[t] = 0.0
+        return
+    for i in range(lo, hi):
+        d = dh[i]
+        d[:] = dhs[0, i]
+        for u in range(1, dhs.shape[0]):
+            e = dhs[u, i]
+            for j in range(d.shape[0]):
+                d[j] += e[j]
+    D = dn.shape[1]
+    gru_backward(
+        dh[lo:hi, :D], mask[lo:hi] if mask.shape[0] > 0 else mask, rz[lo:hi], n[lo:hi], gh[lo:hi], dn[lo:hi],
+        dg[lo:hi], dgh[lo:hi], db[t, 0], db[t, 1],
+    )
 
 
 @numba.njit(**_PAR)
 def loss_phase_par(
     hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float, eps: float,
-    parts: int, dR: np.ndarray, dh: np.ndarray,
+    parts: int, R: np.ndarray, dR: np.ndarray, dhs: np.ndarray, dh: np.ndarray, g_out: np.ndarray,
+    mask: np.ndarray, rz: np.ndarray, n: np.ndarray, gh: np.ndarray, dn: np.ndarray,
+    dg: np.ndarray, dgh: np.ndarray, db: np.ndarray, db_ih: np.ndarray, db_hh: np.ndarray,
 ) -> float:
-    """Scores, loss and the gradient of the top layer's output, in ``parts`` row blocks: ``R =
-    hx G^T`` (``hx`` (b, D + 1) with a last column of ones, ``G`` (M, D + 1) the output rows and
-    biases), the loss rows (:func:`xe_rows` with offsets ``lq``, or :func:`bpr_max_rows` with
-    weights ``w`` and constants ``k``) writing ``dR`` (b, M), and ``dh = dR G`` (b, D + 1; the
-    last column is the bias's and unused). Returns the loss."""
+    """Scores, loss, the output rows' gradient and the backward through the top GRU layer's gates,
+    each product split so that no two threads pack the same operand:
+
+    1. ``R = hx G^T`` (``hx`` (b, D + 1) with a last column of ones, ``G`` (M, D + 1) the output
+       rows and biases) in column blocks (:func:`_scores_block`);
+    2. the loss rows (:func:`xe_rows` with offsets ``lq``, or :func:`bpr_max_rows` with weights
+       ``w`` and constants ``k``) writing ``dR`` (b, M), in row blocks;
+    3. per column block, its share of ``dh = dR G`` (to ``dhs`` (parts, b, D + 1)) and its rows of
+       ``g_out = dR^T hx`` (M, D + 1);
+    4. in row blocks, ``dh`` (b, D + 1; the last column is the bias's and unused) and
+       :func:`gru_backward` of the top layer (its dropout ``mask`` and forward arrays; writes
+       ``dg``, ``dgh``, and the bias gradients ``db_ih``, ``db_hh`` through the scratch ``db``
+       (parts, 2, 3D)).
+
+    Returns the loss."""
+    for t in numba.prange(parts):
+        _scores_block(t, parts, hx, G, R)
     losses = np.zeros(parts)
     for t in numba.prange(parts):
-        losses[t] = _loss_block(t, hx, G, xe, lq, w, k, scale, eps, parts, dR, dh)
+        losses[t] = _loss_rows_block(t, parts, R, xe, lq, w, k, scale, eps, dR)
+    for t in numba.prange(parts):
+        _out_grads_block(t, parts, dR, G, hx, dhs, g_out)
+    for t in numba.prange(parts):
+        _top_backward_block(t, parts, dhs, dh, mask, rz, n, gh, dn, dg, dgh, db)
+    _sum_blocks(db, db_ih, db_hh)
     return losses.sum()
 
 
 @numba.njit(**_JIT)
+def _sum_blocks(db: np.ndarray, db_ih: np.ndarray, db_hh: np.ndarray) -> None:
+    db_ih[:] = db[0, 0]
+    db_hh[:] = db[0, 1]
+    for t in range(1, db.shape[0]):
+        db_ih += db[t, 0]
+        db_hh += db[t, 1]
+
+
+def loss_phase_one(
+    hx: np.ndarray, G: np.ndarray, xe: bool, lq: np.ndarray, w: np.ndarray, k: np.ndarray, scale: float, eps: float,
+    parts: int, R: np.ndarray, dR: np.ndarray, dhs: np.ndarray, dh: np.ndarray, g_out: np.ndarray,
+    mask: np.ndarray, rz: np.ndarray, n: np.ndarray, gh: np.ndarray, dn: np.ndarray,
+    dg: np.ndarray, dgh: np.ndarray, db: np.ndarray, db_ih: np.ndarray, db_hh: np.ndarray,
+) -> float:
+    """:func:`loss_phase_par` in one block (``parts`` 1) on the calling thread."""
+    _scores_block(0, 1, hx, G, R)
+    loss = _loss_rows_block(0, 1, R, xe, lq, w, k, scale, eps, dR)
+    _out_grads_block(0, 1, dR, G, hx, dhs, g_out)
+    _top_backward_block(0, 1, dhs, dh, mask, rz, n, gh, dn, dg, dgh, db)
+    _sum_blocks(db, db_ih, db_hh)
+    return loss
+
+
+@numba.njit(**_JIT)
 def _products_block(
-    t: int, dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray, dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
-    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray,
+    t: int, dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
+    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray, m_in: np.ndarray,
 ) -> None:
     """Task ``t`` (0 or 1) of :func:`backward_products_par`."""
-    G3 = dgh.shape[1]
-    work_out = dR.shape[1] * hx.shape[1] if dR.shape[0] > 0 else 0
-    work_hh = G3 * H.shape[1]
+    b, G3 = dgh.shape
+    D = H.shape[1]
+    work_hh = G3 * D
     work_in = G3 * inp.shape[1] * ((inp.shape[0] > 0) + (d_in.shape[0] > 0))
-    half = (work_out + work_hh + work_in) // 2
-    split = min(G3, max(0, (half - work_out) * G3 // max(work_hh, 1)))  # rows of gw_hh for the first task
-    if t == 0:
-        if work_out > 0:
-            np.dot(dR.T, hx, g_out)
-        if split > 0:
-            np.dot(np.ascontiguousarray(dgh[:, :split]).T, H, gw_hh[:split])
-    else:
-        if split < G3:
-            np.dot(np.ascontiguousarray(dgh[:, split:]).T, H, gw_hh[split:])
+    split = min(G3, max(0, (work_hh + work_in) // 2 * G3 // max(work_hh, 1)))  # rows of gw_hh for the first task
+    lo, hi = (0, split) if t == 0 else (split, G3)
+    _gemm(_N, _T, D, hi - lo, b, H, 0, D, dgh, lo, G3, gw_hh, lo * D, D)  # gw_hh[lo:hi] = dgh[:, lo:hi]^T H
+    if t == 1:
         if inp.shape[0] > 0:
             np.dot(dg.T, inp, gw_ih)
         if d_in.shape[0] > 0:
             np.dot(dg, w_ih, d_in)
+            if m_in.shape[0] > 0:
+                for i in range(d_in.shape[0]):
+                    d, m = d_in[i], m_in[i]
+                    for j in range(d.shape[0]):
+                        d[j] *= m[j]
 
 
 @numba.njit(**_PAR)
 def backward_products_par(
-    dR: np.ndarray, hx: np.ndarray, g_out: np.ndarray,
     dgh: np.ndarray, H: np.ndarray, gw_hh: np.ndarray,
-    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray,
+    dg: np.ndarray, inp: np.ndarray, gw_ih: np.ndarray, w_ih: np.ndarray, d_in: np.ndarray, m_in: np.ndarray,
 ) -> None:
-    """A layer's weight-gradient products as two tasks of about equal work: ``g_out = dR^T hx``
-    (the output rows' gradient; top layer only, ``dR`` empty otherwise), ``gw_hh = dgh^T H``,
-    ``gw_ih = dg^T inp`` and ``d_in = dg w_ih`` (the gradient of the layer's input; each skipped
-    where its input array is empty). The first task takes ``g_out`` and the first rows of
-    ``gw_hh`` (a contiguous copy of their columns of ``dgh``), the second the rest."""
+    """A layer's weight-gradient products as two tasks of about equal work: ``gw_hh = dgh^T H``,
+    ``gw_ih = dg^T inp`` and ``d_in = dg w_ih`` (the gradient of the layer's input, times the
+    input's dropout mask ``m_in`` where that is not empty; each skipped where its input array is
+    empty). The first task takes the first rows of ``gw_hh``, the second the rest."""
     for t in numba.prange(2):
-        _products_block(t, dR, hx, g_out, dgh, H, gw_hh, dg, inp, gw_ih, w_ih, d_in)
+        _products_block(t, dgh, H, gw_hh, dg, inp, gw_ih, w_ih, d_in, m_in)
 
 
 @numba.njit(**_JIT)
 def _update_block(
-    t: int, p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
-    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    t: int, parts: int, p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray,
+    g0: np.ndarray, first: np.ndarray, nf: int, xrows: np.ndarray, xbuf: np.ndarray, nx: int,
     pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
 ) -> None:
-    """Task ``t`` (0 or 1) of :func:`update_phase_par`."""
-    if t == 0:
-        _update_in_place(p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, lr, m, nesterov)
-    else:
-        adagrad_dense(pd, accd, momd, gd, lr, m, nesterov)
+    """Share ``t`` of ``parts`` of :func:`update_phase_par`: its coalesced rows and its slice of the
+    flat vector."""
+    _apply_rows(t, parts, p, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx, lr, m, nesterov)
+    n = pd.shape[0]
+    lo, hi = t * n // parts, (t + 1) * n // parts
+    adagrad_dense(pd[lo:hi], accd[lo:hi], momd[lo:hi] if momd.shape[0] > 0 else momd, gd[lo:hi], lr, m, nesterov)
 
 
 @numba.njit(**_PAR)
@@ -704,28 +883,44 @@ def update_phase_par(
     p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
     idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
     pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
+    parts: int,
 ) -> None:
-    """The output matrix's rows (:func:`_update_in_place`) on one thread while the other updates
-    the flat GRU vector ``pd`` (:func:`adagrad_dense`)."""
-    for t in numba.prange(2):
-        _update_block(t, p, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf, pd, accd, momd, gd, lr, m, nesterov)
+    """The optimiser's update: the output matrix's rows (:func:`_coalesce_in_place` on the calling
+    thread, then the coalesced rows in ``parts`` shares) and the flat GRU vector ``pd``
+    (:func:`adagrad_dense`, in ``parts`` slices), each thread a share of both."""
+    nf, nx = _coalesce_in_place(pos, idx0, g0, idx1, g1, first, xrows, xbuf)
+    for t in numba.prange(parts):
+        _update_block(t, parts, p, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx, pd, accd, momd, gd, lr, m, nesterov)
+
+
+@numba.njit(**_JIT)
+def _update_one(
+    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
+    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
+    parts: int,
+) -> None:
+    """:func:`update_phase_par` in one share (``parts`` 1), on the calling thread."""
+    nf, nx = _coalesce_in_place(pos, idx0, g0, idx1, g1, first, xrows, xbuf)
+    _update_block(0, 1, p, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx, pd, accd, momd, gd, lr, m, nesterov)
 
 
 class Phases:
     """The phase functions a trainer calls, each with its ``*_par`` driver's arguments: the drivers
     for ``parts`` > 1, else the blocks one after the other on the calling thread (``parts`` must
-    then be passed as 1), which never start numba's thread pool."""
+    then be passed as 1), which never start numba's thread pool. ``parts``: the row blocks."""
 
     def __init__(self, parts: int) -> None:
+        self.parts = parts
         if parts > 1:
             self.gather_rows, self.layer_forward, self.loss_phase = gather_rows_par, layer_forward_par, loss_phase_par
             self.backward_products, self.update_phase = backward_products_par, update_phase_par
         else:
             self.gather_rows = functools.partial(_gather_block, 0)
             self.layer_forward = functools.partial(_layer_block, 0)
-            self.loss_phase = functools.partial(_loss_block, 0)
+            self.loss_phase = loss_phase_one
             self.backward_products = functools.partial(_both_tasks, _products_block)
-            self.update_phase = functools.partial(_both_tasks, _update_block)
+            self.update_phase = _update_one
 
 
 def _both_tasks(block, *args) -> None:  # type: ignore[no-untyped-def]

@@ -510,3 +510,49 @@ def test_numpy_live_step_equals_the_torch_step(mode: str) -> None:
     x = rng.integers(1, 31, size=5)
     want = torch.cat(net.forward(torch.from_numpy(x), [torch.from_numpy(H[:, :12].copy()), torch.from_numpy(H[:, 12:].copy())]), 1)
     np.testing.assert_allclose(net.forward_np(x, H), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ compiled helpers
+def test_dropout_masks_drop_p_and_do_not_depend_on_the_row_split() -> None:
+    from nextclick import kernels
+
+    p, b, d = 0.3, 400, 250
+    thr, keep = np.uint32(round(p * 2.0**32)), 1.0 / (1.0 - p)
+    whole = np.empty(b * d, np.float32)
+    kernels.dropout_mask(np.uint64(12345), 0, thr, keep, whole)
+    rows = np.empty((b, d), np.float32)
+    for i in range(b):  # row by row, as the row blocks of the layer phase draw them
+        kernels.dropout_mask(np.uint64(12345), i * d, thr, keep, rows[i])
+    np.testing.assert_array_equal(rows.ravel(), whole)
+    assert set(np.unique(whole)) == {0.0, np.float32(keep)}
+    # 100,000 draws: the dropped share's standard error is 1.4e-3
+    assert abs((whole == 0).mean() - p) < 6e-3
+    other = np.empty_like(whole)
+    kernels.dropout_mask(np.uint64(12346), 0, thr, keep, other)
+    both = ((whole == 0) & (other == 0)).mean()  # another stream: independent of the first
+    assert abs(both - p * p) < 6e-3
+    neighbours = ((whole[1:] == 0) & (whole[:-1] == 0)).mean()  # neighbouring counters too
+    assert abs(neighbours - p * p) < 6e-3
+
+
+@pytest.mark.parametrize("ta,tb", [("N", "N"), ("N", "T"), ("T", "N"), ("T", "T")])
+def test_blas_on_strided_blocks_equals_numpy(ta: str, tb: str) -> None:
+    from nextclick import kernels
+
+    rng = np.random.default_rng(0)
+    m, n, k = 7, 5, 6
+    # row-major blocks inside larger arrays: (rows, cols) at (r0, c0) of an array with row stride L
+    A = rng.standard_normal((20, 17)).astype(np.float32)
+    B = rng.standard_normal((19, 23)).astype(np.float32)
+    C = np.full((15, 21), 7.0, np.float32)
+    a_rows, a_cols = (m, k) if ta == "T" else (k, m)  # column-major op(A) (m, k) is row-major (k, m) for "N"
+    b_rows, b_cols = (k, n) if tb == "T" else (n, k)
+    a_blk, b_blk = A[2 : 2 + a_rows, 3 : 3 + a_cols], B[4 : 4 + b_rows, 1 : 1 + b_cols]
+    kernels._gemm(
+        ord(ta), ord(tb), m, n, k, A, 2 * 17 + 3, 17, B, 4 * 23 + 1, 23, C, 5 * 21 + 6, 21
+    )
+    opA = a_blk if ta == "T" else a_blk.T  # column-major view of a row-major block is its transpose
+    opB = b_blk if tb == "T" else b_blk.T
+    want = C.copy()
+    want[5 : 5 + n, 6 : 6 + m] = (opA @ opB).T
+    np.testing.assert_allclose(C, want, rtol=1e-5, atol=1e-5)

@@ -25,10 +25,12 @@ What one training step does (``B`` slots of the session-parallel batch, ``S = n_
 The forward and backward passes are written out by hand (one GRU step has a short closed-form
 gradient, checked against autograd in the tests), so a step is a fixed, short list of fused
 operations with no autograd graph: five compiled phases (:mod:`nextclick.kernels`, numba) --
-the gather of the step's item rows, each GRU layer, the scores with the loss and its gradient,
-the weight-gradient products, the optimiser -- each split over ``n_threads`` threads of numba's
-pool (row blocks of the batch, or whole products as separate tasks), with the products inside
-calling BLAS single-threaded on contiguous blocks, so one thread pool serves the whole step. The
+the gather of the step's item rows, each GRU layer (dropout masks drawn inside, counter-based),
+the scores with the loss, the output rows' gradient and the top layer's gates backward, the other
+weight-gradient products, the optimiser -- each split over ``n_threads`` threads of numba's pool
+(row blocks of the batch, column blocks of the output rows so that no two threads pack the same
+operand, or whole products as separate tasks), with the products inside calling BLAS
+single-threaded on blocks of the arrays, so one thread pool serves the whole step. The
 element-wise loops are written so that the compiler vectorises them, exponentials included. The
 item matrices get row-sparse gradients, and Adagrad with momentum reads and writes only the rows
 a step touched (repeated rows summed first). An epoch's session-parallel steps are laid out as
@@ -106,7 +108,6 @@ log = logging.getLogger(__name__)
 _EPS_LOG = 1e-24  # inside the logarithms of both losses, as in the official code
 _NONE = np.zeros((0, 0), np.float32)  # the compiled gate loops' "no dropout"
 _NO_ROWS = np.zeros(0, np.int64)
-_NONE_U = np.zeros((0, 0), np.uint32)  # no dropout bits
 
 
 @contextmanager
@@ -538,7 +539,8 @@ class _AdagradM:
         args = self._rows[id(p)].scratch_args(idx0, g0, i1, h1)
         d = id(dense)
         self.ph.update_phase(
-            *args, dense.numpy(), self.acc[d], self.mom[d], dense_grad.numpy(), self.lr, self.momentum, self.nesterov
+            *args, dense.numpy(), self.acc[d], self.mom[d], dense_grad.numpy(), self.lr, self.momentum, self.nesterov,
+            self.ph.parts,
         )
 
     def rows(self, p: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], scratch: bool = False) -> None:
@@ -605,6 +607,9 @@ class _Fwd:
     cache: list  # per layer, arrays: (input, previous state, [r z], candidate, U h + b_hh, candidate - state, dropout mask)
     lq: torch.Tensor | None  # (M,) logQ correction of the scores, or None
     w: torch.Tensor | None  # (M,) BPR-max: how many sampled negatives each column stands for
+    dg: np.ndarray | None = None  # (b, 3D) the top layer's gate gradients (input, recurrent), from the loss phase
+    dgh: np.ndarray | None = None
+    g_out: np.ndarray | None = None  # (M, D + 1) the output rows' gradient, from the loss phase
 
 
 class _Trainer:
@@ -640,15 +645,15 @@ class _Trainer:
         self._parts = int(n)
         self.ph = self.opt.ph = self.kernels.Phases(self._parts)
 
-    def _dropout(self, b: int, d: int, p: float) -> tuple[np.ndarray, np.uint32, float, np.ndarray | None]:
-        """A (b, d) dropout's arguments for the compiled loops (:func:`kernels.dropout_mask`): random
-        bits (uint32; raw generator output, twice as fast here as uniform floats), the threshold
-        ``p * 2^32``, the kept values' scale ``1 / (1 - p)`` and the mask's array; no dropout when
-        ``p`` is 0 (empty bits, no mask)."""
+    def _dropout(self, b: int, d: int, p: float) -> tuple[np.uint64, np.uint32, float, np.ndarray | None]:
+        """A (b, d) dropout's arguments for the compiled loops (:func:`kernels.dropout_mask`): a
+        stream key from the trainer's generator (the loops draw the bits themselves, counter-based,
+        in whatever row blocks the threads take), the threshold ``p * 2^32``, the kept values'
+        scale ``1 / (1 - p)`` and the mask's array; no dropout when ``p`` is 0 (no mask)."""
         if p <= 0:
-            return _NONE_U, np.uint32(0), 1.0, None
-        bits = self.rng.bit_generator.random_raw((b * d + 1) // 2).view(np.uint32)[: b * d].reshape(b, d)
-        return bits, np.uint32(min(round(p * 2.0**32), 2**32 - 1)), 1.0 / (1.0 - p), np.empty((b, d), np.float32)
+            return np.uint64(0), np.uint32(0), 1.0, None
+        key = np.uint64(self.rng.bit_generator.random_raw())
+        return key, np.uint32(min(round(p * 2.0**32), 2**32 - 1)), 1.0 / (1.0 - p), np.empty((b, d), np.float32)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, y: torch.Tensor, neg: torch.Tensor | None, H: list[torch.Tensor]) -> _Fwd:
@@ -668,7 +673,7 @@ class _Trainer:
             self.ph.gather_rows(net.out.numpy(), y_all.numpy(), Gout, _NO_ROWS, _NONE, self.parts)
             if mode == "embedding":
                 inp = net.emb.numpy()[x.numpy()]  # type: ignore[union-attr]
-        u_e, thr_e, keep_e, m_e = self._dropout(b, inp.shape[1], cfg.dropout_p_embed) if inp is not None else self._dropout(0, 0, 0.0)
+        k_e, thr_e, keep_e, m_e = self._dropout(b, inp.shape[1], cfg.dropout_p_embed) if inp is not None else self._dropout(0, 0, 0.0)
         hx = np.empty((b, D + 1), np.float32)  # the top layer's output and a column of ones (the output bias)
         cache = []
         for l, Dl in enumerate(sizes):
@@ -680,15 +685,14 @@ class _Trainer:
             gh, rz = np.empty((b, 3 * Dl), np.float32), np.empty((b, 2 * Dl), np.float32)  # U H + b_hh, [reset update]
             n, dn, h = (np.empty((b, Dl), np.float32) for _ in range(3))  # candidate, n - H, output
             p = cfg.dropout_p_embed if (l == 0 and mode == "onehot") else cfg.dropout_p_hidden
-            u, thr, keep, m = self._dropout(b, Dl, p)
+            key, thr, keep, m = self._dropout(b, Dl, p)
             # h = ((1 - z) H + z n) * dropout mask, the input dropped out first (embedding dropout)
             self.ph.layer_forward(
-                _NONE if inp is None else inp, u_e, thr_e, keep_e, _NONE if m_e is None else m_e,
+                _NONE if inp is None else inp, k_e, thr_e, keep_e, _NONE if (m_e is None or l) else m_e,
                 _NONE if inp is None else V["w_ih"][l].numpy(), V["b_ih"][l].numpy(), Hp, V["w_hh"][l].numpy(),
-                V["b_hh"][l].numpy(), u, thr, keep, self.parts,
+                V["b_hh"][l].numpy(), key, thr, keep, self.parts,
                 gx, gh, rz, n, dn, _NONE if m is None else m, h, hx if l == L - 1 else _NONE,
             )
-            u_e = _NONE_U  # the embedding dropout is the first layer's only
             cache.append((inp, Hp, rz, n, gh, dn, m))
             H[l] = torch.from_numpy(h)  # the (dropped-out) output is the new hidden state, as in the official code
             inp = h
@@ -734,11 +738,23 @@ class _Trainer:
 
     def loss(self, f: _Fwd, dR: np.ndarray, dh: np.ndarray) -> float:
         """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D + 1) with
-        dL/d(top-layer output) in its first D columns."""
+        dL/d(top-layer output) in its first D columns, and goes on to the output rows' gradient
+        ``f.g_out`` (M, D + 1) and back through the top layer's gates: ``f.dg`` and ``f.dgh`` (its
+        gate gradients) and its bias gradients."""
         none = np.zeros(0, np.float32)
+        l = len(self.net.sizes) - 1
+        _, _, rz, n, gh, dn, m = f.cache[l]
+        b, M = dR.shape
+        parts = self.parts
+        f.dg, f.dgh = np.empty_like(gh), np.empty_like(gh)
+        f.g_out = np.empty((M, dh.shape[1]), np.float32)
+        gw = self.net.grads
         return self.ph.loss_phase(
             f.hx, f.Gout, self.xe, none if f.lq is None else f.lq.numpy(), none if f.w is None else f.w.numpy(),
-            self._k, self.scale, _EPS_LOG, self.parts, dR, dh,
+            self._k, self.scale, _EPS_LOG, parts, np.empty((b, M), np.float32), dR,
+            np.empty((parts, b, dh.shape[1]), np.float32), dh, f.g_out,
+            _NONE if m is None else m, rz, n, gh, dn, f.dg, f.dgh,
+            np.empty((parts, 2, gh.shape[1]), np.float32), gw["b_ih"][l].numpy(), gw["b_hh"][l].numpy(),
         )
 
     # ------------------------------------------------------------------ backward
@@ -751,28 +767,28 @@ class _Trainer:
         net, K = self.net, self.kernels
         sizes, b, x = net.sizes, f.b, f.x
         V, gw = net.views, net.grads
-        D = sizes[-1]
-        g_out = np.empty((f.y_all.numel(), D + 1), np.float32)
-        d = np.ascontiguousarray(dh[:, :D])
+        g_out = f.g_out
+        d = None
         rows: list[tuple[torch.Tensor, torch.Tensor, np.ndarray]] = []
         for l in range(len(sizes) - 1, -1, -1):
             Dl = sizes[l]
             inp, Hp, rz, n, gh, dn, m = f.cache[l]
-            dg, dgh = np.empty((b, 3 * Dl), np.float32), np.empty((b, 3 * Dl), np.float32)  # gate pre-activation grads
-            K.gru_backward(d, _NONE if m is None else m, rz, n, gh, dn, dg, dgh, gw["b_ih"][l].numpy(), gw["b_hh"][l].numpy())
+            if l == len(sizes) - 1:  # the loss phase went back through the top layer's gates
+                dg, dgh = f.dg, f.dgh
+            else:
+                dg, dgh = np.empty((b, 3 * Dl), np.float32), np.empty((b, 3 * Dl), np.float32)  # gate pre-activation grads
+                K.gru_backward(d, _NONE if m is None else m, rz, n, gh, dn, dg, dgh, gw["b_ih"][l].numpy(), gw["b_hh"][l].numpy())
             d_in = None if inp is None else np.empty((b, inp.shape[1]), np.float32)  # grad of the layer input
-            top = l == len(sizes) - 1
             self.ph.backward_products(
-                dR if top else _NONE, f.hx, g_out if top else _NONE, dgh, Hp, gw["w_hh"][l].numpy(),
+                dgh, Hp, gw["w_hh"][l].numpy(),
                 dg, _NONE if inp is None else inp, _NONE if inp is None else gw["w_ih"][l].numpy(),
                 _NONE if inp is None else V["w_ih"][l].numpy(), _NONE if d_in is None else d_in,
+                _NONE if (l or f.m_e is None) else f.m_e,  # the embedding dropout's mask on the input rows' gradient
             )
             if d_in is None:  # one-hot layer: row-sparse input weights
                 rows.append((net.wx, x, dg))  # type: ignore[arg-type]
                 return g_out, rows, None
             d = d_in
-        if f.m_e is not None:
-            d *= f.m_e
         if net.mode == "embedding":
             rows.append((net.emb, x, d))  # type: ignore[arg-type]
             return g_out, rows, None

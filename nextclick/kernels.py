@@ -624,51 +624,70 @@ _PAR = dict(_JIT, parallel=True)
 
 
 @numba.njit(**_JIT)
-def _gather_block(t: int, src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, parts: int) -> None:
+def _gather_block(
+    t: int, src: np.ndarray, idx: np.ndarray, dst: np.ndarray, src_in: np.ndarray, x: np.ndarray, inp: np.ndarray,
+    key: np.uint64, thr: np.uint32, keep: float, mask: np.ndarray, parts: int,
+) -> None:
     """Block ``t`` of ``parts`` of :func:`gather_rows_par`."""
     n = idx.shape[0]
     for k in range(t * n // parts, (t + 1) * n // parts):
         dst[k] = src[idx[k]]
     w, nx = inp.shape[1], x.shape[0]
     for k in range(t * nx // parts, (t + 1) * nx // parts):
-        inp[k] = src[x[k], :w]
+        row = inp[k]
+        row[:] = src_in[x[k], :w]
+        if mask.shape[0] > 0:
+            m = mask[k]
+            dropout_mask(key, k * w, thr, keep, m)
+            for j in range(w):
+                row[j] *= m[j]
 
 
 @numba.njit(**_PAR)
-def gather_rows_par(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, x: np.ndarray, inp: np.ndarray, parts: int) -> None:
-    """``dst[k] = src[idx[k]]``, and ``inp[k] = src[x[k], :width of inp]`` (the input rows of the
-    constrained embedding; ``x`` empty: none)."""
+def gather_rows_par(
+    src: np.ndarray, idx: np.ndarray, dst: np.ndarray, src_in: np.ndarray, x: np.ndarray, inp: np.ndarray,
+    key: np.uint64, thr: np.uint32, keep: float, mask: np.ndarray, parts: int,
+) -> None:
+    """``dst[k] = src[idx[k]]`` (the output rows), and the first layer's input rows ``inp[k] =
+    src_in[x[k], :width of inp]`` (``x`` empty: none) with the embedding dropout on them where
+    ``mask`` is not empty (:func:`dropout_mask`, stream ``key``)."""
     for t in numba.prange(parts):
-        _gather_block(t, src, idx, dst, x, inp, parts)
+        _gather_block(t, src, idx, dst, src_in, x, inp, key, thr, keep, mask, parts)
 
 
 @numba.njit(**_JIT)
-def _layer_block(
-    t: int, inp: np.ndarray, key_in: np.uint64, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
-    w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
-    key: np.uint64, thr: np.uint32, keep: float, parts: int,
-    gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
-    hx: np.ndarray,
+def _layer_products_block(
+    t: int, inp: np.ndarray, w_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, parts: int,
+    gx: np.ndarray, gh: np.ndarray,
 ) -> None:
-    """Row block ``t`` of ``parts`` of :func:`layer_forward_par`."""
+    """Column block ``t`` of ``parts`` of a layer's products ``gx = inp w_ih^T`` (none where ``inp``
+    is empty) and ``gh = H w_hh^T``: each thread packs only its own rows of the weights."""
+    b, G3 = gh.shape
+    lo, hi = t * G3 // parts, (t + 1) * G3 // parts
+    if inp.shape[0] > 0:
+        d_in = inp.shape[1]
+        _gemm(_T, _N, hi - lo, b, d_in, w_ih, lo * d_in, d_in, inp, 0, d_in, gx, lo, G3)
+    D = H.shape[1]
+    _gemm(_T, _N, hi - lo, b, D, w_hh, lo * D, D, H, 0, D, gh, lo, G3)
+
+
+@numba.njit(**_JIT)
+def _gates_block(
+    t: int, add_b_ih: bool, b_ih: np.ndarray, H: np.ndarray, b_hh: np.ndarray, key: np.uint64, thr: np.uint32,
+    keep: float, parts: int, gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray,
+    mask: np.ndarray, h: np.ndarray, hx: np.ndarray,
+) -> None:
+    """Row block ``t`` of ``parts`` of a layer's gates (:func:`gru_forward`, after adding ``b_ih`` to
+    ``gx`` where ``add_b_ih``), and the top layer's ``hx``."""
     b, D = H.shape
-    step = (b + parts - 1) // parts
-    lo, hi = t * step, min(b, (t + 1) * step)
+    lo, hi = t * b // parts, (t + 1) * b // parts
     if lo >= hi:
         return
-    if mask_in.shape[0] > 0:
-        w = inp.shape[1]
+    if add_b_ih:
         for i in range(lo, hi):
-            dropout_mask(key_in, i * w, thr_in, keep_in, mask_in[i])
-            x, m = inp[i], mask_in[i]
-            for j in range(w):
-                x[j] *= m[j]
-    if inp.shape[0] > 0:
-        g = gx[lo:hi]
-        np.dot(inp[lo:hi], w_ih.T, g)
-        for i in range(hi - lo):
-            g[i] += b_ih
-    np.dot(H[lo:hi], w_hh.T, gh[lo:hi])
+            g = gx[i]
+            for j in range(g.shape[0]):
+                g[j] += b_ih[j]
     drop = mask.shape[0] > 0
     gru_forward(
         gx[lo:hi], gh[lo:hi], b_hh, H[lo:hi], key, lo, thr, keep,
@@ -682,22 +701,30 @@ def _layer_block(
 
 @numba.njit(**_PAR)
 def layer_forward_par(
-    inp: np.ndarray, key_in: np.uint64, thr_in: np.uint32, keep_in: float, mask_in: np.ndarray,
-    w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
+    inp: np.ndarray, w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
     key: np.uint64, thr: np.uint32, keep: float, parts: int,
     gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
     hx: np.ndarray,
 ) -> None:
-    """A GRU layer over the batch in ``parts`` row blocks: dropout on ``inp`` in place where
-    ``mask_in`` is not empty (:func:`dropout_mask`, stream ``key_in``), ``gx = inp w_ih^T + b_ih``
-    (``inp`` empty: ``gx`` already holds the input pre-activations), ``gh = H w_hh^T``, then
-    :func:`gru_forward` (the other arguments as there); the top layer also writes its output to
-    ``hx`` (b, D + 1) with a last column of ones (empty: not the top layer)."""
+    """A GRU layer over the batch: ``gx = inp w_ih^T + b_ih`` (``inp`` empty: ``gx`` already holds
+    the input pre-activations) and ``gh = H w_hh^T`` in column blocks, then :func:`gru_forward`
+    (the other arguments as there) in row blocks; the top layer also writes its output to ``hx``
+    (b, D + 1) with a last column of ones (empty: not the top layer)."""
     for t in numba.prange(parts):
-        _layer_block(
-            t, inp, key_in, thr_in, keep_in, mask_in, w_ih, b_ih, H, w_hh, b_hh, key, thr, keep, parts,
-            gx, gh, rz, n, dn, mask, h, hx,
-        )
+        _layer_products_block(t, inp, w_ih, H, w_hh, parts, gx, gh)
+    for t in numba.prange(parts):
+        _gates_block(t, inp.shape[0] > 0, b_ih, H, b_hh, key, thr, keep, parts, gx, gh, rz, n, dn, mask, h, hx)
+
+
+def layer_forward_one(
+    inp: np.ndarray, w_ih: np.ndarray, b_ih: np.ndarray, H: np.ndarray, w_hh: np.ndarray, b_hh: np.ndarray,
+    key: np.uint64, thr: np.uint32, keep: float, parts: int,
+    gx: np.ndarray, gh: np.ndarray, rz: np.ndarray, n: np.ndarray, dn: np.ndarray, mask: np.ndarray, h: np.ndarray,
+    hx: np.ndarray,
+) -> None:
+    """:func:`layer_forward_par` in one block (``parts`` 1) on the calling thread."""
+    _layer_products_block(0, inp, w_ih, H, w_hh, 1, gx, gh)
+    _gates_block(0, inp.shape[0] > 0, b_ih, H, b_hh, key, thr, keep, 1, gx, gh, rz, n, dn, mask, h, hx)
 
 
 @numba.njit(**_JIT)
@@ -917,7 +944,7 @@ class Phases:
             self.backward_products, self.update_phase = backward_products_par, update_phase_par
         else:
             self.gather_rows = functools.partial(_gather_block, 0)
-            self.layer_forward = functools.partial(_layer_block, 0)
+            self.layer_forward = layer_forward_one
             self.loss_phase = loss_phase_one
             self.backward_products = functools.partial(_both_tasks, _products_block)
             self.update_phase = _update_one

@@ -665,15 +665,20 @@ class _Trainer:
         V = net.views
         y_all, lq, w = self._columns(y, neg)  # (M,) M = b + distinct negatives
         Gout = np.empty((y_all.numel(), D + 1), np.float32)  # the output rows and biases
-        inp: np.ndarray | None = None  # the first layer's input rows (b, D_in)
-        if mode == "constrained":  # one gather: the output rows and the input rows
-            inp = np.empty((b, D), np.float32)
-            self.ph.gather_rows(net.out.numpy(), y_all.numpy(), Gout, x.numpy(), inp, self.parts)
-        else:
-            self.ph.gather_rows(net.out.numpy(), y_all.numpy(), Gout, _NO_ROWS, _NONE, self.parts)
-            if mode == "embedding":
-                inp = net.emb.numpy()[x.numpy()]  # type: ignore[union-attr]
-        k_e, thr_e, keep_e, m_e = self._dropout(b, inp.shape[1], cfg.dropout_p_embed) if inp is not None else self._dropout(0, 0, 0.0)
+        inp: np.ndarray | None = None  # the first layer's input rows (b, D_in), embedding dropout applied
+        src_in = {"constrained": net.out, "embedding": net.emb}.get(mode)
+        if src_in is None:  # one-hot input: no input rows
+            k_e, thr_e, keep_e, m_e = self._dropout(0, 0, 0.0)
+            self.ph.gather_rows(
+                net.out.numpy(), y_all.numpy(), Gout, net.out.numpy(), _NO_ROWS, _NONE, k_e, thr_e, keep_e, _NONE, self.parts
+            )
+        else:  # one gather: the output rows and the input rows
+            inp = np.empty((b, D if mode == "constrained" else src_in.shape[1]), np.float32)
+            k_e, thr_e, keep_e, m_e = self._dropout(b, inp.shape[1], cfg.dropout_p_embed)
+            self.ph.gather_rows(
+                net.out.numpy(), y_all.numpy(), Gout, src_in.numpy(), x.numpy(), inp, k_e, thr_e, keep_e,
+                _NONE if m_e is None else m_e, self.parts,
+            )
         hx = np.empty((b, D + 1), np.float32)  # the top layer's output and a column of ones (the output bias)
         cache = []
         for l, Dl in enumerate(sizes):
@@ -686,9 +691,9 @@ class _Trainer:
             n, dn, h = (np.empty((b, Dl), np.float32) for _ in range(3))  # candidate, n - H, output
             p = cfg.dropout_p_embed if (l == 0 and mode == "onehot") else cfg.dropout_p_hidden
             key, thr, keep, m = self._dropout(b, Dl, p)
-            # h = ((1 - z) H + z n) * dropout mask, the input dropped out first (embedding dropout)
+            # h = ((1 - z) H + z n) * dropout mask
             self.ph.layer_forward(
-                _NONE if inp is None else inp, k_e, thr_e, keep_e, _NONE if (m_e is None or l) else m_e,
+                _NONE if inp is None else inp,
                 _NONE if inp is None else V["w_ih"][l].numpy(), V["b_ih"][l].numpy(), Hp, V["w_hh"][l].numpy(),
                 V["b_hh"][l].numpy(), key, thr, keep, self.parts,
                 gx, gh, rz, n, dn, _NONE if m is None else m, h, hx if l == L - 1 else _NONE,

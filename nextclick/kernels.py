@@ -69,6 +69,12 @@ def _can_cache() -> bool:
 _JIT = dict(nogil=True, cache=_can_cache(), error_model="numpy", boundscheck=False)
 
 
+@numba.njit(inline="always", **_JIT)
+def _span(t: int, parts: int, n: int) -> tuple[int, int]:
+    """Block ``t`` of ``n`` items shared out in ``parts`` nearly equal blocks: ``(lo, hi)``."""
+    return t * n // parts, (t + 1) * n // parts
+
+
 # ---------------------------------------------------------------------------------- Adagrad
 @numba.njit(**_JIT)
 def _coalesce(pos: np.ndarray, rows: np.ndarray, buf: np.ndarray, n: int, idx: np.ndarray, g: np.ndarray) -> int:
@@ -154,12 +160,14 @@ def _apply_rows(
     and resets their ``pos`` entries."""
     lr32, m32 = np.float32(lr), np.float32(m)
     use_mom = mom.shape[1] > 0
-    for u in range(t * nf // parts, (t + 1) * nf // parts):
+    lo, hi = _span(t, parts, nf)
+    for u in range(lo, hi):
         k = first[u]
         r = idx0[k]
         pos[r] = -1
         _update(p[r], acc[r], mom[r], g0[k], lr32, m32, use_mom, nesterov)
-    for u in range(t * nx // parts, (t + 1) * nx // parts):
+    lo, hi = _span(t, parts, nx)
+    for u in range(lo, hi):
         r = xrows[u]
         pos[r] = -1
         _update(p[r], acc[r], mom[r], xbuf[u], lr32, m32, use_mom, nesterov)
@@ -471,6 +479,14 @@ def dropout_mask(key: np.uint64, start: int, thr: np.uint32, keep: float, mask: 
         mask[j] = k if np.uint32(z >> _S32) >= thr else z0
 
 
+@numba.njit(**_JIT)
+def _drop_row(key: np.uint64, start: int, thr: np.uint32, keep: float, mask: np.ndarray, row: np.ndarray) -> None:
+    """Draw a row's dropout ``mask`` (:func:`dropout_mask`) and apply it to ``row`` in place."""
+    dropout_mask(key, start, thr, keep, mask)
+    for j in range(row.shape[0]):
+        row[j] *= mask[j]
+
+
 @numba.njit(fastmath={"contract"}, **_JIT)
 def gru_forward(
     gx: np.ndarray, gh: np.ndarray, b_hh: np.ndarray, H: np.ndarray, key: np.uint64, row0: int, thr: np.uint32,
@@ -513,10 +529,7 @@ def gru_forward(
         for j in range(D):
             hi[j] = Hi[j] + z[j] * dni[j]
         if drop:
-            dropout_mask(key, (row0 + i) * D, thr, keep, mask[i])
-            mi = mask[i]
-            for j in range(D):
-                hi[j] *= mi[j]
+            _drop_row(key, (row0 + i) * D, thr, keep, mask[i], hi)
 
 
 @numba.njit(fastmath={"contract"}, **_JIT)
@@ -563,14 +576,16 @@ def gru_backward(
 
 # ---------------------------------------------------------------------------------- BLAS on strided blocks
 def _sgemm_address() -> int:
-    """Address of the Fortran ``sgemm`` in scipy's BLAS, the one numba's ``np.dot`` calls."""
+    """Address of the Fortran ``sgemm`` in scipy's BLAS, the one numba's ``np.dot`` calls; checks
+    that it takes 32-bit integers (an ILP64 build would read past the ones :func:`_gemm` hands it)."""
+    from numba.extending import get_cython_function_address
     from scipy.linalg import cython_blas
 
-    capsule = cython_blas.__pyx_capi__["sgemm"]
-    api = ctypes.pythonapi
-    name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", api))(capsule)
-    get = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_GetPointer", api))
-    return int(get(capsule, name))
+    get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))
+    signature = (get_name(cython_blas.__pyx_capi__["sgemm"]) or b"").decode()
+    if signature.count("int *") != 6 or "int64" in signature or "long" in signature:
+        raise ImportError(f"nextclick: scipy's BLAS sgemm has an unexpected signature: {signature!r}")
+    return int(get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
 
 
 # Registered under a symbol name (not a ctypes pointer, whose address numba would bake into the
@@ -581,33 +596,49 @@ _N, _T = ord("N"), ord("T")
 
 
 @numba.njit(**_JIT)
+def _last(t: int, rows: int, cols: int, off: int, ld: int) -> int:
+    """The last element a column-major ``op(X)`` (rows, cols) at ``off`` with leading dimension
+    ``ld`` touches (``t``: transposed)."""
+    if t == _N:
+        return off + rows - 1 + (cols - 1) * ld
+    return off + cols - 1 + (rows - 1) * ld
+
+
+@numba.njit(**_JIT)
 def _gemm(
     ta: int, tb: int, m: int, n: int, k: int, a: np.ndarray, ao: int, lda: int, b: np.ndarray, bo: int, ldb: int,
     c: np.ndarray, co: int, ldc: int,
 ) -> None:
-    """Column-major ``C = op(A) op(B)`` (m, n) on blocks of float32 arrays: ``A`` starts at
-    element ``ao`` of ``a`` with leading dimension ``lda``, likewise ``B`` and ``C``; ``ta``,
-    ``tb``: ``_N`` or ``_T``. A row-major block (r, c) with row stride ``L`` is the column-major
-    (c, r) with leading dimension ``L``, so products of row and column blocks of C arrays need no
-    copies. ``k`` 0: ``C`` = 0."""
+    """Column-major ``C = op(A) op(B)`` (m, n) on blocks of C-contiguous float32 arrays: ``A``
+    starts at element ``ao`` of ``a`` with leading dimension ``lda``, likewise ``B`` and ``C``;
+    ``ta``, ``tb``: ``_N`` or ``_T``. A row-major block (r, c) with row stride ``L`` is the
+    column-major (c, r) with leading dimension ``L``, so products of row and column blocks of C
+    arrays need no copies. Nothing happens for ``m`` or ``n`` 0; ``k`` must be positive. Raises
+    ValueError for other arrays or for blocks reaching past their array."""
     if m <= 0 or n <= 0:
         return
-    ints = np.empty(6, np.int32)
-    ints[0], ints[1], ints[2], ints[3], ints[4], ints[5] = m, n, k, max(lda, 1), max(ldb, 1), ldc
-    fl = np.empty(2, np.float32)
+    ok = a.flags.c_contiguous and b.flags.c_contiguous and c.flags.c_contiguous
+    ok = ok and a.itemsize == 4 and b.itemsize == 4 and c.itemsize == 4 and k > 0 and min(ao, bo, co) >= 0
+    ok = ok and _last(ta, m, k, ao, lda) < a.size and _last(tb, k, n, bo, ldb) < b.size
+    ok = ok and _last(_N, m, n, co, ldc) < c.size and lda >= (m if ta == _N else k) and ldb >= (k if tb == _N else n)
+    if not (ok and ldc >= m):
+        raise ValueError("_gemm: arrays must be C-contiguous float32 and the blocks inside them")
+    buf = np.empty(10, np.int32)  # m n k lda ldb ldc | alpha beta (float32) | ta tb (bytes)
+    buf[0], buf[1], buf[2], buf[3], buf[4], buf[5] = m, n, k, lda, ldb, ldc
+    fl = buf[6:8].view(np.float32)
     fl[0], fl[1] = 1.0, 0.0
-    tr = np.empty(2, np.uint8)
-    tr[0], tr[1] = ta, tb
-    ip, fp, tp = ints.ctypes.data, fl.ctypes.data, tr.ctypes.data
+    ch = buf[8:10].view(np.uint8)
+    ch[0], ch[1] = ta, tb
+    p = buf.ctypes.data
     _sgemm(
-        tp, tp + 1, ip, ip + 4, ip + 8, fp, a.ctypes.data + 4 * ao, ip + 12, b.ctypes.data + 4 * bo, ip + 16, fp + 4,
-        c.ctypes.data + 4 * co, ip + 20,
+        p + 32, p + 33, p, p + 4, p + 8, p + 24, a.ctypes.data + 4 * ao, p + 12, b.ctypes.data + 4 * bo, p + 16,
+        p + 28, c.ctypes.data + 4 * co, p + 20,
     )
-    _alive(ints, fl, tr)  # numba frees an array after its last use: the pointers' arrays live up to here
+    _alive(buf)  # numba frees an array after its last use: the pointers' array lives up to here
 
 
 @numba.njit(inline="never", **_JIT)
-def _alive(*arrays) -> None:  # type: ignore[no-untyped-def]
+def _alive(buf: np.ndarray) -> None:
     pass
 
 
@@ -630,17 +661,15 @@ def _gather_block(
 ) -> None:
     """Block ``t`` of ``parts`` of :func:`gather_rows_par`."""
     n = idx.shape[0]
-    for k in range(t * n // parts, (t + 1) * n // parts):
+    lo, hi = _span(t, parts, n)
+    for k in range(lo, hi):
         dst[k] = src[idx[k]]
     w, nx = inp.shape[1], x.shape[0]
-    for k in range(t * nx // parts, (t + 1) * nx // parts):
-        row = inp[k]
-        row[:] = src_in[x[k], :w]
+    lo, hi = _span(t, parts, nx)
+    for k in range(lo, hi):
+        inp[k] = src_in[x[k], :w]
         if mask.shape[0] > 0:
-            m = mask[k]
-            dropout_mask(key, k * w, thr, keep, m)
-            for j in range(w):
-                row[j] *= m[j]
+            _drop_row(key, k * w, thr, keep, mask[k], inp[k])
 
 
 @numba.njit(**_PAR)
@@ -663,7 +692,7 @@ def _layer_products_block(
     """Column block ``t`` of ``parts`` of a layer's products ``gx = inp w_ih^T`` (none where ``inp``
     is empty) and ``gh = H w_hh^T``: each thread packs only its own rows of the weights."""
     b, G3 = gh.shape
-    lo, hi = t * G3 // parts, (t + 1) * G3 // parts
+    lo, hi = _span(t, parts, G3)
     if inp.shape[0] > 0:
         d_in = inp.shape[1]
         _gemm(_T, _N, hi - lo, b, d_in, w_ih, lo * d_in, d_in, inp, 0, d_in, gx, lo, G3)
@@ -680,7 +709,7 @@ def _gates_block(
     """Row block ``t`` of ``parts`` of a layer's gates (:func:`gru_forward`, after adding ``b_ih`` to
     ``gx`` where ``add_b_ih``), and the top layer's ``hx``."""
     b, D = H.shape
-    lo, hi = t * b // parts, (t + 1) * b // parts
+    lo, hi = _span(t, parts, b)
     if lo >= hi:
         return
     if add_b_ih:
@@ -732,7 +761,7 @@ def _scores_block(t: int, parts: int, hx: np.ndarray, G: np.ndarray, R: np.ndarr
     """Column block ``t`` of ``parts`` of the scores ``R = hx G^T``: each thread reads (and BLAS
     packs) only its own rows of ``G``."""
     M, K1 = G.shape
-    lo, hi = t * M // parts, (t + 1) * M // parts
+    lo, hi = _span(t, parts, M)
     _gemm(_T, _N, hi - lo, hx.shape[0], K1, G, lo * K1, K1, hx, 0, K1, R, lo, M)
 
 
@@ -744,7 +773,7 @@ def _loss_rows_block(
     """Row block ``t`` of ``parts`` of the loss (:func:`xe_rows` or :func:`bpr_max_rows`) from the
     scores ``R``; writes ``dR``, returns the block's loss."""
     b = R.shape[0]
-    lo, hi = t * b // parts, (t + 1) * b // parts
+    lo, hi = _span(t, parts, b)
     if lo >= hi:
         return 0.0
     if xe:
@@ -760,7 +789,7 @@ def _out_grads_block(
     columns) to ``dhs[t]``, and its rows of the output rows' gradient ``g_out = dR^T hx``."""
     b, M = dR.shape
     K1 = G.shape[1]
-    lo, hi = t * M // parts, (t + 1) * M // parts
+    lo, hi = _span(t, parts, M)
     if lo >= hi:
         dhs[t] = 0.0
         return
@@ -776,7 +805,7 @@ def _top_backward_block(
     """Row block ``t`` of ``parts``: ``dh`` as the sum of the column blocks' shares ``dhs``, then
     :func:`gru_backward` of the top layer, its bias gradients' partial sums to ``db[t]`` (2, 3D)."""
     b = dh.shape[0]
-    lo, hi = t * b // parts, (t + 1) * b // parts
+    lo, hi = _span(t, parts, b)
     if lo >= hi:
         db[t] = 0.0
         return
@@ -802,7 +831,7 @@ def loss_phase_par(
     dg: np.ndarray, dgh: np.ndarray, db: np.ndarray, db_ih: np.ndarray, db_hh: np.ndarray,
 ) -> float:
     """Scores, loss, the output rows' gradient and the backward through the top GRU layer's gates,
-    each product split so that no two threads pack the same operand:
+    each product split so that no two threads pack the same large operand:
 
     1. ``R = hx G^T`` (``hx`` (b, D + 1) with a last column of ones, ``G`` (M, D + 1) the output
        rows and biases) in column blocks (:func:`_scores_block`);
@@ -901,7 +930,7 @@ def _update_block(
     flat vector."""
     _apply_rows(t, parts, p, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx, lr, m, nesterov)
     n = pd.shape[0]
-    lo, hi = t * n // parts, (t + 1) * n // parts
+    lo, hi = _span(t, parts, n)
     adagrad_dense(pd[lo:hi], accd[lo:hi], momd[lo:hi] if momd.shape[0] > 0 else momd, gd[lo:hi], lr, m, nesterov)
 
 
@@ -935,7 +964,7 @@ def _update_one(
 class Phases:
     """The phase functions a trainer calls, each with its ``*_par`` driver's arguments: the drivers
     for ``parts`` > 1, else the blocks one after the other on the calling thread (``parts`` must
-    then be passed as 1), which never start numba's thread pool. ``parts``: the row blocks."""
+    then be passed as 1), which never start numba's thread pool. ``parts``: the blocks (threads)."""
 
     def __init__(self, parts: int) -> None:
         self.parts = parts

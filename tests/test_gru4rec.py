@@ -261,7 +261,7 @@ def test_backward_with_dropout_matches_autograd(mode: str, parts: int) -> None:
         assert f.m_e is not None and set(np.unique(f.m_e)) <= {0.0, np.float32(1 / 0.6)}
     dR, dh = np.empty((5, f.y_all.numel()), np.float32), np.empty((5, 6), np.float32)
     loss = trainer.loss(f, dR, dh)
-    g_out, rows, d_in = trainer.backward(dR, dh, f)
+    g_out, rows, d_in = trainer.backward(f)
     ref_loss, ref = _reference_gradients(net, cfg, x, y, neg, [h.clone() for h in H], 1 / 5, f.m_e, masks)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     for name, vs in net.grads.items():
@@ -548,11 +548,66 @@ def test_blas_on_strided_blocks_equals_numpy(ta: str, tb: str) -> None:
     a_rows, a_cols = (m, k) if ta == "T" else (k, m)  # column-major op(A) (m, k) is row-major (k, m) for "N"
     b_rows, b_cols = (k, n) if tb == "T" else (n, k)
     a_blk, b_blk = A[2 : 2 + a_rows, 3 : 3 + a_cols], B[4 : 4 + b_rows, 1 : 1 + b_cols]
-    kernels._gemm(
-        ord(ta), ord(tb), m, n, k, A, 2 * 17 + 3, 17, B, 4 * 23 + 1, 23, C, 5 * 21 + 6, 21
-    )
     opA = a_blk if ta == "T" else a_blk.T  # column-major view of a row-major block is its transpose
     opB = b_blk if tb == "T" else b_blk.T
-    want = C.copy()
+    want = C.copy()  # nothing outside the block may change
     want[5 : 5 + n, 6 : 6 + m] = (opA @ opB).T
+    kernels._gemm(ord(ta), ord(tb), m, n, k, A, 2 * 17 + 3, 17, B, 4 * 23 + 1, 23, C, 5 * 21 + 6, 21)
     np.testing.assert_allclose(C, want, rtol=1e-5, atol=1e-5)
+
+    with pytest.raises(ValueError, match="C-contiguous float32"):  # a block reaching past its array
+        kernels._gemm(ord(ta), ord(tb), m, n, k, A, 19 * 17, 17, B, 0, 23, C, 0, 21)
+    with pytest.raises(ValueError, match="C-contiguous float32"):  # a strided view
+        kernels._gemm(ord(ta), ord(tb), m, n, k, A[:, ::2], 0, 9, B, 0, 23, C, 0, 21)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_update_phase_gives_the_same_weights_in_any_number_of_blocks(momentum: float) -> None:
+    from nextclick import kernels
+
+    rng = np.random.default_rng(3)
+    V, W, M, nd = 40, 9, 25, 1001
+    idx0 = np.concatenate([rng.permutation(V)[:20], [3, 3, 7, 11, 3]]).astype(np.int64)  # repeats
+    idx1 = rng.integers(0, V, 12).astype(np.int64)
+    g0, g1 = rng.standard_normal((M, W)).astype(np.float32), rng.standard_normal((12, W - 1)).astype(np.float32)
+    gd = rng.standard_normal(nd).astype(np.float32)
+    results = []
+    for parts in (1, 2, 3):
+        p, acc = np.ones((V, W), np.float32), np.full((V, W), 0.5, np.float32)
+        mom = np.full((V, W) if momentum else (V, 0), 0.1, np.float32)
+        pd, accd = np.ones(nd, np.float32), np.full(nd, 0.5, np.float32)
+        momd = np.full(nd if momentum else 0, 0.1, np.float32)
+        upd = kernels.RowUpdater(p, acc, mom)
+        args = upd.scratch_args(idx0, g0.copy(), idx1, g1)
+        fn = kernels.update_phase_par if parts > 1 else kernels.Phases(1).update_phase
+        fn(*args, pd, accd, momd, gd, 0.05, momentum, False, parts)
+        assert (upd.pos == -1).all()
+        results.append((p, acc, mom, pd, accd, momd))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    # and the rows against the one-part row update of the same gradients
+    p, acc = np.ones((V, W), np.float32), np.full((V, W), 0.5, np.float32)
+    mom = np.full((V, W) if momentum else (V, 0), 0.1, np.float32)
+    kernels.RowUpdater(p, acc, mom).update([(idx0, g0.copy()), (idx1, g1)], 0.05, momentum, False)
+    np.testing.assert_allclose(results[0][0], p, rtol=1e-6)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_a_batch_of_one_without_negatives_in_more_blocks_than_rows(parts: int) -> None:
+    # one slot and no sampled negatives: one output column, so blocks of rows and of columns are empty
+    cfg = GRU4Rec.Config(layers=(6,), loss="cross-entropy", batch_size=1, n_sample=0, logq=0.0, **MODES["constrained"])
+    net = _Net.create(cfg, 12, np.random.default_rng(0))
+    trainer = _Trainer(net, cfg, net_counts)
+    trainer.parts = parts
+    x, y = torch.tensor([4]), torch.tensor([9])
+    H = [torch.randn(1, 6, generator=torch.Generator().manual_seed(2)) * 0.5]
+    ref_loss, ref = _reference_gradients(net, cfg, x, y, torch.zeros(0, dtype=torch.long), [h.clone() for h in H], 1.0)
+    loss, rows = trainer.gradients(x, y, None, [h.clone() for h in H])
+    assert loss.item() == pytest.approx(ref_loss, abs=1e-6)
+    for name, vs in net.grads.items():
+        np.testing.assert_allclose(vs[0].numpy(), ref[f"gru0.{name}"], atol=1e-5, err_msg=name)
+    out = torch.zeros_like(net.out)
+    for _p, idx, g in rows:
+        out.index_add_(0, idx, g)
+    np.testing.assert_allclose(out[:, :6].numpy(), ref["item_out"], atol=1e-5)

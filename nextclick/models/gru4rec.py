@@ -28,8 +28,8 @@ operations with no autograd graph: five compiled phases (:mod:`nextclick.kernels
 the gather of the step's item rows, each GRU layer (dropout masks drawn inside, counter-based),
 the scores with the loss, the output rows' gradient and the top layer's gates backward, the other
 weight-gradient products, the optimiser -- each split over ``n_threads`` threads of numba's pool
-(row blocks of the batch, column blocks of the output rows so that no two threads pack the same
-operand, or whole products as separate tasks), with the products inside calling BLAS
+(row blocks of the batch, column blocks of the output rows and of the gates so that no two
+threads pack the same large operand, or whole products as separate tasks), with the products inside calling BLAS
 single-threaded on blocks of the arrays, so one thread pool serves the whole step. The
 element-wise loops are written so that the compiler vectorises them, exponentials included. The
 item matrices get row-sparse gradients, and Adagrad with momentum reads and writes only the rows
@@ -533,8 +533,10 @@ class _AdagradM:
         dense: torch.Tensor, dense_grad: torch.Tensor,
     ) -> None:
         """:meth:`rows` of ``p`` with scratch parts ``(idx0, g0)`` (full width) and ``(idx1, g1)``
-        (none where ``g1`` is None) on one thread while the other updates the flat vector ``dense``
-        with its gradient (``update_phase`` of ``self.ph``, the trainer's :class:`kernels.Phases`)."""
+        (none where ``g1`` is None) and the flat vector ``dense`` with its gradient, in one phase
+        (``update_phase`` of ``self.ph``, the trainer's :class:`kernels.Phases`): the rows are
+        coalesced on the calling thread, then every thread updates a share of the rows and a slice
+        of the vector."""
         i1, h1 = (_NO_ROWS, _NONE) if g1 is None else (idx1, g1)
         args = self._rows[id(p)].scratch_args(idx0, g0, i1, h1)
         d = id(dense)
@@ -764,11 +766,14 @@ class _Trainer:
 
     # ------------------------------------------------------------------ backward
     def backward(
-        self, dR: np.ndarray, dh: np.ndarray, f: _Fwd
+        self, f: _Fwd
     ) -> tuple[np.ndarray, list[tuple[torch.Tensor, torch.Tensor, np.ndarray]], np.ndarray | None]:
-        """Backward from the loss's ``dR`` and ``dh`` (:meth:`loss`): dense gradients into
-        ``net.dense_grad``; returns the output rows' gradient (M, D + 1), the row-sparse gradients
-        of the separate input matrices and, in constrained mode, dL/d(input rows)."""
+        """Backward from where :meth:`loss` stopped (the output rows' gradient and the top layer's
+        gate gradients in ``f``): dense gradients into ``net.dense_grad``; returns the output rows'
+        gradient (M, D + 1), the row-sparse gradients of the separate input matrices and, in
+        constrained mode, dL/d(input rows)."""
+        if f.g_out is None or f.dg is None or f.dgh is None:
+            raise RuntimeError("gru4rec: backward() needs loss() on the same forward pass first")
         net, K = self.net, self.kernels
         sizes, b, x = net.sizes, f.b, f.x
         V, gw = net.views, net.grads
@@ -810,7 +815,7 @@ class _Trainer:
         f = self.forward(x, y, neg, H)
         dR, dh = np.empty((f.b, f.y_all.numel()), np.float32), np.empty((f.b, self.net.sizes[-1] + 1), np.float32)
         loss = self.loss(f, dR, dh)
-        g_out, rows, d_in = self.backward(dR, dh, f)
+        g_out, rows, d_in = self.backward(f)
         out = [(p, i, torch.from_numpy(g)) for p, i, g in rows] + [(self.net.out, f.y_all, torch.from_numpy(g_out))]
         if d_in is not None:
             out.append((self.net.out, f.x, torch.cat((torch.from_numpy(d_in), torch.zeros(f.b, 1)), dim=1)))
@@ -823,7 +828,7 @@ class _Trainer:
         f = self.forward(x, y, neg, H)
         dR, dh = np.empty((f.b, f.y_all.numel()), np.float32), np.empty((f.b, net.sizes[-1] + 1), np.float32)
         loss = self.loss(f, dR, dh)
-        g_out, rows, d_in = self.backward(dR, dh, f)
+        g_out, rows, d_in = self.backward(f)
         # the output matrix (its output rows and, in constrained mode, its input rows) and the GRU
         # weights at once
         opt.rows_and_dense(net.out, f.y_all.numpy(), g_out, f.x.numpy(), d_in, net.dense, net.dense_grad)

@@ -25,17 +25,18 @@ What one training step does (``B`` slots of the session-parallel batch, ``S = n_
 The forward and backward passes are written out by hand (one GRU step has a short closed-form
 gradient, checked against autograd in the tests), so a step is a fixed, short list of fused
 operations with no autograd graph: five compiled phases (:mod:`nextclick.kernels`, numba) --
-the gather of the step's item rows, each GRU layer (dropout masks drawn inside, counter-based),
-the scores with the loss, the output rows' gradient and the top layer's gates backward, the other
-weight-gradient products, the optimiser -- each split over ``n_threads`` threads of numba's pool
-(row blocks of the batch, column blocks of the output rows and of the gates so that no two
-threads pack the same large operand, or whole products as separate tasks), with the products inside calling BLAS
-single-threaded on blocks of the arrays, so one thread pool serves the whole step. The
-element-wise loops are written so that the compiler vectorises them, exponentials included. The
-item matrices get row-sparse gradients, and Adagrad with momentum reads and writes only the rows
-a step touched (repeated rows summed first). An epoch's session-parallel steps are laid out as
-flat arrays before the epoch starts, and negatives come from a pre-drawn sample store, so the
-Python work per step is a few slices. Inference runs torch single-threaded.
+the gather of the step's item rows (with the embedding dropout), each GRU layer, the scores with
+the loss, the output rows' gradient and the top layer's gates backward, the other weight-gradient
+products, the optimiser -- each split over ``n_threads`` threads of numba's pool (row blocks of
+the batch, column blocks of the output rows and of the gates so that no two threads pack the
+same large operand, or whole products as separate tasks), with the products inside calling BLAS
+single-threaded on blocks of the arrays, so one thread pool serves the whole step. Dropout masks
+are drawn inside the loops, counter-based. The element-wise loops are written so that the
+compiler vectorises them, exponentials included. The item matrices get row-sparse gradients,
+and Adagrad with momentum reads and writes only the rows a step touched (repeated rows summed
+first). An epoch's session-parallel steps are laid out as flat arrays before the epoch starts,
+and negatives come from a pre-drawn sample store, so the Python work per step is a few slices.
+Inference runs torch single-threaded.
 
 Inference: :meth:`GRU4Rec.step` advances a live session by one click in O(1) (a hidden state
 vector per session); evaluation (:meth:`GRU4Rec.iter_scores`) runs every test session once from

@@ -936,29 +936,14 @@ def _update_block(
 
 @numba.njit(**_PAR)
 def update_phase_par(
-    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
-    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
+    parts: int, p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray,
+    g0: np.ndarray, first: np.ndarray, nf: int, xrows: np.ndarray, xbuf: np.ndarray, nx: int,
     pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
-    parts: int,
 ) -> None:
-    """The optimiser's update: the output matrix's rows (:func:`_coalesce_in_place` on the calling
-    thread, then the coalesced rows in ``parts`` shares) and the flat GRU vector ``pd``
-    (:func:`adagrad_dense`, in ``parts`` slices), each thread a share of both."""
-    nf, nx = _coalesce_in_place(pos, idx0, g0, idx1, g1, first, xrows, xbuf)
+    """The optimiser's update after :func:`_coalesce_in_place`: the output matrix's coalesced rows
+    and the flat GRU vector ``pd`` (:func:`adagrad_dense`), each thread a share of both."""
     for t in numba.prange(parts):
         _update_block(t, parts, p, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx, pd, accd, momd, gd, lr, m, nesterov)
-
-
-@numba.njit(**_JIT)
-def _update_one(
-    p: np.ndarray, acc: np.ndarray, mom: np.ndarray, pos: np.ndarray, idx0: np.ndarray, g0: np.ndarray,
-    idx1: np.ndarray, g1: np.ndarray, first: np.ndarray, xrows: np.ndarray, xbuf: np.ndarray,
-    pd: np.ndarray, accd: np.ndarray, momd: np.ndarray, gd: np.ndarray, lr: float, m: float, nesterov: bool,
-    parts: int,
-) -> None:
-    """:func:`update_phase_par` in one share (``parts`` 1), on the calling thread."""
-    nf, nx = _coalesce_in_place(pos, idx0, g0, idx1, g1, first, xrows, xbuf)
-    _update_block(0, 1, p, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx, pd, accd, momd, gd, lr, m, nesterov)
 
 
 class Phases:
@@ -976,7 +961,7 @@ class Phases:
             self.layer_forward = layer_forward_one
             self.loss_phase = loss_phase_one
             self.backward_products = functools.partial(_both_tasks, _products_block)
-            self.update_phase = _update_one
+            self.update_phase = functools.partial(_update_block, 0)
 
 
 def _both_tasks(block, *args) -> None:  # type: ignore[no-untyped-def]

@@ -578,9 +578,10 @@ def test_update_phase_gives_the_same_weights_in_any_number_of_blocks(momentum: f
         pd, accd = np.ones(nd, np.float32), np.full(nd, 0.5, np.float32)
         momd = np.full(nd if momentum else 0, 0.1, np.float32)
         upd = kernels.RowUpdater(p, acc, mom)
-        args = upd.scratch_args(idx0, g0.copy(), idx1, g1)
+        _, _, _, pos, i0, h0, i1, h1, first, xrows, xbuf = upd.scratch_args(idx0, g0.copy(), idx1, g1)
+        nf, nx = kernels._coalesce_in_place(pos, i0, h0, i1, h1, first, xrows, xbuf)
         fn = kernels.update_phase_par if parts > 1 else kernels.Phases(1).update_phase
-        fn(*args, pd, accd, momd, gd, 0.05, momentum, False, parts)
+        fn(parts, p, acc, mom, pos, i0, h0, first, nf, xrows, xbuf, nx, pd, accd, momd, gd, 0.05, momentum, False)
         assert (upd.pos == -1).all()
         results.append((p, acc, mom, pd, accd, momd))
     for other in results[1:]:

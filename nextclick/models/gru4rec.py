@@ -539,11 +539,12 @@ class _AdagradM:
         coalesced on the calling thread, then every thread updates a share of the rows and a slice
         of the vector."""
         i1, h1 = (_NO_ROWS, _NONE) if g1 is None else (idx1, g1)
-        args = self._rows[id(p)].scratch_args(idx0, g0, i1, h1)
+        p_, acc, mom, pos, idx0, g0, idx1, g1, first, xrows, xbuf = self._rows[id(p)].scratch_args(idx0, g0, i1, h1)
+        nf, nx = self.kernels._coalesce_in_place(pos, idx0, g0, idx1, g1, first, xrows, xbuf)
         d = id(dense)
         self.ph.update_phase(
-            *args, dense.numpy(), self.acc[d], self.mom[d], dense_grad.numpy(), self.lr, self.momentum, self.nesterov,
-            self.ph.parts,
+            self.ph.parts, p_, acc, mom, pos, idx0, g0, first, nf, xrows, xbuf, nx,
+            dense.numpy(), self.acc[d], self.mom[d], dense_grad.numpy(), self.lr, self.momentum, self.nesterov,
         )
 
     def rows(self, p: torch.Tensor, parts: list[tuple[torch.Tensor, torch.Tensor]], scratch: bool = False) -> None:
@@ -640,13 +641,12 @@ class _Trainer:
 
     @property
     def parts(self) -> int:
-        """Row blocks (threads) of the step's phases; 1: the serial phases, no thread pool."""
-        return self._parts
+        """Blocks (threads) of the step's phases; 1: the serial phases, no thread pool."""
+        return self.ph.parts
 
     @parts.setter
     def parts(self, n: int) -> None:
-        self._parts = int(n)
-        self.ph = self.opt.ph = self.kernels.Phases(self._parts)
+        self.ph = self.opt.ph = self.kernels.Phases(int(n))
 
     def _dropout(self, b: int, d: int, p: float) -> tuple[np.uint64, np.uint32, float, np.ndarray | None]:
         """A (b, d) dropout's arguments for the compiled loops (:func:`kernels.dropout_mask`): a

@@ -109,8 +109,14 @@ def prepare(
         Optional[float], typer.Option(help="Days at the end of train that form `valid` (default: --test-days).")
     ] = None,
     split_by: Annotated[SplitBy, typer.Option(help="Assign a session to test by its start or end time.")] = SplitBy.start,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a non-empty --out that is not a nextclick dataset.")
+    ] = False,
 ) -> None:
-    """Read a raw click log, build sessions, filter, split, and write a prepared dataset."""
+    """Read a raw click log, build sessions, filter, split, and write a prepared dataset.
+
+    Never writes over its input; a non-empty --out must be a dataset nextclick wrote, or --overwrite.
+    """
     from nextclick.preprocess import PrepareOptions
     from nextclick.preprocess import prepare as run_prepare
 
@@ -125,7 +131,7 @@ def prepare(
         valid_days=valid_days,
         split_by=split_by.value,
     )
-    ds = run_prepare(input, out, opts)
+    ds = run_prepare(input, out, opts, overwrite=overwrite)
     for r in ds.meta["report"]:
         extra = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k != "cut_time")
         typer.echo(f"{r['step']:<16} removed {r['removed_events']:>10,} events {r['removed_sessions']:>9,} sessions  {extra}")

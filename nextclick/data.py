@@ -172,13 +172,71 @@ class Dataset:
         return encode_clicks(self.frame(role), vocab or self.vocab, last_only=self.last_only(role))
 
 
-def write_dataset(path: str | Path, frames: dict[str, pl.DataFrame], vocab: ItemVocab, meta: dict[str, Any]) -> Dataset:
+def _dataset_meta(path: Path) -> dict[str, Any] | None:
+    """The meta.json of a dataset nextclick wrote at ``path``, or None."""
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == DATASET_FORMAT else None
+
+
+def check_output_dir(path: Path, roles: list[str], sources: list[Path], overwrite: bool = False) -> list[Path]:
+    """Refuse an output directory that would lose data; return the old dataset files to remove.
+
+    Never writes over an input: a file in ``sources`` that the dataset would replace or remove,
+    or an input directory the output would land in, is an error even with ``overwrite``. A
+    non-empty directory that is not a dataset nextclick wrote is refused unless ``overwrite``;
+    a dataset nextclick wrote is replaced (its old split files are removed).
+    """
+    if path.exists() and not path.is_dir():
+        raise NextclickError(f"--out {path}: is a file; give a directory for the prepared dataset")
+    old = _dataset_meta(path) if path.is_dir() else None
+    names = {META, *(f"{r}.parquet" for r in roles)}
+    stale = [path / f for f in (old or {}).get("files", {}).values() if isinstance(f, str) and f not in names]
+    touched = {(path / n).resolve() for n in names} | {p.resolve() for p in stale}
+    out_abs = path.resolve()
+    for src in sources:
+        src_abs = src.resolve()
+        if src_abs in touched:
+            raise NextclickError(f"--out {path}: would write over the input {src}; choose another output directory")
+        if src_abs.is_dir() and (out_abs == src_abs or src_abs in out_abs.parents):
+            raise NextclickError(f"--out {path}: lies inside the input directory {src}; choose a directory outside it")
+    if path.is_dir() and old is None and any(path.iterdir()) and not overwrite:
+        raise NextclickError(
+            f"--out {path}: directory is not empty and holds no nextclick dataset; "
+            "choose an empty or new directory, or pass --overwrite"
+        )
+    return stale
+
+
+def write_dataset(
+    path: str | Path,
+    frames: dict[str, pl.DataFrame],
+    vocab: ItemVocab,
+    meta: dict[str, Any],
+    sources: list[Path] | None = None,
+    overwrite: bool = False,
+) -> Dataset:
+    """Write a prepared dataset to ``path`` (see :func:`check_output_dir` for what is refused).
+
+    Each file is written under a temporary name and renamed into place; meta.json comes last, so
+    an interrupted write never leaves a meta.json that names half-written splits.
+    """
     path = Path(path)
+    stale = check_output_dir(path, list(frames), list(sources or []), overwrite)
     path.mkdir(parents=True, exist_ok=True)
+    old_meta = path / META
+    if old_meta.exists():
+        old_meta.unlink()  # the old dataset is invalid from here until the new meta.json lands
+    for f in stale:
+        f.unlink(missing_ok=True)
     files = {}
     for role, df in frames.items():
         files[role] = f"{role}.parquet"
-        sort_clicks(df).write_parquet(path / files[role], compression="lz4")
+        tmp = path / f".{files[role]}.tmp"
+        sort_clicks(df).write_parquet(tmp, compression="lz4")
+        tmp.replace(path / files[role])
     full = {
         "format": DATASET_FORMAT,
         "version": 1,
@@ -187,7 +245,9 @@ def write_dataset(path: str | Path, frames: dict[str, pl.DataFrame], vocab: Item
         "stats": {role: frame_stats(df) for role, df in frames.items()},
         "vocab": vocab.to_json(),
     }
-    (path / META).write_text(json.dumps(full, indent=1))
+    tmp = path / f".{META}.tmp"
+    tmp.write_text(json.dumps(full, indent=1))
+    tmp.replace(path / META)
     return Dataset(path, full)
 
 

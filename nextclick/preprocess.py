@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from nextclick.data import Dataset, sort_clicks, stable_sort, write_dataset
+from nextclick.data import Dataset, check_output_dir, sort_clicks, stable_sort, write_dataset
 from nextclick.errors import NextclickError
 from nextclick.io import ReadOptions, read_clicks
 from nextclick.vocab import ItemVocab
@@ -258,9 +258,18 @@ def frame_stats_any(df: pl.DataFrame) -> dict[str, int]:
     return out
 
 
-def prepare(inp: str | Path | pl.DataFrame, out: str | Path, opts: PrepareOptions | None = None) -> Dataset:
-    """Read a click log (path or canonical frame), preprocess it and write a prepared dataset."""
+def prepare(
+    inp: str | Path | pl.DataFrame, out: str | Path, opts: PrepareOptions | None = None, overwrite: bool = False
+) -> Dataset:
+    """Read a click log (path or canonical frame), preprocess it and write a prepared dataset.
+
+    ``out`` must not hold the input, and must be new, empty or a dataset nextclick wrote, unless
+    ``overwrite`` (see :func:`nextclick.data.check_output_dir`); this is checked before reading.
+    """
     opts = opts or PrepareOptions()
+    roles = {"time": ["train", "test", "train_tr", "valid"], "loo": ["train", "valid", "test"]}.get(opts.split, ["train"])
+    sources = [] if isinstance(inp, pl.DataFrame) else [Path(inp)]
+    check_output_dir(Path(out), roles, sources, overwrite)
     df = read_clicks(inp, opts.read) if not isinstance(inp, pl.DataFrame) else inp
     frames, reports = prepare_frame(df, opts)
     # time split: the catalogue is what training saw (test clicks on other items were removed);
@@ -275,4 +284,4 @@ def prepare(inp: str | Path | pl.DataFrame, out: str | Path, opts: PrepareOption
         "source": str(inp) if not isinstance(inp, pl.DataFrame) else "<frame>",
         "report": [asdict(r) for r in reports],
     }
-    return write_dataset(out, frames, vocab, meta)
+    return write_dataset(out, frames, vocab, meta, sources=sources, overwrite=overwrite)

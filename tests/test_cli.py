@@ -147,6 +147,16 @@ def test_user_errors_are_clear_without_traceback(tmp_path: Path, vsknn_dir: Path
     assert_user_error(run("recommend", str(vsknn_dir), "1", "--k", "0", ok=False), "--k")
 
 
+def test_prepare_refuses_to_write_over_its_input(tmp_path: Path) -> None:
+    clicks = tmp_path / "dl" / "train.parquet"
+    run("generate", "--out", str(clicks), "--n-sessions", "2000", "--n-items", "200")
+    before = clicks.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        p = run("prepare", str(clicks), "--out", str(clicks.parent), *extra, ok=False)
+        assert_user_error(p, "would write over the input", "train.parquet")
+    assert clicks.read_bytes() == before
+
+
 def test_quickstart_runs_and_prints_leaderboard(tmp_path: Path) -> None:
     out = run("quickstart", "--out", str(tmp_path / "qs"), "--n-sessions", "4000", "-m", "pop", "-m", "sr").stdout
     assert "leaderboard" in out and "Recall@20" in out

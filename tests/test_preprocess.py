@@ -302,3 +302,45 @@ def test_leave_one_out_on_amazon_games(shared_data: Path, tmp_path: Path) -> Non
     assert test.n_predictions() == evaluated
     # train + the two held-out clicks per evaluated user = every interaction
     assert ds.meta["stats"]["train"]["events"] + 2 * evaluated == 287_107
+
+
+def test_prepare_never_writes_over_its_input(tmp_path: Path) -> None:
+    """`prepare dl/train.parquet --out dl` once replaced the raw log with the filtered split."""
+    raw = tmp_path / "dl" / "train.parquet"
+    raw.parent.mkdir()
+    shop_log().write_parquet(raw)
+    before = raw.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(NextclickError, match="would write over the input"):
+            prepare(raw, raw.parent, PrepareOptions(min_item_support=3), overwrite=overwrite)
+    assert raw.read_bytes() == before and sorted(p.name for p in raw.parent.iterdir()) == ["train.parquet"]
+    # a raw file beside the dataset that prepare does not write is left alone
+    other = tmp_path / "dl2" / "clicks.parquet"
+    other.parent.mkdir()
+    shop_log().write_parquet(other)
+    with pytest.raises(NextclickError, match="not empty"):
+        prepare(other, other.parent, PrepareOptions(min_item_support=3))
+    ds = prepare(other, other.parent, PrepareOptions(min_item_support=3), overwrite=True)
+    assert pl.read_parquet(other).equals(shop_log()) and ds.meta["stats"]["train"]["events"] > 0
+    # an input that the dataset's own files would replace, rewriting that dataset from its split
+    with pytest.raises(NextclickError, match="would write over the input"):
+        prepare(other.parent / "test.parquet", other.parent, PrepareOptions(min_item_support=1))
+    # the output cannot be a file, nor lie inside an input directory
+    with pytest.raises(NextclickError, match="is a file"):
+        prepare(shop_log(), raw, PrepareOptions(min_item_support=3))
+
+
+def test_prepare_rewrites_only_its_own_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    ds = prepare(shop_log(), out, PrepareOptions(min_item_support=3))
+    assert set(ds.roles) == {"train", "test", "train_tr", "valid"}
+    # a dataset nextclick wrote may be rewritten; split files it no longer has are removed
+    ds = prepare(shop_log(), out, PrepareOptions(split="none", min_item_support=1))
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.parquet"]
+    assert Dataset.open(out).roles == ["train"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(NextclickError, match="--overwrite"):
+        prepare(shop_log(), foreign, PrepareOptions(min_item_support=3))
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]

@@ -19,9 +19,9 @@ import sys
 
 CHILD = r"""
 import json, resource, sys, time
-from nextclick.data import load_sessions
+from nextclick.data.dataset import load_sessions
 from nextclick.evaluate import evaluate
-from nextclick.models.gru4rec import GRU4Rec
+from nextclick.models.gru4rec.model import GRU4Rec
 preset, seed, extra = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 p = "../shared/data/rsc15-100k/"
 tr, _ = load_sessions(p + "train_full.tsv", "train")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 CHILD_POLARS = r"""
 import json, resource, sys, time
-from nextclick.preprocess import PrepareOptions, prepare
-from nextclick.io import ReadOptions
+from nextclick.data.preprocess import PrepareOptions, prepare
+from nextclick.data.io import ReadOptions
 t = time.perf_counter()
 ds = prepare(sys.argv[1], sys.argv[2], PrepareOptions(read=ReadOptions(session_col=None, user_col="UserId")))
 dt = time.perf_counter() - t
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--clicks", type=int, default=10_000_000)
     ap.add_argument("--skip-pandas", action="store_true")
     args = ap.parse_args()
-    from nextclick.synthetic import ShopConfig, generate_shop
+    from nextclick.data.synthetic import ShopConfig, generate_shop
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "clicks.parquet"

@@ -35,11 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from nextclick.data import load_sessions  # noqa: E402
+from nextclick.data.dataset import load_sessions  # noqa: E402
+from nextclick.data.preprocess import PrepareOptions, prepare  # noqa: E402
 from nextclick.evaluate import evaluate  # noqa: E402
 from nextclick.models.base import parse_params  # noqa: E402
-from nextclick.models.sasrec import SASRec, SASRecConfig  # noqa: E402
-from nextclick.preprocess import PrepareOptions, prepare  # noqa: E402
+from nextclick.models.sasrec.model import SASRec, SASRecConfig  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 PAPER = {"hr@10": 0.7410, "ndcg@10": 0.5360}
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("nextclick.models.sasrec").setLevel(logging.INFO)  # one line per epoch
+    logging.getLogger("nextclick.models.sasrec.model").setLevel(logging.INFO)  # one line per epoch
     if args.dataset == "amazon-games":
         args.source = args.source or str(SHARED / "amazon-games" / "sequences.txt")
         args.valid_metric = args.valid_metric or "sampled_ndcg@10"

@@ -119,13 +119,13 @@ def cpu_seconds(pids: list[int]) -> list[float]:
 def micro(model_dir: str, n: int = 300) -> dict:
     """In-process cost of one click as the service computes it (batch of one, one thread): model
     step (GRU step / SASRec forward, or the baselines' scores), top-k (for GRU4Rec/SASRec the
-    fp16-candidate TopK of nextclick.scoring, otherwise a sort of the full score row), memory-store
+    fp16-candidate TopK of nextclick.ranking.bounded, otherwise a sort of the full score row), memory-store
     round trip."""
     import torch
 
     from nextclick.models.base import Recommender
-    from nextclick.scoring import TopK
-    from nextclick.store import MemoryStore, SessionRecord
+    from nextclick.ranking.bounded import TopK
+    from nextclick.serve.store import MemoryStore, SessionRecord
 
     torch.set_num_threads(1)
     m = Recommender.load(model_dir)
@@ -168,10 +168,10 @@ def micro(model_dir: str, n: int = 300) -> dict:
 
 def make_artifacts(out: Path) -> list[str]:
     """Train the artifacts of the benchmark: GRU4Rec and SASRec on rsc15-100k and on a 100k-item shop."""
-    from nextclick.data import load_sessions
+    from nextclick.data.dataset import load_sessions
+    from nextclick.data.preprocess import PrepareOptions, prepare
+    from nextclick.data.synthetic import ShopConfig, generate_shop
     from nextclick.models import available_models, create_model
-    from nextclick.preprocess import PrepareOptions, prepare
-    from nextclick.synthetic import ShopConfig, generate_shop
 
     dirs = []
     rsc = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "rsc15-100k" / "train_full.tsv"

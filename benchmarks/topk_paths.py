@@ -1,4 +1,4 @@
-"""In-process time of one top-k call of nextclick.scoring.TopK (bounded, exact)
+"""In-process time of one top-k call of nextclick.ranking.bounded.TopK (bounded, exact)
 against exact float32 scoring of the whole catalogue, and optionally against another version of
 ``nextclick/scoring.py`` (to measure a change), interleaved in one process on one thread, as in
 the service's model process.
@@ -32,14 +32,15 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nextclick.models.base import Recommender  # noqa: E402
-from nextclick.scoring import TopK  # noqa: E402
+from nextclick.ranking.bounded import TopK  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _other_topk(what: str) -> type:
-    """``TopK`` from another copy of nextclick/scoring.py: a file, or a git revision (then with
-    that revision's nextclick/kernels.py, if it has one), imported under a private name."""
+    """``TopK`` from another copy of the bounded top-k: a file, or a git revision (its
+    nextclick/ranking/bounded.py and kernels.py, or before the package layout nextclick/scoring.py
+    and nextclick/kernels.py), imported under a private name."""
     if Path(what).is_file():
         spec = importlib.util.spec_from_file_location("_scoring_other", what)
         if spec is None or spec.loader is None:
@@ -50,13 +51,19 @@ def _other_topk(what: str) -> type:
     pkg = Path(tempfile.mkdtemp(prefix="nextclick_against_")) / "_nextclick_against"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for name in ("scoring.py", "kernels.py"):
-        got = subprocess.run(["git", "show", f"{what}:nextclick/{name}"], cwd=ROOT, capture_output=True, text=True)
+    layouts = [("nextclick/ranking/bounded.py", "nextclick/ranking/kernels.py"), ("nextclick/scoring.py", "nextclick/kernels.py")]
+    for scoring, kernels in layouts:  # noqa: B007 (the pair found is used below)
+        got = subprocess.run(["git", "show", f"{what}:{scoring}"], cwd=ROOT, capture_output=True, text=True)
+        if got.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"--against: {what!r} is neither a file nor a git revision with a bounded top-k")
+    for name, path in (("scoring.py", scoring), ("kernels.py", kernels)):
+        got = subprocess.run(["git", "show", f"{what}:{path}"], cwd=ROOT, capture_output=True, text=True)
         if got.returncode:
-            if name == "kernels.py":
-                continue  # older revisions have no compiled loops
-            raise SystemExit(f"--against: {what!r} is neither a file nor a git revision with nextclick/scoring.py")
-        (pkg / name).write_text(got.stdout.replace("from nextclick import kernels", "from _nextclick_against import kernels"))
+            continue  # older revisions have no compiled loops
+        text = got.stdout.replace("from nextclick.ranking import kernels", "from _nextclick_against import kernels")
+        (pkg / name).write_text(text.replace("from nextclick import kernels", "from _nextclick_against import kernels"))
     sys.path.insert(0, str(pkg.parent))
     return importlib.import_module("_nextclick_against.scoring").TopK
 

@@ -63,7 +63,7 @@ def _main(
 
 
 def _read_options(session_col: str, item_col: str, time_col: str, user_col: str, fmt: Fmt, time_format: TimeFmt, names: str):
-    from nextclick.io import ReadOptions
+    from nextclick.data.io import ReadOptions
 
     return ReadOptions(
         session_col=session_col or None,
@@ -117,8 +117,8 @@ def prepare(
 
     Never writes over its input; a non-empty --out must be a dataset nextclick wrote, or --overwrite.
     """
-    from nextclick.preprocess import PrepareOptions
-    from nextclick.preprocess import prepare as run_prepare
+    from nextclick.data.preprocess import PrepareOptions
+    from nextclick.data.preprocess import prepare as run_prepare
 
     opts = PrepareOptions(
         read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names),
@@ -156,7 +156,7 @@ def train(
     ] = None,
 ) -> None:
     """Train MODEL and save it as an artifact directory (JSON config + vocab, safetensors weights)."""
-    from nextclick.data import load_sessions
+    from nextclick.data.dataset import load_sessions
     from nextclick.models import get_model_class
     from nextclick.models.base import parse_params
 
@@ -284,7 +284,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed for sampled negatives.")] = 0,
 ) -> None:
     """Next-click evaluation at every position of every test session, ranking the FULL catalogue."""
-    from nextclick.data import load_sessions
+    from nextclick.data.dataset import load_sessions
     from nextclick.evaluate import evaluate as run_eval
     from nextclick.models.base import Recommender
 
@@ -388,7 +388,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write a synthetic shop's click log (the built-in default data)."""
-    from nextclick.synthetic import ShopConfig, generate_shop
+    from nextclick.data.synthetic import ShopConfig, generate_shop
 
     shop = generate_shop(ShopConfig(n_sessions=n_sessions, n_items=n_items, n_categories=n_categories, days=days, seed=seed))
     df = shop.clicks if with_sessions else shop.clicks.drop("SessionId")
@@ -413,8 +413,8 @@ def quickstart(
     ] = None,
 ) -> None:
     """Main job on built-in data: synthetic shop -> prepare -> train every model -> leaderboard -> replay."""
+    from nextclick.data.synthetic import ShopConfig
     from nextclick.quickstart import run_quickstart
-    from nextclick.synthetic import ShopConfig
 
     run_quickstart(out, ShopConfig(n_sessions=n_sessions, seed=seed), models=model or None, echo=typer.echo)
 
@@ -472,7 +472,7 @@ def serve(
     import uvicorn
 
     from nextclick.models.base import Recommender
-    from nextclick.service import Settings, create_app
+    from nextclick.serve.app import Settings, create_app
 
     Recommender.load(model_dir)  # fail fast with a clear error before binding the port
     settings = Settings(

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from nextclick.data.sessions import Sessions
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from nextclick.data import Dataset
+from nextclick.data.dataset import Dataset
+from nextclick.data.preprocess import PrepareOptions, prepare
+from nextclick.data.synthetic import Shop, ShopConfig, generate_shop
 from nextclick.evaluate import evaluate
 from nextclick.models import available_models, create_model
-from nextclick.preprocess import PrepareOptions, prepare
-from nextclick.synthetic import Shop, ShopConfig, generate_shop
 
 log = logging.getLogger(__name__)
 

@@ -45,12 +45,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nextclick.data import META, Dataset, encode_clicks, load_sessions
+from nextclick.data.dataset import META, Dataset, encode_clicks, load_sessions
+from nextclick.data.sessions import Sessions
+from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
 from nextclick.models import get_model_class
 from nextclick.models.base import Recommender, parse_params
-from nextclick.sessions import Sessions
-from nextclick.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 

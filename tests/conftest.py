@@ -23,8 +23,8 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from nextclick.sessions import Sessions  # noqa: E402
-from nextclick.vocab import ItemVocab  # noqa: E402
+from nextclick.data.sessions import Sessions  # noqa: E402
+from nextclick.data.vocab import ItemVocab  # noqa: E402
 
 
 @pytest.fixture(scope="session")

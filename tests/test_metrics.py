@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from nextclick.data.sessions import Sessions
 from nextclick.evaluate import conservative_rank, evaluate
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions
 
 
 @dataclass

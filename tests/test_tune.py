@@ -19,11 +19,11 @@ from typing import Literal
 import polars as pl
 import pytest
 
+from nextclick.data.preprocess import PrepareOptions, prepare
+from nextclick.data.sessions import Sessions
+from nextclick.data.synthetic import ShopConfig, generate_shop
 from nextclick.errors import NextclickError
 from nextclick.models.rules import SequentialRules
-from nextclick.preprocess import PrepareOptions, prepare
-from nextclick.sessions import Sessions
-from nextclick.synthetic import ShopConfig, generate_shop
 from nextclick.tune import BEST_FILE, TRIALS_FILE, load_tuning_data, parse_space, tune
 from tests.conftest import REPO_ROOT
 
@@ -173,7 +173,7 @@ def test_bad_space_names_the_argument(space, message: str) -> None:
 
 
 def test_space_types_follow_the_config(tmp_path: Path) -> None:
-    from nextclick.models.gru4rec import GRU4RecConfig  # the config only; no training
+    from nextclick.models.gru4rec.model import GRU4RecConfig  # the config only; no training
 
     spec = tmp_path / "space.json"
     spec.write_text(

@@ -14,8 +14,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "spop": ("nextclick.models.pop", "SessionPopular"),
     "sr": ("nextclick.models.rules", "SequentialRules"),
     "vsknn": ("nextclick.models.sknn", "VSKNN"),
-    "gru4rec": ("nextclick.models.gru4rec", "GRU4Rec"),
-    "sasrec": ("nextclick.models.sasrec", "SASRec"),
+    "gru4rec": ("nextclick.models.gru4rec.model", "GRU4Rec"),
+    "sasrec": ("nextclick.models.sasrec.model", "SASRec"),
 }
 
 

@@ -4,7 +4,7 @@ Subclasses implement four things:
 
 * ``Config`` -- a dataclass of named hyper-parameters with the paper's defaults (``presets`` holds
   published settings by name);
-* ``_fit(train, valid)`` -- learn from :class:`~nextclick.sessions.Sessions`;
+* ``_fit(train, valid)`` -- learn from :class:`~nextclick.data.sessions.Sessions`;
 * ``_score(sessions, sess, plen)`` -- scores over the whole catalogue, shape (B, n_items + 1), for
   the next click after the first ``plen[b]`` clicks of session ``sess[b]`` (column 0 is padding
   and is ignored);
@@ -30,9 +30,9 @@ from typing import Any, ClassVar
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from nextclick.data.sessions import Sessions
+from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError, NotFittedError
-from nextclick.sessions import Sessions
-from nextclick.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Recommender:
         return self.score_batch([c[-self.live_max_clicks :] for c in clicks])
 
     # Dot-product models (GRU4Rec, SASRec) score the next click as ``q @ W.T + b``. They expose W
-    # and the query vectors so the service can pick the top k with :class:`nextclick.scoring.TopK`
+    # and the query vectors so the service can pick the top k with :class:`nextclick.ranking.bounded.TopK`
     # instead of materialising and sorting (B, n_items + 1) float32 scores.
     def output_layer(self) -> tuple[Any, Any] | None:
         """(W (n_items + 1, d), b (n_items + 1,) or None) as float32 torch tensors, when the

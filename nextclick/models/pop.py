@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nextclick.data.sessions import Sessions, gather_prefixes
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions, gather_prefixes
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions
 
 
 @dataclass

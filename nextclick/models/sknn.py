@@ -24,9 +24,9 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from nextclick.data.sessions import Sessions, gather_prefixes
 from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions, gather_prefixes
 
 
 def topk_per_row(m: sp.csr_matrix, k: int, key: np.ndarray | None = None, tiebreak: np.ndarray | None = None) -> sp.csr_matrix:

@@ -87,10 +87,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nextclick.batching import pad_prefixes
+from nextclick.data.batching import pad_prefixes
+from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from nextclick.store import MemoryStore, RedisStore, SessionRecord
-from tests.servers import redis_server  # noqa: F401  (fixture)
+from nextclick.serve.store import MemoryStore, RedisStore, SessionRecord
+from tests.serve.servers import redis_server  # noqa: F401  (fixture)
 
 
 class FakeClock:

@@ -1,7 +1,7 @@
 """The real-time next-click service: FastAPI on uvicorn, built by :func:`create_app`.
 
 One artifact is loaded at start-up (and can be hot-reloaded). Clicks of anonymous sessions go
-through a session store (in-process or Redis) to the model side (:mod:`nextclick.worker`): by
+through a session store (in-process or Redis) to the model side (:mod:`nextclick.serve.worker`): by
 default a model process of its own, which scores every click that arrived while it was busy in one
 batch, so inference never blocks the event loop, the two never contend for Python's GIL, and
 batching costs no latency when the service is idle.
@@ -10,7 +10,7 @@ Where a click's time goes (see docs/benchmarks.md): HTTP parsing and FastAPI's r
 injection, validation and middleware were the largest cost for small catalogues, so well-formed
 JSON clicks take a fast path in :class:`GuardMiddleware`, which sits outside FastAPI's own middleware
 stack (anything else reaches the FastAPI route unchanged); for large catalogues the item matrix
-product is, so GRU4Rec/SASRec use the exact bounded top-k of :mod:`nextclick.scoring`.
+product is, so GRU4Rec/SASRec use the exact bounded top-k of :mod:`nextclick.ranking.bounded`.
 
 Endpoints: ``POST /v1/sessions/{id}/clicks``, ``GET /v1/sessions/{id}/recommendations``,
 ``DELETE /v1/sessions/{id}``, ``POST /v1/recommendations`` (stateless), ``/healthz``,
@@ -38,8 +38,8 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from nextclick.store import MemoryStore, RedisStore, SessionRecord, SessionStore
-from nextclick.worker import Job, Loaded, ProcessWorker, Stats, ThreadWorker, WorkerDied, load_artifact
+from nextclick.serve.store import MemoryStore, RedisStore, SessionRecord, SessionStore
+from nextclick.serve.worker import Job, Loaded, ProcessWorker, Stats, ThreadWorker, WorkerDied, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class Settings:
     max_batch: int = 64  # requests scored together at most
     admin_token: str | None = None  # POST /admin/reload is disabled without one
     torch_threads: int = 1
-    scoring: Literal["auto", "exact", "fp16"] = "auto"  # top-k of dot-product models: see nextclick.scoring
-    model_worker: Literal["process", "thread"] = "process"  # where the model runs: see nextclick.worker
+    scoring: Literal["auto", "exact", "fp16"] = "auto"  # top-k of dot-product models: see nextclick.ranking.bounded
+    model_worker: Literal["process", "thread"] = "process"  # where the model runs: see nextclick.serve.worker
 
 
 # ---------------------------------------------------------------------- request / response bodies
@@ -132,7 +132,7 @@ class Metrics:
         )
         self.sessions = Gauge("nextclick_sessions", "Sessions in the store", registry=r)
         self.topk_rows = Gauge(
-            "nextclick_topk_rows", "Rows scored by the dot-product top-k of the current model (see nextclick.scoring)", registry=r
+            "nextclick_topk_rows", "Rows scored by the dot-product top-k of the current model (see nextclick.ranking.bounded)", registry=r
         )
         self.topk_fallbacks = Gauge(
             "nextclick_topk_fallback_rows",

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from nextclick.models.base import Recommender
-from nextclick.scoring import TopK
+from nextclick.ranking.bounded import TopK
 
 log = logging.getLogger(__name__)
 
@@ -596,14 +596,14 @@ class ProcessWorker:
     async def _spawn(self) -> None:
         model_dir, gen, model_id = self.current
         s = self.settings
-        # a plain child interpreter (``python -m nextclick.worker``) with two pipes: unlike
+        # a plain child interpreter (``python -m nextclick.serve.worker``) with two pipes: unlike
         # multiprocessing's spawn it never re-imports the caller's __main__
         down_r, down_w = os.pipe()  # event loop -> model
         up_r, up_w = os.pipe()  # model -> event loop
         root = str(Path(__file__).resolve().parent.parent)  # this nextclick, however it was imported
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
                "OPENBLAS_NUM_THREADS": "1"}  # numpy's BLAS threads would spin beside the event loop
-        cmd = [sys.executable, "-m", "nextclick.worker", str(down_r), str(up_w), model_dir, str(gen), s.scoring,
+        cmd = [sys.executable, "-m", "nextclick.serve.worker", str(down_r), str(up_w), model_dir, str(gen), s.scoring,
                str(s.torch_threads), str(s.max_batch)]
         try:
             self.proc = subprocess.Popen(cmd, pass_fds=(down_r, up_w), close_fds=True, env=env)

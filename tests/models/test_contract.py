@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from nextclick.data import load_sessions
+from nextclick.data.dataset import load_sessions
+from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError, NotFittedError
 from nextclick.evaluate import evaluate
 from nextclick.models import available_models, create_model, get_model_class
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions
 
 MODELS = available_models()
 NOT_SEQUENCE_AWARE = {"pop", "spop"}
@@ -442,3 +442,20 @@ def test_real_data_smoke(name: str, rsc15, tmp_path: Path) -> None:
     loaded = Recommender.load(model.save(tmp_path / name))
     some = [test.vocab.decode(test.session(s)[:2]).tolist() for s in range(5)]
     np.testing.assert_array_equal(model.recommend_batch(some, k=20)[0], loaded.recommend_batch(some, k=20)[0])
+
+
+def test_data_layer_and_baselines_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import nextclick.data.preprocess, nextclick.data.batching, nextclick.data.synthetic\n"
+        "from nextclick.models import available_models, create_model\n"
+        "for name in ('pop', 'spop', 'sr', 'vsknn'):\n"
+        "    create_model(name)\n"
+        "assert 'gru4rec' in available_models() and 'sasrec' in available_models()\n"
+        "print('torch' in sys.modules, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

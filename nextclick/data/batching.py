@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nextclick.sessions import Sessions
+from nextclick.data.sessions import Sessions
 
 
 def pad_prefixes(items: np.ndarray, starts: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nextclick.vocab import ItemVocab
+from nextclick.data.vocab import ItemVocab
 
 
 @dataclass

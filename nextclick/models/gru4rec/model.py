@@ -24,7 +24,7 @@ What one training step does (``B`` slots of the session-parallel batch, ``S = n_
 
 The forward and backward passes are written out by hand (one GRU step has a short closed-form
 gradient, checked against autograd in the tests), so a step is a fixed, short list of fused
-operations with no autograd graph: five compiled phases (:mod:`nextclick.kernels`, numba) --
+operations with no autograd graph: five compiled phases (:mod:`nextclick.models.gru4rec.kernels`, numba) --
 the gather of the step's item rows (with the embedding dropout), each GRU layer, the scores with
 the loss, the output rows' gradient and the top layer's gates backward, the other weight-gradient
 products, the optimiser -- each split over ``n_threads`` threads of numba's pool (row blocks of
@@ -99,10 +99,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from nextclick.batching import SessionParallelBatches
+from nextclick.data.batching import SessionParallelBatches
+from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
-from nextclick.sessions import Sessions
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def xe_loss_grad(
     (logQ correction) when given. Returns ``(loss, dL/dR)`` with ``loss = -scale * sum_i
     log(softmax(R)_ii + 1e-24)``; the gradient is written to ``out`` when given.
     """
-    from nextclick import kernels  # numba: imported (and its loops loaded) only when training
+    from nextclick.models.gru4rec import kernels  # numba: imported (and its loops loaded) only when training
 
     if out is None:
         out = torch.empty_like(R)
@@ -249,7 +249,7 @@ def bpr_max_loss_grad(
     ``weights`` (M,): column ``j`` stands for ``weights[j]`` identical negatives (its softmax weight
     is multiplied by it), which equals repeating the column that many times.
     """
-    from nextclick import kernels  # numba: imported (and its loops loaded) only when training
+    from nextclick.models.gru4rec import kernels  # numba: imported (and its loops loaded) only when training
 
     Rn = R.numpy()
     k = kernels.constants(Rn.dtype, float(elu_param), bpreg, scale)
@@ -507,13 +507,13 @@ class _AdagradM:
     """Adagrad with momentum over the flat dense vector and over touched rows of item matrices.
 
     ``acc`` starts at ``eps``, so ``acc`` is the official ``sum(g^2) + eps`` without a separate
-    addition. The updates are compiled loops (:mod:`nextclick.kernels`) on zero-copy numpy views
+    addition. The updates are compiled loops (:mod:`nextclick.models.gru4rec.kernels`) on zero-copy numpy views
     of the tensors: a row-sparse update sums the gradients of repeated rows first (the update is
     non-linear), then reads and writes only the touched rows, in one pass.
     """
 
     def __init__(self, net: _Net, lr: float, momentum: float, nesterov: bool, eps: float) -> None:
-        from nextclick import kernels  # numba: imported only when training
+        from nextclick.models.gru4rec import kernels  # numba: imported only when training
 
         self.kernels = kernels
         self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
@@ -622,7 +622,7 @@ class _Trainer:
     def __init__(self, net: _Net, cfg: GRU4RecConfig, popularity: np.ndarray) -> None:
         self.net, self.cfg = net, cfg
         self.opt = _AdagradM(net, cfg.learning_rate, cfg.momentum, cfg.nesterov, cfg.adagrad_eps)
-        from nextclick import kernels  # numba: imported (and its loops loaded) only when training
+        from nextclick.models.gru4rec import kernels  # numba: imported (and its loops loaded) only when training
 
         self.kernels = kernels
         self.rng = np.random.default_rng([int(cfg.seed), 1])  # dropout: a stream apart from the initialisation's

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nextclick.batching import SessionParallelBatches, pad_prefixes, pad_sessions, padding_mask
-from nextclick.sessions import Sessions
+from nextclick.data.batching import SessionParallelBatches, pad_prefixes, pad_sessions, padding_mask
+from nextclick.data.sessions import Sessions
 
 
 # ---------------------------------------------------------------------------- padding

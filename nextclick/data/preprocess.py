@@ -19,10 +19,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from nextclick.data import Dataset, check_output_dir, sort_clicks, stable_sort, write_dataset
+from nextclick.data.dataset import Dataset, check_output_dir, sort_clicks, stable_sort, write_dataset
+from nextclick.data.io import ReadOptions, read_clicks
+from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
-from nextclick.io import ReadOptions, read_clicks
-from nextclick.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 

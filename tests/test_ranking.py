@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from nextclick import scoring
-from nextclick.scoring import TopK, fp16_available
+from nextclick.ranking import bounded as scoring
+from nextclick.ranking.bounded import TopK, fp16_available
 
 needs_fp16 = pytest.mark.skipif(not fp16_available(), reason="no fbgemm fp16 GEMM in this torch build")
 PATHS = {"scan": {"scan_max": 1 << 30}, "product": {"scan_max": 0}}
@@ -195,7 +195,7 @@ def test_the_scan_stops_at_the_norm_bound() -> None:
 
 
 def test_the_heap_keeps_the_k_best_and_returns_them_best_first_ties_by_item() -> None:
-    from nextclick import kernels
+    from nextclick.ranking import kernels
 
     rng = np.random.default_rng(5)
     for n, k in [(1, 1), (10, 10), (1000, 1), (1000, 37), (5000, 100)]:
@@ -238,7 +238,7 @@ def test_kernels_compile_without_a_disk_cache_where_numba_has_no_writable_folder
     # a read-only install without a writable home: numba refuses cache=True; the loops must still load
     import numba
 
-    from nextclick import kernels
+    from nextclick import compiled as kernels
 
     real = numba.njit
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from nextclick.data.io import ReadOptions, read_clicks
 from nextclick.errors import NextclickError
-from nextclick.io import ReadOptions, read_clicks
 
 CLICKS = [(1, 214536502, 1396860669), (1, 214536506, 1396860886), (2, 214577561, 1396845000)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nextclick.worker import Job, decode_jobs, decode_results, encode_job, encode_jobs, encode_results
+from nextclick.serve.worker import Job, decode_jobs, decode_results, encode_job, encode_jobs, encode_results
 
 
 def test_jobs_round_trip() -> None:
@@ -43,7 +43,7 @@ def test_thread_worker_drops_a_generation_after_the_jobs_queued_before_it(monkey
     import asyncio
     import threading
 
-    import nextclick.worker as w
+    import nextclick.serve.worker as w
 
     seen: list[tuple[int, bool]] = []
     gate = threading.Event()

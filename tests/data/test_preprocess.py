@@ -9,10 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from nextclick.data import Dataset, load_sessions
-from nextclick.errors import NextclickError
-from nextclick.io import ReadOptions
-from nextclick.preprocess import (
+from nextclick.data.dataset import Dataset, load_sessions
+from nextclick.data.io import ReadOptions
+from nextclick.data.preprocess import (
     DAY,
     PrepareOptions,
     drop_repeats,
@@ -22,6 +21,7 @@ from nextclick.preprocess import (
     sessionize,
     time_split,
 )
+from nextclick.errors import NextclickError
 
 MIN = 60.0
 

@@ -27,7 +27,7 @@ same items and scores, up to summation order):
 * **Order of work.** The best approximate scores of the first rows (``k + margin`` of them) are
   scored exactly first, so the k-th best is known early and most bounds fail at once.
 
-The per-query work runs in compiled loops (:mod:`nextclick.kernels`, numba, compiled once and
+The per-query work runs in compiled loops (:mod:`nextclick.ranking.kernels`, numba, compiled once and
 cached). Which rank, and whether the scan path is used, is decided when the index is built, on
 proxy queries (sums of three of the largest rows): if the projection bounds too loosely, rank =
 d; if the int8 copy does, the product path serves every batch. A scan that would score more than
@@ -312,7 +312,7 @@ class TopK:
         return ids, out
 
     def _product_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        from nextclick import kernels
+        from nextclick.ranking import kernels
 
         V, n = self.W.shape[0], P.shape[0]
         Q = P.numpy()
@@ -341,7 +341,7 @@ class TopK:
     def _scan_topk(self, P: torch.Tensor, k: int, drop: list[np.ndarray], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The scan path in one compiled call. ``drop``: per row, the sorted item indices it must
         not return; ``limit``: rows scored exactly before a row gives up."""
-        from nextclick import kernels
+        from nextclick.ranking import kernels
 
         V = self.W.shape[0]
         drops, at = self._flat(drop)

@@ -10,11 +10,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from nextclick.data.sessions import Sessions  # noqa: E402
 from nextclick.errors import NextclickError  # noqa: E402
 from nextclick.evaluate import evaluate  # noqa: E402
 from nextclick.models import create_model  # noqa: E402
 from nextclick.models.base import Recommender  # noqa: E402
-from nextclick.models.gru4rec import (  # noqa: E402
+from nextclick.models.gru4rec.model import (  # noqa: E402
     GRU4Rec,
     GRU4RecConfig,
     SampleStore,
@@ -24,7 +25,6 @@ from nextclick.models.gru4rec import (  # noqa: E402
     bpr_max_loss_grad,
     xe_loss_grad,
 )
-from nextclick.sessions import Sessions  # noqa: E402
 
 MODES = {
     "constrained": dict(constrained_embedding=True),
@@ -452,7 +452,7 @@ def test_row_sparse_update_equals_the_dense_formula(momentum: float, nesterov: b
     # the compiled row update (repeated rows summed first, untouched rows left alone) against the
     # update written densely over the whole matrix: acc += g^2; v = m v - lr g / sqrt(acc); w += v;
     # scratch: the repeated rows summed into the first part's gradient in place (training's path)
-    from nextclick.models.gru4rec import _AdagradM
+    from nextclick.models.gru4rec.model import _AdagradM
 
     cfg = GRU4Rec.Config(layers=(4,))
     net = _Net.create(cfg, 30, np.random.default_rng(0))
@@ -514,7 +514,7 @@ def test_numpy_live_step_equals_the_torch_step(mode: str) -> None:
 
 # ------------------------------------------------------------------------------ compiled helpers
 def test_dropout_masks_drop_p_and_do_not_depend_on_the_row_split() -> None:
-    from nextclick import kernels
+    from nextclick.models.gru4rec import kernels
 
     p, b, d = 0.3, 400, 250
     thr, keep = np.uint32(round(p * 2.0**32)), 1.0 / (1.0 - p)
@@ -537,7 +537,7 @@ def test_dropout_masks_drop_p_and_do_not_depend_on_the_row_split() -> None:
 
 @pytest.mark.parametrize("ta,tb", [("N", "N"), ("N", "T"), ("T", "N"), ("T", "T")])
 def test_blas_on_strided_blocks_equals_numpy(ta: str, tb: str) -> None:
-    from nextclick import kernels
+    from nextclick.models.gru4rec import kernels
 
     rng = np.random.default_rng(0)
     m, n, k = 7, 5, 6
@@ -563,7 +563,7 @@ def test_blas_on_strided_blocks_equals_numpy(ta: str, tb: str) -> None:
 
 @pytest.mark.parametrize("momentum", [0.0, 0.4])
 def test_update_phase_gives_the_same_weights_in_any_number_of_blocks(momentum: float) -> None:
-    from nextclick import kernels
+    from nextclick.models.gru4rec import kernels
 
     rng = np.random.default_rng(3)
     V, W, M, nd = 40, 9, 25, 1001

@@ -14,11 +14,11 @@ import httpx
 import numpy as np
 import pytest
 
-from nextclick.data import Dataset
+from nextclick.data.dataset import Dataset
+from nextclick.data.preprocess import PrepareOptions, prepare
+from nextclick.data.synthetic import ShopConfig, generate_shop
 from nextclick.models import available_models, create_model, get_model_class
-from nextclick.preprocess import PrepareOptions, prepare
-from nextclick.synthetic import ShopConfig, generate_shop
-from tests.servers import redis_server, start_service, stop  # noqa: F401
+from tests.serve.servers import redis_server, start_service, stop  # noqa: F401
 
 FAST = {
     "gru4rec": {"n_epochs": 2, "layers": (48,), "batch_size": 32, "n_sample": 256},

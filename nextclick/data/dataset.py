@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from nextclick.data.io import ReadOptions, read_clicks
+from nextclick.data.sessions import Sessions
+from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
-from nextclick.io import ReadOptions, read_clicks
-from nextclick.sessions import Sessions
-from nextclick.vocab import ItemVocab
 
 log = logging.getLogger(__name__)
 

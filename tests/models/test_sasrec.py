@@ -11,11 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.evaluate import evaluate
-from nextclick.models import sasrec as sasrec_module
 from nextclick.models.base import Recommender
-from nextclick.models.sasrec import (
+from nextclick.models.sasrec import model as sasrec_module
+from nextclick.models.sasrec.model import (
     SASRec,
     SoftmaxWorkspace,
     bce_loss,
@@ -24,7 +25,6 @@ from nextclick.models.sasrec import (
     gbce_loss,
     sampled_ce_loss,
 )
-from nextclick.sessions import Sessions
 
 N_ITEMS = 30
 SMALL = dict(max_len=8, hidden=16, n_blocks=2, n_heads=2, dropout=0.2, batch_size=32, progress=False, seed=0, n_threads=1)

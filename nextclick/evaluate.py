@@ -29,17 +29,12 @@ import numpy as np
 
 from nextclick.data.sessions import Sessions
 from nextclick.models.base import Recommender
+from nextclick.ranking import conservative_rank, top_k_rows
 
 log = logging.getLogger(__name__)
 
 CUTOFFS = (1, 5, 10, 20)
 LENGTH_BUCKETS = ((2, 2), (3, 3), (4, 4), (5, 6), (7, 9), (10, 19), (20, 10**9))
-
-
-def conservative_rank(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of each row's target: #higher + #other items with an equal score."""
-    t = scores[np.arange(scores.shape[0]), targets][:, None]
-    return (scores >= t).sum(axis=1) - 1
 
 
 def _clean(scores: np.ndarray) -> np.ndarray:
@@ -120,9 +115,7 @@ def evaluate(
         scores[:, 0] = -np.inf
         ranks.append(conservative_rank(scores, targets))
         lens.append(lengths[sess])
-        kk = min(kmax, n_items)
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+        top, _ = top_k_rows(scores, min(kmax, n_items))
         for k in cutoffs:
             tk = top[:, :k]
             seen_items[k][tk.ravel()] = True

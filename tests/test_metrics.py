@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from nextclick.data.sessions import Sessions
-from nextclick.evaluate import conservative_rank, evaluate
+from nextclick.evaluate import evaluate
 from nextclick.models.base import Recommender
+from nextclick.ranking import conservative_rank
 
 
 @dataclass

@@ -33,17 +33,9 @@ from safetensors.numpy import load_file, save_file
 from nextclick.data.sessions import Sessions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError, NotFittedError
+from nextclick.ranking import top_k
 
 log = logging.getLogger(__name__)
-
-def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of the ``k`` largest entries of each row, best first (a partial
-    sort: O(n) per row, then k log k)."""
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    ps = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-ps, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(ps, order, axis=1)
-
 
 ARTIFACT_FORMAT = "nextclick-model"
 CONFIG_FILE = "config.json"
@@ -226,20 +218,7 @@ class Recommender:
         allow: np.ndarray | None = None,
         deny: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        k = int(min(max(k, 1), self.n_items_))
-        scores = scores.copy()
-        scores[:, 0] = -np.inf
-        if seen is not None:
-            rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
-            cols = np.concatenate([np.asarray(s, np.int64) for s in seen]) if len(seen) else np.zeros(0, np.int64)
-            scores[rows, cols] = -np.inf
-        if allow is not None:
-            mask = np.ones(scores.shape[1], dtype=bool)
-            mask[allow] = False
-            scores[:, mask] = -np.inf
-        if deny is not None:
-            scores[:, deny] = -np.inf
-        return top_k_rows(scores, k)
+        return top_k(scores, k, seen, allow, deny)
 
     def recommend_detailed(
         self,

@@ -48,7 +48,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from nextclick.models.base import top_k_rows
+from nextclick.ranking.exact import top_k_rows
 
 log = logging.getLogger(__name__)
 

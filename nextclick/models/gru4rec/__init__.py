@@ -4,15 +4,7 @@ Importing this package imports nothing heavy; ``GRU4Rec`` and ``GRU4RecConfig`` 
 (and torch) on first access.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from nextclick.models import lazy_exports
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("nextclick.models.gru4rec.model"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports("nextclick.models.gru4rec.model", __all__)

@@ -11,8 +11,9 @@ catalogue that appears in any top-K list) and popularity@K (mean training popula
 recommended items, relative to the most popular item).
 
 ``sampled_negatives=N`` adds the paper-comparison protocol: the target ranked against N items
-drawn uniformly from items the session/user never clicked. Those figures are labelled as sampled
-wherever they are printed and are never a substitute for the full-ranking ones.
+drawn uniformly from items the session/user never clicked
+(:func:`nextclick.data.sampling.uniform_not_in`). Those figures are labelled as sampled wherever
+they are printed and are never a substitute for the full-ranking ones.
 
 Depends only on the recommender interface (``iter_scores``).
 """
@@ -27,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from nextclick.data.sessions import Sessions
+from nextclick.data.sampling import uniform_not_in
+from nextclick.data.sessions import Sessions, gather_prefixes
 from nextclick.models.base import Recommender
 from nextclick.ranking import conservative_rank, top_k_rows
 
@@ -170,17 +172,7 @@ def _sampled_rank(
 ) -> np.ndarray:
     """Rank of the target among ``n_neg`` uniform negatives never clicked in that session/sequence."""
     b = targets.size
-    # keys of (row, item) pairs the row's whole session/sequence contains
-    lens = test.lengths[sess]
-    rows = np.repeat(np.arange(b), lens)
-    starts = np.repeat(test.offsets[sess], lens)
-    within = np.arange(int(lens.sum())) - np.repeat(np.concatenate([[0], np.cumsum(lens)])[:-1], lens)
-    clicked = np.unique(rows * (n_items + 1) + test.items[starts + within])
-    neg = rng.integers(1, n_items + 1, size=(b, n_neg))
-    for _ in range(100):  # resample the (few) negatives that hit a clicked item
-        bad = np.isin(np.arange(b)[:, None] * (n_items + 1) + neg, clicked)
-        if not bad.any():
-            break
-        neg[bad] = rng.integers(1, n_items + 1, size=int(bad.sum()))
+    rows, clicked, _ = gather_prefixes(test, sess, test.lengths[sess])  # every click of each row's session
+    neg = uniform_not_in(rng, n_items, (b, n_neg), rows, clicked, max_rounds=100)
     t = scores[np.arange(b), targets][:, None]
     return (np.take_along_axis(scores, neg, axis=1) >= t).sum(axis=1)

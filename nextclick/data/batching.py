@@ -2,8 +2,9 @@
 
 Two layouts:
 
-* :func:`pad_prefixes` / :func:`pad_sessions` -- fixed-shape (B, T) index matrices, LEFT-padded
-  with 0, keeping the most recent T clicks (what SASRec reads);
+* :func:`pad_prefixes` / :func:`pad_sessions` / :func:`pad_arrays` -- fixed-shape (B, T) index
+  matrices, LEFT-padded with 0, keeping the most recent T clicks (what SASRec reads), and
+  :func:`trim_padding` to drop the columns that are padding in every row;
 * :class:`SessionParallelBatches` -- GRU4Rec's session-parallel mini-batches: B slots each
   holding one session; every step feeds the current click of every slot and asks for the next
   one; a slot whose session ends is refilled with the next session and flagged in ``reset`` so the
@@ -45,6 +46,21 @@ def pad_sessions(sessions: Sessions | Sequence[Sequence[int]], max_len: int) -> 
     if not isinstance(sessions, Sessions):
         sessions = Sessions.from_lists([list(s) for s in sessions], n_items=max([max(s, default=0) for s in sessions], default=0))
     return pad_prefixes(sessions.items, sessions.offsets[:-1], sessions.lengths, max_len)
+
+
+def pad_arrays(seqs: Sequence[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pad a list of 1-D index arrays to (B, max_len); see :func:`pad_prefixes`."""
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    items = np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]) if seqs else np.zeros(0, np.int64)
+    return pad_prefixes(items, np.cumsum(lengths) - lengths, lengths, max_len)
+
+
+def trim_padding(x: np.ndarray, width: int | None = None) -> np.ndarray:
+    """The last ``width`` columns of a left-padded (B, T) matrix; by default as many as the
+    longest row has real clicks (at least one), so no column is padding in every row."""
+    if width is None:
+        width = max(int((x != 0).sum(1).max()), 1) if x.size else 1
+    return x[:, x.shape[1] - width :]
 
 
 def padding_mask(x: np.ndarray) -> np.ndarray:

@@ -7,7 +7,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nextclick.data.batching import SessionParallelBatches, pad_prefixes, pad_sessions, padding_mask
+from nextclick.data.batching import (
+    SessionParallelBatches,
+    pad_arrays,
+    pad_prefixes,
+    pad_sessions,
+    padding_mask,
+    trim_padding,
+)
 from nextclick.data.sessions import Sessions
 
 
@@ -167,3 +174,19 @@ def test_rejects_bad_arguments(tiny_sessions: Sessions) -> None:
         SessionParallelBatches(tiny_sessions, batch_size=0)
     with pytest.raises(ValueError, match="order"):
         SessionParallelBatches(tiny_sessions, batch_size=2, order="time")
+
+
+def test_pad_arrays_equals_pad_sessions() -> None:
+    seqs = [[1, 2, 3], [4], [], [5, 6, 7, 8, 9]]
+    x, kept = pad_arrays([np.array(s, dtype=np.int64) for s in seqs], max_len=4)
+    want_x, want_kept = pad_sessions(seqs, max_len=4)
+    assert np.array_equal(x, want_x) and np.array_equal(kept, want_kept)
+    x, kept = pad_arrays([], max_len=3)
+    assert x.shape == (0, 3) and kept.shape == (0,)
+
+
+def test_trim_padding_drops_columns_that_are_padding_in_every_row() -> None:
+    x, _ = pad_sessions([[1, 2], [3]], max_len=5)
+    assert trim_padding(x).tolist() == [[1, 2], [0, 3]]
+    assert trim_padding(x, 3).tolist() == [[0, 1, 2], [0, 0, 3]]
+    assert trim_padding(np.zeros((2, 4), np.int64)).shape == (2, 1)  # at least one column

@@ -8,8 +8,8 @@ category, most often to the category's "partner" (the power-tools shopper who tu
 clothes). So the next click depends on the current click and on the session's current intent,
 which sequence models can learn and global popularity cannot.
 
-Generation is vectorized over sessions (one numpy step per click position), so ten million clicks
-take seconds. Leaf module: numpy + polars.
+Generation is vectorized over sessions (one numpy step per click position, no Python loop per
+session). Leaf module: numpy + polars.
 """
 
 from __future__ import annotations
@@ -89,9 +89,28 @@ def generate_shop(cfg: ShopConfig | None = None, **overrides: object) -> Shop:
         raise ValueError("n_items must be at least 4 per category")
     if cfg.mean_length < 2:
         raise ValueError("mean_length must be >= 2")
-    rng = np.random.default_rng(cfg.seed)
-    n_cat, n_items = cfg.n_categories, cfg.n_items
+    rng = np.random.default_rng(cfg.seed)  # drawn from in this order: catalogue, sessions, users and times
+    cat = _catalogue(cfg, rng)
+    lengths, items = _sessions(cfg, rng, cat)
+    return _frames(cfg, rng, cat, lengths, items)
 
+
+@dataclass
+class _Catalogue:
+    cat_of: np.ndarray  # (n_items,) category of each item, ascending
+    global_cdf: np.ndarray  # (n_items,) category c's items share (c, c+1], by popularity
+    cat_p: np.ndarray  # (n_categories,) probability of each category
+    partner: np.ndarray  # (n_categories,) the category a drifting visitor most often turns to
+    related: np.ndarray  # (n_items, n_related) related items, in the item's category
+
+    def pick_in_cat(self, c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One item of each category in ``c``, drawn by popularity."""
+        return np.minimum(np.searchsorted(self.global_cdf, c + rng.random(c.size)), self.cat_of.size - 1)
+
+
+def _catalogue(cfg: ShopConfig, rng: np.random.Generator) -> _Catalogue:
+    """Categories, popularity inside each (Zipf-like), category partners and related items."""
+    n_cat, n_items = cfg.n_categories, cfg.n_items
     # catalogue: category of each item, sorted by category; popularity rank inside the category
     cat_of = np.sort(rng.integers(0, n_cat, size=n_items))
     cat_of[:n_cat] = np.arange(n_cat)  # every category non-empty
@@ -111,17 +130,18 @@ def generate_shop(cfg: ShopConfig | None = None, **overrides: object) -> Shop:
     rel_r = rng.random((n_items, cfg.n_related))
     related = np.searchsorted(global_cdf, cat_of[:, None] + rel_r)
     related = np.minimum(related, n_items - 1)
+    return _Catalogue(cat_of, global_cdf, cat_p, partner, related)
 
-    def pick_in_cat(c: np.ndarray) -> np.ndarray:
-        return np.minimum(np.searchsorted(global_cdf, c + rng.random(c.size)), n_items - 1)
 
-    # sessions
-    S = cfg.n_sessions
+def _sessions(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue) -> tuple[np.ndarray, np.ndarray]:
+    """Session lengths (S,) and their concatenated item indices: every session walks the catalogue
+    at once, one click position per step."""
+    S, n_cat = cfg.n_sessions, cfg.n_categories
     lengths = np.minimum(2 + rng.geometric(1.0 / (cfg.mean_length - 1.0), size=S) - 1, cfg.max_length)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     items = np.empty(int(offsets[-1]), dtype=np.int64)
-    cur_cat = rng.choice(n_cat, size=S, p=cat_p)
-    cur = pick_in_cat(cur_cat)
+    cur_cat = rng.choice(n_cat, size=S, p=cat.cat_p)
+    cur = cat.pick_in_cat(cur_cat, rng)
     items[offsets[:-1]] = cur
     for t in range(1, int(lengths.max())):
         act = np.flatnonzero(lengths > t)
@@ -135,17 +155,22 @@ def generate_shop(cfg: ShopConfig | None = None, **overrides: object) -> Shop:
         other = ~(shift | follow)
         if shift.any():
             to_partner = rng.random(int(shift.sum())) < cfg.p_partner
-            rand_cat = rng.choice(n_cat, size=int(shift.sum()), p=cat_p)
-            c[shift] = np.where(to_partner, partner[c[shift]], rand_cat)
-            nxt[shift] = pick_in_cat(c[shift])
+            rand_cat = rng.choice(n_cat, size=int(shift.sum()), p=cat.cat_p)
+            c[shift] = np.where(to_partner, cat.partner[c[shift]], rand_cat)
+            nxt[shift] = cat.pick_in_cat(c[shift], rng)
         if follow.any():
-            nxt[follow] = related[cur[act[follow]], rng.integers(0, cfg.n_related, int(follow.sum()))]
+            nxt[follow] = cat.related[cur[act[follow]], rng.integers(0, cfg.n_related, int(follow.sum()))]
         if other.any():
-            nxt[other] = pick_in_cat(c[other])
+            nxt[other] = cat.pick_in_cat(c[other], rng)
         cur_cat[act], cur[act] = c, nxt
         items[offsets[act] + t] = nxt
+    return lengths, items
 
-    # users, times
+
+def _frames(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, lengths: np.ndarray, items: np.ndarray) -> Shop:
+    """Users and click times drawn for the sessions, and the shop's own item ids: the two frames."""
+    S, n_cat, n_items = cfg.n_sessions, cfg.n_categories, cfg.n_items
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
     n_users = cfg.n_users or max(S // 3, 1)
     user = rng.integers(0, n_users, size=S)
     start = cfg.start_time + rng.random(S) * cfg.days * 86_400.0
@@ -169,6 +194,10 @@ def generate_shop(cfg: ShopConfig | None = None, **overrides: object) -> Shop:
         for c in range(n_cat)
     ]
     catalogue = pl.DataFrame(
-        {"ItemId": item_ids.astype(np.int64), "Category": cat_of.astype(np.int64), "CategoryName": [names[c] for c in cat_of]}
+        {
+            "ItemId": item_ids.astype(np.int64),
+            "Category": cat.cat_of.astype(np.int64),
+            "CategoryName": [names[c] for c in cat.cat_of],
+        }
     ).sort("ItemId")
     return Shop(clicks, catalogue, cfg)

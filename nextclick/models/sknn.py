@@ -8,9 +8,9 @@ that session's binary item vector (``cosine`` optional); the ``k`` most similar 
 neighbours, and an item's score is the summed similarity of the neighbours containing it.
 
 Deviations: none from the plain method. ``sample_size`` (restrict candidates to the most recent
-m sessions per item set) is available but off by default (all sessions sharing an item are
-candidates, as in the reference figure of the core issue). A click repeated within the session
-keeps the weight of its most recent occurrence.
+m sessions per item set) is available but off by default: all sessions sharing an item are
+candidates, as for the plain V-SKNN reference figure on rsc15-100k (docs/benchmarks.md). A click
+repeated within the session keeps the weight of its most recent occurrence.
 
 Everything is sparse linear algebra over a batch of sessions (query matrix @ session-item
 matrix, then a vectorized top-k per row): no Python loop per click or per session. No torch.
@@ -32,7 +32,13 @@ from nextclick.models.base import Recommender
 def topk_per_row(m: sp.csr_matrix, k: int, key: np.ndarray | None = None, tiebreak: np.ndarray | None = None) -> sp.csr_matrix:
     """Keep the ``k`` largest entries of each CSR row (by ``key`` when given, else by value).
 
-    Ties go to the larger ``tiebreak[column]`` when given, else to the lower column index."""
+    Ties go to the larger ``tiebreak[column]`` when given, else to the lower column index.
+
+    This is not :func:`nextclick.ranking.top_k_rows`, which would not give the same result: that
+    one ranks dense rows, so it would need the (sessions x training sessions) similarities
+    densified, would return absent entries as candidates in rows with fewer than ``k`` of them,
+    and breaks ties at the k-th place in ``argpartition``'s order rather than by ``tiebreak``
+    (here: the most recent neighbour wins). This one sorts only the stored entries."""
     m = m.tocsr()
     n_rows = m.shape[0]
     counts = np.diff(m.indptr)
@@ -102,8 +108,7 @@ class VSKNN(Recommender):
         q = self._query(sessions, sess, plen)  # (B, V+1)
         sims = (q @ self.items_sess_).tocsr()  # (B, N): similarity to every session sharing an item
         if self.config.sample_size > 0:
-            rec = topk_per_row(sims, self.config.sample_size, key=self.session_time_[sims.indices])
-            sims = rec
+            sims = topk_per_row(sims, self.config.sample_size, key=self.session_time_[sims.indices])
         if self.config.similarity == "cosine":
             qn = np.sqrt(np.diff(q.indptr)).astype(np.float32)  # binary-norm of the query item set
             rows = np.repeat(np.arange(sims.shape[0]), np.diff(sims.indptr))

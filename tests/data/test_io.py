@@ -84,8 +84,8 @@ def test_whitespace_with_time_column(tmp_path: Path) -> None:
 
 
 def test_whitespace_tolerates_runs_of_blanks_tabs_and_trailing_space(tmp_path: Path) -> None:
-    """`user item` lines separated by any whitespace, as the format's name says (a polars
-    SchemaError used to escape as a traceback for double spaces, tabs or a trailing blank)."""
+    """`user item` lines separated by any whitespace, as the format's name says: double spaces,
+    tabs and a trailing blank are read, not reported as a polars SchemaError."""
     path = write(tmp_path / "seq.txt", "1  6393\n1\t13504\n2 7 \n")
     df = read_clicks(path)
     assert df.get_column("UserId").to_list() == [1, 1, 2]

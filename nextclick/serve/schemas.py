@@ -1,0 +1,70 @@
+"""Request and response bodies of the service (pydantic), built for one :class:`Settings`: the
+id length and list limits they state are the settings' own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from nextclick.serve.settings import INT64_MAX, INT64_MIN, Settings
+
+
+def item_id_type(max_id_length: int) -> Any:
+    """An item id: an int64 (strict: no booleans, no floats) or a string of 1 to
+    ``max_id_length`` characters (:meth:`Settings.item_id_ok` states the same rule)."""
+    as_int = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, strict=True)]
+    as_str = Annotated[str, StringConstraints(min_length=1, max_length=max_id_length)]
+    return as_int | as_str
+
+
+class ReloadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model_dir: str | None = Field(
+        None, max_length=4096, description="New artifact directory (default: the current one, re-read)."
+    )
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """The bodies whose item ids follow the settings."""
+
+    click: type[BaseModel]
+    stateless: type[BaseModel]
+    recommendation: type[BaseModel]
+
+
+def build_schemas(settings: Settings) -> Schemas:
+    """The request and response bodies for ``settings``. Limits that answer 413 rather than 422
+    (list lengths) and ``k``'s upper bound are checked by
+    :func:`nextclick.serve.service.check_options`."""
+    ItemId = item_id_type(settings.max_id_length)  # noqa: N806 (a type)
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        k: int | None = Field(
+            None, ge=1, description=f"How many items (default {settings.default_k}, at most {settings.max_k})."
+        )
+        exclude_seen: bool = Field(False, description="Never recommend an item the session already clicked.")
+        allow: list[ItemId] | None = Field(None, description="Recommend only these items (e.g. in stock).")
+        deny: list[ItemId] | None = Field(None, description="Never recommend these items (e.g. out of stock).")
+
+    class ClickBody(Options):
+        item: ItemId = Field(..., description="The clicked item's id (the shop's own id).")
+
+    class StatelessBody(Options):
+        items: list[ItemId] = Field(..., description="The session's clicks so far, oldest first.")
+
+    class RecommendationOut(BaseModel):
+        items: list[ItemId]
+        scores: list[float]
+        session_id: str | None = None
+        n_clicks: int = 0
+        unknown_items: list[ItemId] = Field(
+            default_factory=list, description="Ids in this request the model does not know (ignored)."
+        )
+        fallback: bool = Field(False, description="No known click: the most popular items.")
+        model: str = ""
+
+    return Schemas(ClickBody, StatelessBody, RecommendationOut)

@@ -1,0 +1,232 @@
+"""The service's logic as plain async functions over a :class:`Runtime`, callable without HTTP:
+append a click (:func:`append_click`), recommend for a stored session
+(:func:`session_recommendations`) or for a list of clicks (:func:`stateless_recommendations`),
+forget a session (:func:`delete_session`) and swap the model (:func:`reload_model`).
+
+Requests are validated at the edge (:mod:`nextclick.serve.schemas`, the fast click path);
+:func:`check_options` holds the limits answered with a status of their own. A refusal or an
+unavailable model raises :class:`ServiceError`, which carries its HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from nextclick.serve.artifacts import Loaded, load_artifact
+from nextclick.serve.jobs import Job, popular
+from nextclick.serve.metrics import Metrics, Stats
+from nextclick.serve.process import ProcessWorker
+from nextclick.serve.settings import Settings
+from nextclick.serve.store import MemoryStore, RedisStore, SessionRecord, SessionStore
+from nextclick.serve.worker import ModelWorker, ThreadWorker, WorkerDied
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A request the service refuses, or cannot answer now; ``status`` is the HTTP status and
+    ``detail`` the message the client gets."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class Runtime:
+    """A running service: its settings, the model it serves, the session store and the model worker."""
+
+    settings: Settings
+    loaded: Loaded  # the model requests are encoded for (swapped by a reload)
+    store: SessionStore
+    worker: ModelWorker
+    stats: Stats
+    metrics: Metrics
+    locks: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def lock(self, session_id: str) -> asyncio.Lock:
+        """The lock that serializes the clicks of one session."""
+        lk = self.locks.get(session_id)
+        if lk is None:
+            lk = asyncio.Lock()
+            self.locks[session_id] = lk
+        return lk
+
+
+def make_store(s: Settings) -> SessionStore:
+    if s.store == "redis":
+        return RedisStore(s.redis_url, ttl=s.session_ttl)
+    return MemoryStore(ttl=s.session_ttl, max_sessions=s.max_sessions)
+
+
+async def open_runtime(settings: Settings, metrics: Metrics | None = None, store: SessionStore | None = None) -> Runtime:
+    """Load the model (in a thread: the event loop goes on) and start its worker."""
+    torch.set_num_threads(max(settings.torch_threads, 1))
+    metrics = metrics or Metrics()
+    in_thread = settings.model_worker == "thread"
+    loop = asyncio.get_running_loop()
+    loaded = await loop.run_in_executor(None, load_artifact, settings.model_dir, settings.scoring, in_thread)
+    stats = Stats(metrics)
+    worker: ModelWorker = ThreadWorker(settings.max_batch, stats) if in_thread else ProcessWorker(settings, stats)
+    await worker.start(loaded)
+    return Runtime(settings, loaded, store or make_store(settings), worker, stats, metrics)
+
+
+async def close_runtime(rt: Runtime) -> None:
+    rt.worker.close()
+    await rt.store.close()
+
+
+def check_options(s: Settings, k: int | None, allow: list | None, deny: list | None, items: list | None = None) -> None:
+    """The request limits the schemas leave to the service: list lengths (413) and ``k``'s upper
+    bound (422)."""
+    for name, lst in (("allow", allow), ("deny", deny)):
+        if lst is not None and len(lst) > s.max_items:
+            raise ServiceError(413, f"{name}: at most {s.max_items} item ids")
+    if k is not None and k > s.max_k:
+        raise ServiceError(422, f"k: at most {s.max_k}")
+    if items is not None and len(items) > s.max_items:
+        raise ServiceError(413, f"items: at most {s.max_items} item ids")
+
+
+def _known(vocab: Any, ids: list | None) -> np.ndarray | None:
+    """Internal indices of the ids the model knows (None stays None: no list)."""
+    if ids is None:
+        return None
+    idx = vocab.encode(vocab.coerce(ids))
+    return idx[idx > 0]
+
+
+def _job(loaded: Loaded, known: np.ndarray, new_idx: int | None, rec: SessionRecord | None, k: int,
+         exclude: np.ndarray | None, allow: np.ndarray | None, deny: np.ndarray | None) -> Job:
+    """The model's work for a session with known clicks. A stored state is used only when the
+    serving model produced it; otherwise a model with a state rebuilds it from the clicks."""
+    state = rec.state if rec is not None and rec.model_id == loaded.model_id else None
+    if state is not None and state.size != loaded.state_size:
+        state = None
+    replay = bool(loaded.state_size) and state is None and known.size > (1 if new_idx else 0)
+    clicks = known[-loaded.model.live_max_clicks :]
+    return Job(clicks, new_idx, state, replay, k, exclude, allow, deny, loaded.gen)
+
+
+async def recommend(
+    rt: Runtime, items: list[Any], new_item: Any | None, rec: SessionRecord | None, k: int,
+    exclude_seen: bool = False, allow: list | None = None, deny: list | None = None,
+) -> tuple[dict, np.ndarray | None]:
+    """Recommendations for the clicks ``items`` (shop ids, oldest first; ``new_item``, when not
+    None, is the last of them and just arrived), with the session's stored ``rec`` if any. Returns
+    the answer's fields and the session's new model state. Without a known click: popularity."""
+    loaded = rt.loaded
+    vocab = loaded.model.vocab_
+    idx = vocab.encode(vocab.coerce(items)) if items else np.zeros(0, np.int64)
+    known = idx[idx > 0]
+    new_idx = None
+    if new_item is None:
+        unknown = [x for x, i in zip(items, idx) if i == 0]
+    else:
+        new_idx = int(idx[-1]) if idx.size else 0
+        unknown = [new_item] if new_idx == 0 else []
+    if unknown:
+        rt.metrics.unknown.inc(len(unknown))
+    allow_idx, deny_idx = _known(vocab, allow), _known(vocab, deny)
+    exclude = known if exclude_seen else None
+    if known.size == 0:  # nothing known: popularity, no model call
+        ids, sc = popular(loaded, k, exclude, allow_idx, deny_idx)
+        new_state = rec.state if rec is not None else None
+    else:
+        try:
+            new_state, ids, sc = await rt.worker.submit(_job(loaded, known, new_idx, rec, k, exclude, allow_idx, deny_idx))
+        except WorkerDied as e:
+            raise ServiceError(503, f"model unavailable: {e}") from None
+    out = {
+        "items": vocab.decode(ids).tolist() if ids.size else [],
+        "scores": [float(x) for x in sc],
+        "unknown_items": unknown,
+        "fallback": known.size == 0,
+        "model": loaded.model_id,
+    }
+    return out, new_state
+
+
+async def append_click(
+    rt: Runtime, session_id: str, item: Any, k: int, exclude_seen: bool = False,
+    allow: list | None = None, deny: list | None = None,
+) -> dict:
+    """Append a click to a session (created on its first click) and return its recommendations.
+    The clicks of one session are handled one at a time."""
+    rt.metrics.clicks.inc()
+    async with rt.lock(session_id):
+        rec = await rt.store.get(session_id)
+        if rec is None:
+            rec = SessionRecord()
+        keep = max(rt.loaded.model.live_max_clicks, 1)
+        items = [*rec.items, item][-keep:]
+        out, new_state = await recommend(rt, items, item, rec, k, exclude_seen, allow, deny)
+        rec.items = items
+        rec.n_clicks += 1
+        rec.n_unknown += len(out["unknown_items"])
+        rec.state = new_state
+        rec.model_id = out["model"]
+        await rt.store.put(session_id, rec)
+    return {"session_id": session_id, "n_clicks": rec.n_clicks, **out}
+
+
+async def session_recommendations(rt: Runtime, session_id: str, k: int, exclude_seen: bool = False) -> dict:
+    """Recommendations for a session as it stands (popularity for an unknown session)."""
+    rec = await rt.store.get(session_id)
+    items = rec.items if rec is not None else []
+    out, _ = await recommend(rt, items, None, rec, k, exclude_seen)
+    out["unknown_items"] = []
+    return {"session_id": session_id, "n_clicks": rec.n_clicks if rec else 0, **out}
+
+
+async def stateless_recommendations(
+    rt: Runtime, items: list[Any], k: int, exclude_seen: bool = False, allow: list | None = None, deny: list | None = None
+) -> dict:
+    """Recommendations for a list of clicks the caller keeps itself (nothing is stored)."""
+    out, _ = await recommend(rt, list(items), None, None, k, exclude_seen, allow, deny)
+    return {"session_id": None, "n_clicks": len(items), **out}
+
+
+async def delete_session(rt: Runtime, session_id: str) -> None:
+    """Forget a session (404 when there is none)."""
+    if not await rt.store.delete(session_id):
+        raise ServiceError(404, f"no session {session_id!r}")
+
+
+async def reload_model(rt: Runtime, model_dir: str | None) -> Loaded:
+    """Load ``model_dir`` (default: the current artifact, re-read) in a thread, then swap
+    atomically; in-flight batches finish on the old model. Reloads run one at a time (two
+    overlapping ones must not share a model generation)."""
+    async with rt.reload_lock:
+        return await _reload(rt, model_dir)
+
+
+async def _reload(rt: Runtime, model_dir: str | None) -> Loaded:
+    loop = asyncio.get_running_loop()
+    path = model_dir or rt.loaded.model_dir
+    try:
+        loaded = await loop.run_in_executor(
+            None, load_artifact, path, rt.settings.scoring, rt.settings.model_worker == "thread"
+        )
+        loaded.gen = rt.loaded.gen + 1
+        await rt.worker.adopt(loaded)
+    except Exception:
+        rt.metrics.reloads.labels("error").inc()
+        log.exception("reload of %s failed; still serving %s", path, rt.loaded.model_id)
+        raise
+    old, rt.loaded = rt.loaded, loaded
+    rt.worker.release(old.gen)
+    rt.settings.model_dir = path
+    rt.metrics.reloads.labels("ok").inc()
+    log.info("reloaded: now serving %s (%s)", loaded.model.name, loaded.model_id)
+    return loaded

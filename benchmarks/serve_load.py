@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.servers import start_service, stop  # noqa: E402
+from tests.serve.servers import start_service, stop  # noqa: E402
 
 LUA = r"""
 local ids = {%s}

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
     ap.add_argument("--valid-metric", default=None,
                     help="early-stopping metric on the validation split (default: sampled_ndcg@10 / recall@20)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--param", action="append", default=[], help="extra SASRec parameter key=value (repeatable)")
     ap.add_argument("--refit", action="store_true",
                     help="amazon-games: also retrain on train + validation clicks for the chosen number of epochs "
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("nextclick.models.sasrec.model").setLevel(logging.INFO)  # one line per epoch
+    logging.getLogger("nextclick.models.sasrec").setLevel(logging.INFO)  # one line per epoch
     if args.dataset == "amazon-games":
         args.source = args.source or str(SHARED / "amazon-games" / "sequences.txt")
         args.valid_metric = args.valid_metric or "sampled_ndcg@10"

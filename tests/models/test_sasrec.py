@@ -15,9 +15,8 @@ from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.evaluate import evaluate
 from nextclick.models.base import Recommender
-from nextclick.models.sasrec import model as sasrec_module
-from nextclick.models.sasrec.model import (
-    SASRec,
+from nextclick.models.sasrec import train as sasrec_train
+from nextclick.models.sasrec.losses import (
     SoftmaxWorkspace,
     bce_loss,
     ce_loss,
@@ -25,6 +24,8 @@ from nextclick.models.sasrec.model import (
     gbce_loss,
     sampled_ce_loss,
 )
+from nextclick.models.sasrec.model import SASRec
+from nextclick.models.sasrec.net import Block, Layout
 
 N_ITEMS = 30
 SMALL = dict(max_len=8, hidden=16, n_blocks=2, n_heads=2, dropout=0.2, batch_size=32, progress=False, seed=0, n_threads=1)
@@ -195,7 +196,7 @@ def test_learns_to_copy_with_attention() -> None:
 
 
 def test_nan_loss_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sasrec_module, "ce_loss", lambda h, E, target, *rest: (h * float("nan")).sum())
+    monkeypatch.setattr(sasrec_train, "ce_loss", lambda h, E, target, *rest: (h * float("nan")).sum())
     with pytest.raises(NextclickError, match="ce loss is nan at epoch 1, batch 1"):
         SASRec(**dict(SMALL, loss="ce", n_epochs=1)).fit(cycle_sessions(200))
 
@@ -282,8 +283,8 @@ def test_paper_placement_drops_attention_weights_not_the_attention_output() -> N
     # With the FFN's dropout zeroing everything and no weight dropout, a training-mode block must
     # return LN(q + Attn), which is what the evaluation-mode block with a zero FFN returns.
     torch.manual_seed(0)
-    block = sasrec_module._Block(8, 1, 0.5, pre_ln=False)
-    layout = sasrec_module._Layout.build(np.array([2, 3]), 4, torch.device("cpu"))
+    block = Block(8, 1, 0.5, pre_ln=False)
+    layout = Layout.build(np.array([2, 3]), 4, torch.device("cpu"))
     x = torch.randn(5, 8)
     block.train()
     block.attn_drop.p = 0.0

@@ -1,4 +1,6 @@
-"""SASRec: the model is in :mod:`.model`.
+"""SASRec (Kang & McAuley, ICDM 2018): the recommender, the paper and the deviations from it are
+in :mod:`.model`; hyper-parameters and presets in :mod:`.config`, the network in :mod:`.net`, the
+losses in :mod:`.losses`, the training loop in :mod:`.train`.
 
 Importing this package imports nothing heavy; ``SASRec`` and ``SASRecConfig`` load :mod:`.model`
 (and torch) on first access.

@@ -1,0 +1,102 @@
+"""SASRec's hyper-parameters, its presets and their checks (no torch).
+
+The defaults are the paper's network (Kang & McAuley 2018, Sec. IV-C: 2 blocks, 1 head, d = 50,
+T = 50, dropout 0.5, lr 0.001, batch 128) trained with full cross-entropy; see
+:mod:`nextclick.models.sasrec.model` for what each option changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from nextclick.errors import NextclickError
+
+Loss = Literal["bce", "ce", "sampled_ce", "gbce"]
+LOSSES: tuple[str, ...] = ("bce", "ce", "sampled_ce", "gbce")
+
+
+@dataclass
+class SASRecConfig:
+    max_len: int = 50  # T: most recent clicks kept per sequence
+    hidden: int = 50  # d: embedding and hidden size
+    n_blocks: int = 2
+    n_heads: int = 1
+    dropout: float = 0.5  # the paper's value for the sparse Amazon data (0.2 for MovieLens)
+    lr: float = 0.001
+    batch_size: int = 128
+    n_epochs: int = 200
+    l2: float = 0.0  # L2 penalty on the item embeddings
+    loss: Loss = "ce"
+    bce_exclude_seen: bool = True  # bce: the negative is never an item of the sequence (the paper's sampler)
+    n_negatives: int = 256  # sampled_ce / gbce
+    gbce_t: float = 0.75  # gBCE calibration: 0 = plain BCE with n_negatives, 1 = fully calibrated
+    sample_alpha: float = 1.0  # sampled_ce: negatives ~ popularity**alpha (0 = uniform)
+    # who shares a draw of n_negatives: "batch" (all positions of a mini-batch), "sequence" (the
+    # positions of one sequence); "auto" = batch for sampled_ce, sequence for gbce
+    neg_sharing: Literal["auto", "batch", "sequence"] = "auto"
+    pre_ln: bool = False  # see the module docstring of nextclick.models.sasrec.model
+    positions: Literal["start", "end"] = "start"  # "end" = the paper's padded-slot positions
+    scale_emb: bool = True  # multiply item embeddings by sqrt(d) at the input (reference code)
+    patience: int = 3  # evaluations without improvement before stopping (0 = never stop early)
+    eval_every: int = 1  # epochs between validation evaluations
+    valid_metric: str = "ndcg@10"  # full-ranking metric; "sampled_ndcg@10" etc. use valid_negatives
+    valid_negatives: int = 100  # negatives per target for the sampled validation metrics (0 = none)
+    seed: int = 0
+    device: str = "cpu"
+    n_threads: int = 1  # torch CPU threads during fit (0 = torch's setting); the ops are small
+    progress: bool = True  # tqdm bar per epoch
+
+
+# Each preset states only what differs from SASRecConfig's defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Kang & McAuley 2018, Sec. IV-C, amazon-games: the default network, BCE with one negative,
+    # padded-slot positions
+    "paper": dict(loss="bce", positions="end"),
+    # the same network trained with full softmax cross-entropy (the default loss)
+    "paper_ce": dict(positions="end"),
+    # rsc15 sessions: chosen on rsc15-100k train_tr -> train_valid only (grid over dropout, hidden,
+    # lr, max_len with CE; best validation Recall@20 at epoch 16), never on test
+    "rsc15": dict(hidden=100, dropout=0.3, n_epochs=16),
+}
+
+
+def check_config(c: SASRecConfig) -> None:
+    """Raise :class:`NextclickError` naming the first parameter out of range."""
+    for key in ("max_len", "hidden", "n_blocks", "n_heads", "batch_size"):
+        if getattr(c, key) < 1:
+            raise NextclickError(f"sasrec: {key} must be >= 1, got {getattr(c, key)}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise NextclickError(f"sasrec: dropout must be in [0, 1), got {c.dropout}")
+    if c.loss not in LOSSES:
+        raise NextclickError(f"sasrec: loss must be bce, ce, sampled_ce or gbce, got {c.loss!r}")
+    if c.positions not in ("start", "end"):
+        raise NextclickError(f"sasrec: positions must be 'start' or 'end', got {c.positions!r}")
+    if c.eval_every < 1:
+        raise NextclickError(f"sasrec: eval_every must be >= 1, got {c.eval_every}")
+    if c.neg_sharing not in ("auto", "batch", "sequence"):
+        raise NextclickError(f"sasrec: neg_sharing must be auto, batch or sequence, got {c.neg_sharing!r}")
+    if c.loss in ("sampled_ce", "gbce") and c.n_negatives < 1:
+        raise NextclickError(f"sasrec: loss {c.loss} needs n_negatives >= 1, got {c.n_negatives}")
+
+
+def neg_sharing(c: SASRecConfig) -> str:
+    """``neg_sharing`` with ``"auto"`` resolved: sequence for gbce, batch otherwise."""
+    if c.neg_sharing != "auto":
+        return c.neg_sharing
+    return "sequence" if c.loss == "gbce" else "batch"
+
+
+def valid_cutoffs(c: SASRecConfig) -> tuple[int, ...]:
+    """The cutoffs validation evaluates: 10, 20 and the K of ``valid_metric``, which is checked."""
+    metric = c.valid_metric
+    name, _, k = metric.removeprefix("sampled_").partition("@")
+    known = ("recall", "mrr", "ndcg", "hr") if metric.startswith("sampled_") else ("recall", "mrr", "ndcg")
+    if name not in known or not k.isdigit() or int(k) < 1:
+        raise NextclickError(
+            f"sasrec: valid_metric {metric!r} not understood; expected recall@K, mrr@K or ndcg@K (full ranking) "
+            "or sampled_hr@K, sampled_ndcg@K, sampled_mrr@K (with valid_negatives > 0)"
+        )
+    if metric.startswith("sampled_") and c.valid_negatives < 1:
+        raise NextclickError(f"sasrec: valid_metric {metric!r} needs valid_negatives >= 1")
+    return tuple(sorted({10, 20, int(k)}))

@@ -1,7 +1,10 @@
 """Command-line interface: a thin layer over the importable API.
 
 User errors (:class:`NextclickError`) print one clear line to stderr and exit with status 2,
-without a traceback.
+without a traceback. The choices of an option are those of the ``Literal`` type of the config
+field it fills (:class:`ReadOptions`, :class:`PrepareOptions`, the service's :class:`Settings`,
+:func:`nextclick.tune.tune`), so they are defined once. Reading those types imports polars and
+numpy but never torch: torch, the models and the service are imported by the commands that need them.
 """
 
 from __future__ import annotations
@@ -9,13 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from nextclick.data.io import ReadOptions
+from nextclick.data.preprocess import PrepareOptions
 from nextclick.errors import NextclickError
+from nextclick.serve.settings import Settings
+from nextclick.tune import tune as _tune
 
 app = typer.Typer(
     name="nextclick",
@@ -27,30 +35,21 @@ app = typer.Typer(
 log = logging.getLogger("nextclick")
 
 
-class Fmt(str, Enum):
-    auto = "auto"
-    csv = "csv"
-    tsv = "tsv"
-    parquet = "parquet"
-    whitespace = "whitespace"
+def _choices(name: str, owner: Any, field: str) -> type[Enum]:
+    """A str ``Enum`` (what typer turns into choices) of the values of the ``Literal`` annotation of
+    ``field`` of ``owner``, a dataclass or a function, in their order."""
+    values = typing.get_args(typing.get_type_hints(owner)[field])
+    return Enum(name, [(v, v) for v in values], type=str, module=__name__)
 
 
-class TimeFmt(str, Enum):
-    auto = "auto"
-    s = "s"
-    ms = "ms"
-    iso = "iso"
-
-
-class Split(str, Enum):
-    time = "time"
-    loo = "loo"
-    none = "none"
-
-
-class SplitBy(str, Enum):
-    start = "start"
-    end = "end"
+Fmt = _choices("Fmt", ReadOptions, "format")
+TimeFmt = _choices("TimeFmt", ReadOptions, "time_format")
+Split = _choices("Split", PrepareOptions, "split")
+SplitBy = _choices("SplitBy", PrepareOptions, "split_by")
+Direction = _choices("Direction", _tune, "direction")
+ScoringMode = _choices("ScoringMode", Settings, "scoring")
+ModelWorkerKind = _choices("ModelWorkerKind", Settings, "model_worker")
+StoreKind = _choices("StoreKind", Settings, "store")
 
 
 @app.callback()
@@ -63,8 +62,6 @@ def _main(
 
 
 def _read_options(session_col: str, item_col: str, time_col: str, user_col: str, fmt: Fmt, time_format: TimeFmt, names: str):
-    from nextclick.data.io import ReadOptions
-
     return ReadOptions(
         session_col=session_col or None,
         item_col=item_col,
@@ -117,7 +114,6 @@ def prepare(
 
     Never writes over its input; a non-empty --out must be a dataset nextclick wrote, or --overwrite.
     """
-    from nextclick.data.preprocess import PrepareOptions
     from nextclick.data.preprocess import prepare as run_prepare
 
     opts = PrepareOptions(
@@ -172,11 +168,6 @@ def train(
     rec.fit(tr, va)
     rec.save(out)
     typer.echo(f"trained {model} in {rec.fit_seconds_:.2f} s -> {out}")
-
-
-class Direction(str, Enum):
-    maximize = "maximize"
-    minimize = "minimize"
 
 
 @app.command()
@@ -419,22 +410,6 @@ def quickstart(
     run_quickstart(out, ShopConfig(n_sessions=n_sessions, seed=seed), models=model or None, echo=typer.echo)
 
 
-class ScoringMode(str, Enum):
-    auto = "auto"
-    exact = "exact"
-    fp16 = "fp16"
-
-
-class ModelWorkerKind(str, Enum):
-    process = "process"
-    thread = "thread"
-
-
-class StoreKind(str, Enum):
-    memory = "memory"
-    redis = "redis"
-
-
 @app.command()
 def serve(
     model_dir: Annotated[Path, typer.Argument(help="Artifact directory written by `nextclick train`.")],
@@ -472,7 +447,7 @@ def serve(
     import uvicorn
 
     from nextclick.models.base import Recommender
-    from nextclick.serve.app import Settings, create_app
+    from nextclick.serve.app import create_app
 
     Recommender.load(model_dir)  # fail fast with a clear error before binding the port
     settings = Settings(

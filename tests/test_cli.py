@@ -58,6 +58,37 @@ def test_help_explains_every_command() -> None:
         assert opt in out
 
 
+def test_option_choices_are_the_config_literals() -> None:
+    """Each enum option offers exactly the values of the config field it fills, in order."""
+    import typing
+
+    from nextclick import cli
+    from nextclick.data.io import ReadOptions
+    from nextclick.data.preprocess import PrepareOptions
+    from nextclick.serve.settings import Settings
+    from nextclick.tune import tune
+
+    for enum, owner, field in (
+        (cli.Fmt, ReadOptions, "format"),
+        (cli.TimeFmt, ReadOptions, "time_format"),
+        (cli.Split, PrepareOptions, "split"),
+        (cli.SplitBy, PrepareOptions, "split_by"),
+        (cli.Direction, tune, "direction"),
+        (cli.ScoringMode, Settings, "scoring"),
+        (cli.ModelWorkerKind, Settings, "model_worker"),
+        (cli.StoreKind, Settings, "store"),
+    ):
+        assert [m.value for m in enum] == list(typing.get_args(typing.get_type_hints(owner)[field]))
+    out = run("serve", "--help").stdout
+    assert "memory|redis" in out and "auto|exact|fp16" in out and "process|thread" in out
+
+
+def test_cli_start_up_does_not_import_torch() -> None:
+    code = "import sys, nextclick.cli; print('torch' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert p.stdout.strip() == "False", p.stderr
+
+
 def test_train_evaluate_json_on_rsc15(rsc15: Path, vsknn_dir: Path) -> None:
     assert sorted(p.name for p in vsknn_dir.iterdir()) == ["config.json", "vocab.json", "weights.safetensors"]
     p = run("evaluate", str(vsknn_dir), "--test", str(rsc15 / "test.tsv"), "--json")

@@ -4,9 +4,9 @@
 Why a process: profiled under load, the service was bound by Python's global interpreter lock,
 not by the cores. A model call holds the GIL for its glue (tensor dispatch, numpy bookkeeping, the
 top-k's candidate handling) about as long as the event loop holds it for a request's HTTP and JSON
-work, and on one process the two threads take turns on it (docs/benchmarks.md compares the two
-workers). In its own process the model has its own interpreter and a core of its own, and the
-event loop only writes and reads a few hundred bytes per job on a pipe (:mod:`nextclick.serve.wire`).
+work, and in one process the two threads take turns on it. In its own process the model has its
+own interpreter and a core of its own, and the event loop only writes and reads a few hundred
+bytes per job on a pipe (:mod:`nextclick.serve.wire`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ a new vocabulary can re-read them), and, for models with a state of their own (G
 state as float32 bytes tagged with the id of the model artifact that produced it. A record whose
 tag differs from the serving model's is replayed from its clicks.
 
-Both stores share one async interface and one test suite (tests/test_store.py).
+Both stores share one async interface and one test suite (tests/serve/test_store.py).
 """
 
 from __future__ import annotations

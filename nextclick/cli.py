@@ -19,11 +19,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nextclick.data.io import ReadOptions
-from nextclick.data.preprocess import PrepareOptions
+from nextclick.data.options import PrepareOptions, ReadOptions
 from nextclick.errors import NextclickError
 from nextclick.serve.settings import Settings
-from nextclick.tune import tune as _tune
+from nextclick.tune import Direction as _Direction
 
 app = typer.Typer(
     name="nextclick",
@@ -46,7 +45,7 @@ Fmt = _choices("Fmt", ReadOptions, "format")
 TimeFmt = _choices("TimeFmt", ReadOptions, "time_format")
 Split = _choices("Split", PrepareOptions, "split")
 SplitBy = _choices("SplitBy", PrepareOptions, "split_by")
-Direction = _choices("Direction", _tune, "direction")
+Direction = Enum("Direction", [(v, v) for v in typing.get_args(_Direction)], type=str, module=__name__)
 ScoringMode = _choices("ScoringMode", Settings, "scoring")
 ModelWorkerKind = _choices("ModelWorkerKind", Settings, "model_worker")
 StoreKind = _choices("StoreKind", Settings, "store")

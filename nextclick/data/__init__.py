@@ -12,8 +12,14 @@
 =============== ==============================================================================
 """
 
-from nextclick.data.dataset import Dataset, load_sessions
-from nextclick.data.sessions import Sessions
-from nextclick.data.vocab import ItemVocab
+from nextclick.lazy import lazy_exports
 
-__all__ = ["Dataset", "ItemVocab", "Sessions", "load_sessions"]
+# imported on first use: ``import nextclick.data.io`` (say) then does not load polars' whole stack
+_EXPORTS = {
+    "Dataset": "nextclick.data.dataset",
+    "load_sessions": "nextclick.data.dataset",
+    "Sessions": "nextclick.data.sessions",
+    "ItemVocab": "nextclick.data.vocab",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,39 +11,15 @@ row, for Parquet) and the column.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 
+from nextclick.data.options import Format, IdType, ReadOptions, TimeFormat
 from nextclick.errors import NextclickError
 
 log = logging.getLogger(__name__)
 
-Format = Literal["auto", "csv", "tsv", "parquet", "whitespace"]
-TimeFormat = Literal["auto", "s", "ms", "iso"]
-IdType = Literal["auto", "int", "str"]
-
-
-@dataclass
-class ReadOptions:
-    """Where the columns are and how to read them.
-
-    ``session_col=None`` (or a session column absent from a file that has ``user_col``) means
-    sessions are built later from each user's clicks; ``time_col=None`` means line order is
-    time order. ``names`` gives column names to a file without a header row (whitespace files
-    default to ``UserId ItemId [Time]``).
-    """
-
-    session_col: str | None = "SessionId"
-    item_col: str = "ItemId"
-    time_col: str | None = "Time"
-    user_col: str | None = None
-    format: Format = "auto"
-    time_format: TimeFormat = "auto"
-    item_type: IdType = "auto"
-    names: list[str] | None = None
 
 
 def detect_format(path: Path) -> Format:

@@ -20,7 +20,8 @@ import numpy as np
 import polars as pl
 
 from nextclick.data.dataset import Dataset, check_output_dir, sort_clicks, stable_sort, write_dataset
-from nextclick.data.io import ReadOptions, read_clicks
+from nextclick.data.io import read_clicks
+from nextclick.data.options import PrepareOptions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
 
@@ -195,21 +196,6 @@ def leave_one_out(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.Data
         },
     )
     return train, valid, test, rep
-
-
-@dataclass
-class PrepareOptions:
-    """Options of :func:`prepare` (mirrors ``nextclick prepare --help``)."""
-
-    read: ReadOptions = field(default_factory=ReadOptions)
-    session_gap: float = 1800.0  # seconds, used when there is no session column
-    drop_repeats: bool = True
-    min_session_length: int = 2
-    min_item_support: int = 5
-    split: Literal["time", "loo", "none"] = "time"
-    test_days: float = 1.0
-    valid_days: float | None = None  # defaults to test_days
-    split_by: Literal["start", "end"] = "start"
 
 
 def prepare_frame(df: pl.DataFrame, opts: PrepareOptions) -> tuple[dict[str, pl.DataFrame], list[StepReport]]:

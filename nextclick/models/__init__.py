@@ -31,18 +31,6 @@ def get_model_class(name: str) -> type[Recommender]:
     return getattr(importlib.import_module(mod), cls)
 
 
-def lazy_exports(module: str, names: list[str]) -> Any:
-    """A module ``__getattr__`` (PEP 562) that imports ``module`` on first access to one of
-    ``names``: a model package then imports nothing heavy (torch, numba) until its class is used."""
-
-    def __getattr__(name: str) -> Any:
-        if name in names:
-            return getattr(importlib.import_module(module), name)
-        raise AttributeError(f"module {module.rsplit('.', 1)[0]!r} has no attribute {name!r}")
-
-    return __getattr__
-
-
 def create_model(name: str, preset: str | None = None, **params: Any) -> Recommender:
     """Build an unfitted model by registry name, optionally from a named preset."""
     return get_model_class(name).from_preset(preset, **params)

@@ -24,35 +24,20 @@ Example::
     print(res.best_value, res.best_params)
 """
 
-from nextclick.tune.data import TuningData, load_tuning_data
-from nextclick.tune.space import METRICS, ParamSpace, SearchSpace, parse_metric, parse_space
-from nextclick.tune.study import (
-    BEST_FILE,
-    TRIALS_FILE,
-    TUNE_FORMAT,
-    Direction,
-    TuneResult,
-    check_arguments,
-    require_optuna,
-    tune,
-    write_trials_csv,
-)
+from typing import Literal
 
-__all__ = [
-    "BEST_FILE",
-    "METRICS",
-    "TRIALS_FILE",
-    "TUNE_FORMAT",
-    "Direction",
-    "ParamSpace",
-    "SearchSpace",
-    "TuneResult",
-    "TuningData",
-    "check_arguments",
-    "load_tuning_data",
-    "parse_metric",
-    "parse_space",
-    "require_optuna",
-    "tune",
-    "write_trials_csv",
-]
+from nextclick.lazy import lazy_exports
+
+Direction = Literal["maximize", "minimize"]
+
+# imported on first use, so the command line reads ``Direction`` without loading the data stack
+_EXPORTS = {
+    **dict.fromkeys(["TuningData", "load_tuning_data"], "nextclick.tune.data"),
+    **dict.fromkeys(["METRICS", "ParamSpace", "SearchSpace", "parse_metric", "parse_space"], "nextclick.tune.space"),
+    **dict.fromkeys(
+        ["BEST_FILE", "TRIALS_FILE", "TUNE_FORMAT", "TuneResult", "check_arguments", "require_optuna", "tune", "write_trials_csv"],
+        "nextclick.tune.study",
+    ),
+}
+__all__ = sorted([*_EXPORTS, "Direction"])
+__getattr__ = lazy_exports(__name__, _EXPORTS)

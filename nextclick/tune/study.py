@@ -13,11 +13,12 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from nextclick.errors import NextclickError
 from nextclick.models import get_model_class
 from nextclick.models.base import Recommender
+from nextclick.tune import Direction
 from nextclick.tune.data import TuningData
 from nextclick.tune.space import ParamSpace, SearchSpace, jsonable, parse_metric, parse_space
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 TRIALS_FILE = "trials.csv"
 BEST_FILE = "best.json"
 TUNE_FORMAT = "nextclick-tune"
-Direction = Literal["maximize", "minimize"]
 
 
 @dataclass

@@ -4,7 +4,7 @@ Importing this package imports nothing heavy; ``GRU4Rec`` and ``GRU4RecConfig`` 
 (and torch) on first access.
 """
 
-from nextclick.models import lazy_exports
+from nextclick.lazy import lazy_exports
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]
-__getattr__ = lazy_exports("nextclick.models.gru4rec.model", __all__)
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "nextclick.models.gru4rec.model"))

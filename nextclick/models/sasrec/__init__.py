@@ -6,7 +6,7 @@ Importing this package imports nothing heavy; ``SASRec`` and ``SASRecConfig`` lo
 (and torch) on first access.
 """
 
-from nextclick.models import lazy_exports
+from nextclick.lazy import lazy_exports
 
 __all__ = ["SASRec", "SASRecConfig"]
-__getattr__ = lazy_exports("nextclick.models.sasrec.model", __all__)
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "nextclick.models.sasrec.model"))

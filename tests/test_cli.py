@@ -83,10 +83,11 @@ def test_option_choices_are_the_config_literals() -> None:
     assert "memory|redis" in out and "auto|exact|fp16" in out and "process|thread" in out
 
 
-def test_cli_start_up_does_not_import_torch() -> None:
-    code = "import sys, nextclick.cli; print('torch' in sys.modules)"
+def test_cli_start_up_does_not_import_the_heavy_stack() -> None:
+    # `nextclick --help` stays fast: commands import what they need when they run
+    code = "import sys, nextclick.cli; print([m for m in ('torch', 'numba', 'polars', 'numpy') if m in sys.modules])"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
-    assert p.stdout.strip() == "False", p.stderr
+    assert p.stdout.strip() == "[]", p.stderr
 
 
 def test_train_evaluate_json_on_rsc15(rsc15: Path, vsknn_dir: Path) -> None:

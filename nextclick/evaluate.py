@@ -132,39 +132,46 @@ def evaluate(
     n = int(rank.size)
     metrics: dict[str, float] = {"n_predictions": n, "n_sessions": int(np.count_nonzero(lengths >= 2)), "n_items": n_items}
     for k in cutoffs:
-        hit = rank < k
-        metrics[f"recall@{k}"] = float(hit.mean()) if n else 0.0
-        metrics[f"mrr@{k}"] = float(np.where(hit, 1.0 / (rank + 1), 0.0).mean()) if n else 0.0
-        metrics[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(rank + 2), 0.0).mean()) if n else 0.0
+        metrics[f"recall@{k}"], metrics[f"mrr@{k}"], metrics[f"ndcg@{k}"] = rank_metrics(rank, k)
         metrics[f"coverage@{k}"] = float(seen_items[k][1:].mean())
         metrics[f"popularity@{k}"] = pop_sum[k] / max(n * min(k, n_items), 1)
     metrics["eval_seconds"] = time.perf_counter() - t0
     res = EvalResult(metrics)
     if by_length and n:
-        ln = np.concatenate(lens)
-        for lo, hi in LENGTH_BUCKETS:
-            m = (ln >= lo) & (ln <= hi)
-            if m.any():
-                r = rank[m]
-                label = str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**9 else f"{lo}+")
-                res.by_length.append(
-                    {
-                        "length": label,
-                        "n": int(m.sum()),
-                        "recall@20": float((r < 20).mean()),
-                        "mrr@20": float(np.where(r < 20, 1.0 / (r + 1), 0.0).mean()),
-                    }
-                )
+        res.by_length = _by_length(rank, np.concatenate(lens))
     if sampled_negatives and n:
-        sr = np.concatenate(sranks)
-        s: dict[str, Any] = {"n_negatives": int(sampled_negatives), "protocol": "sampled uniform negatives (NOT full ranking)"}
-        for k in cutoffs:
-            hit = sr < k
-            s[f"hr@{k}"] = float(hit.mean())
-            s[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(sr + 2), 0.0).mean())
-            s[f"mrr@{k}"] = float(np.where(hit, 1.0 / (sr + 1), 0.0).mean())
-        res.sampled = s
+        res.sampled = _sampled_metrics(np.concatenate(sranks), cutoffs, sampled_negatives)
     return res
+
+
+def rank_metrics(rank: np.ndarray, k: int) -> tuple[float, float, float]:
+    """(hit rate = recall, MRR, NDCG) at cutoff ``k`` of 0-based ranks; zeros when there are none."""
+    if rank.size == 0:
+        return 0.0, 0.0, 0.0
+    hit = rank < k
+    return (float(hit.mean()), float(np.where(hit, 1.0 / (rank + 1), 0.0).mean()),
+            float(np.where(hit, 1.0 / np.log2(rank + 2), 0.0).mean()))
+
+
+def _by_length(rank: np.ndarray, lengths: np.ndarray) -> list[dict[str, Any]]:
+    """Recall@20 and MRR@20 per session-length bucket (``lengths``: each prediction's session length)."""
+    out = []
+    for lo, hi in LENGTH_BUCKETS:
+        m = (lengths >= lo) & (lengths <= hi)
+        if m.any():
+            recall, mrr, _ = rank_metrics(rank[m], 20)
+            label = str(lo) if lo == hi else (f"{lo}-{hi}" if hi < 10**9 else f"{lo}+")
+            out.append({"length": label, "n": int(m.sum()), "recall@20": recall, "mrr@20": mrr})
+    return out
+
+
+def _sampled_metrics(sr: np.ndarray, cutoffs: Sequence[int], n_negatives: int) -> dict[str, Any]:
+    """HR / NDCG / MRR at each cutoff of the ranks among sampled negatives, labelled as sampled."""
+    s: dict[str, Any] = {"n_negatives": int(n_negatives), "protocol": "sampled uniform negatives (NOT full ranking)"}
+    for k in cutoffs:
+        hr, mrr, ndcg = rank_metrics(sr, k)
+        s[f"hr@{k}"], s[f"ndcg@{k}"], s[f"mrr@{k}"] = hr, ndcg, mrr
+    return s
 
 
 def _sampled_rank(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nextclick.data.sessions import Sessions
-from nextclick.evaluate import evaluate
+from nextclick.evaluate import evaluate, rank_metrics
 from nextclick.models.base import Recommender
 from nextclick.ranking import conservative_rank
 
@@ -219,3 +219,12 @@ def test_no_sampled_figures_unless_asked() -> None:
 def test_empty_test_set() -> None:
     res = evaluate(TableModel(TABLE).fit(TRAIN), Sessions.from_lists([[1], [2]], n_items=4), cutoffs=(1,))
     assert res.metrics["n_predictions"] == 0 and res.metrics["recall@1"] == 0.0
+
+
+def test_rank_metrics_by_hand_and_empty() -> None:
+    ranks = np.array([0, 1, 4, 30])
+    recall, mrr, ndcg = rank_metrics(ranks, 5)
+    assert recall == pytest.approx(3 / 4)
+    assert mrr == pytest.approx((1 + 1 / 2 + 1 / 5) / 4)
+    assert ndcg == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
+    assert rank_metrics(np.zeros(0, np.int64), 5) == (0.0, 0.0, 0.0)

@@ -83,8 +83,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, layout: Layout, weights: list | None = None) -> torch.Tensor:
         N, D = x.shape  # x: (N, D) real positions of the length-sorted rows, row-major
         H = self.h
-        n = self.ln_attn(x)
-        kv_in, res = (n, x) if self.pre_ln else (x, n)
+        n, kv_in, res = self._attention_inputs(x)
         qkv = torch.cat([self.q(n), self.kv(kv_in)], dim=1)  # (N, 3D)
         outs = []
         parts = qkv.split([g.stop - g.start for g in layout.groups]) if len(layout.groups) > 1 else [qkv]
@@ -99,28 +98,44 @@ class Block(nn.Module):
             a = self.attn_drop(p) @ v  # (R, H, w, Dh)
             outs.append(a.transpose(1, 2).reshape(R * w, D).index_select(0, g.idx))  # (n_g, D)
         a = outs[0] if len(outs) == 1 else torch.cat(outs)  # (N, D)
+        return self._residual_and_ffn(res, a)
+
+    def _attention_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(normed, kv_input, residual)`` of ``x`` (..., D): queries always read LN(x); keys and
+        values read LN(x) pre-LN and x in the paper's placement, whose residual is LN(x)."""
+        n = self.ln_attn(x)
+        kv_in, res = (n, x) if self.pre_ln else (x, n)
+        return n, kv_in, res
+
+    def _residual_and_ffn(self, res: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """The attention output ``a`` (..., D) added to its residual, then the feed-forward
+        sub-layer with its own residual."""
         x = res + (self.drop(a) if self.pre_ln else a)  # the reference drops attention WEIGHTS only
         n = self.ln_ffn(x)
         res = x if self.pre_ln else n
         return res + self.drop(self.ff2(self.drop(F.relu(self.ff1(n)))))
 
-
     def forward_dense(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Inference on a (B, t, D) left-padded batch with a (B, 1, t, t) attention mask: the same
         maths as :meth:`forward` (whose packing pays off in training, not for a few live
-        sessions); outputs at padding slots are meaningless and never read."""
+        sessions); outputs at padding slots are meaningless and never read. Eval mode only (no
+        attention-weight dropout)."""
         B, t, D = x.shape
         H = self.h
-        n = self.ln_attn(x)
-        kv_in, res = (n, x) if self.pre_ln else (x, n)
+        n, kv_in, res = self._attention_inputs(x)
         q = self.q(n).view(B, t, H, D // H).transpose(1, 2)  # (B, H, t, Dh)
         k, v = self.kv(kv_in).view(B, t, 2, H, D // H).permute(2, 0, 3, 1, 4)
         s = (q @ k.transpose(-1, -2)) * (D // H) ** -0.5
         a = torch.softmax(s.masked_fill(~mask, float("-inf")), dim=-1) @ v  # (B, H, t, Dh)
-        x = res + a.transpose(1, 2).reshape(B, t, D)
-        n = self.ln_ffn(x)
-        res = x if self.pre_ln else n
-        return res + self.ff2(F.relu(self.ff1(n)))
+        return self._residual_and_ffn(res, a.transpose(1, 2).reshape(B, t, D))
+
+
+def causal_mask(real: np.ndarray) -> np.ndarray:
+    """(R, w, w) attention mask of left-padded rows whose real clicks are ``real`` (R, w): query i
+    may read key j <= i when j is a real click; a padding query reads itself only (so its softmax
+    is defined; its output is never used)."""
+    w = real.shape[1]
+    return np.tril(np.ones((w, w), dtype=bool)) & (real[:, None, :] | np.eye(w, dtype=bool))
 
 
 @dataclass
@@ -151,7 +166,7 @@ class Layout:
         for r0, r1 in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [kept.size]])):
             k, w = kept[r0:r1], int(bucket[r0])
             real = np.arange(w)[None, :] >= (w - k)[:, None]  # (R, w)
-            mask = np.tril(np.ones((w, w), dtype=bool)) & (real[:, None, :] | np.eye(w, dtype=bool))
+            mask = causal_mask(real)  # (R, w, w)
             groups.append(Group(
                 rows=int(r1 - r0), width=w, start=int(pos0[r0]), stop=int(pos0[r1]),
                 idx=torch.from_numpy(np.flatnonzero(real)).to(device),
@@ -203,10 +218,7 @@ class SASRecNet(nn.Module):
         order = np.argsort(kept, kind="stable")  # rows by length: attention groups are contiguous
         xs = x[order]
         real = xs > 0  # (B, t)
-        if self.start_positions:
-            pos = np.cumsum(real, axis=1)  # 1.. from the oldest kept click
-        else:
-            pos = np.broadcast_to(np.arange(self.T - t + 1, self.T + 1), (B, t))  # padded slot index
+        pos = self._positions(real)  # (B, t)
         layout = Layout.build(kept[order], t, dev)
         items = torch.from_numpy(xs[real]).to(dev)
         if extra is not None:
@@ -226,18 +238,22 @@ class SASRecNet(nn.Module):
         """Inference: the (B, D) hidden state at the LAST slot of each left-padded row of ``x``
         (B, t), every row with at least one real click; equal to :meth:`forward` at that slot."""
         dev = self.item_emb.weight.device
-        B, t = x.shape
-        real = x > 0
-        if self.start_positions:
-            pos = np.cumsum(real, axis=1)
-        else:
-            pos = np.broadcast_to(np.arange(self.T - t + 1, self.T + 1), (B, t))
-        h = self.item_emb(torch.from_numpy(x).to(dev)) * self.scale + self.pos_emb(torch.from_numpy(np.ascontiguousarray(pos)).to(dev))
-        m = np.tril(np.ones((t, t), dtype=bool)) & (real[:, None, :] | np.eye(t, dtype=bool))
-        mask = torch.from_numpy(m[:, None]).to(dev)  # (B, 1, t, t): causal, real keys (a padding query sees itself)
+        real = x > 0  # (B, t)
+        pos = torch.from_numpy(np.ascontiguousarray(self._positions(real))).to(dev)
+        h = self.item_emb(torch.from_numpy(x).to(dev)) * self.scale + self.pos_emb(pos)  # (B, t, D)
+        mask = torch.from_numpy(causal_mask(real)[:, None]).to(dev)  # (B, 1, t, t)
         for blk in self.blocks:
             h = blk.forward_dense(h, mask)
         return self.ln_out(h[:, -1])
+
+    def _positions(self, real: np.ndarray) -> np.ndarray:
+        """(B, t) position indices of a left-padded batch whose real clicks are ``real`` (B, t):
+        1.. from the oldest kept click (``positions="start"``), or the padded slot index of a
+        T-wide window (``"end"``, the paper's). Padding slots' indices are never read."""
+        B, t = real.shape
+        if self.start_positions:
+            return np.cumsum(real, axis=1)
+        return np.broadcast_to(np.arange(self.T - t + 1, self.T + 1), (B, t))
 
     @staticmethod
     def _unsort(h: torch.Tensor, order: np.ndarray, kept: np.ndarray) -> torch.Tensor:

@@ -162,6 +162,41 @@ def test_gbce_by_hand() -> None:
     assert masked == pytest.approx(want + math.log(1 - 1 / (1 + math.exp(1.0))), rel=1e-6)
 
 
+
+# ---------------------------------------------------------------------------------------- batches and negatives
+def test_sequence_batch_aligns_inputs_and_next_clicks() -> None:
+    train = Sessions.from_lists([[1, 2, 3, 4], [5, 6], [7, 8, 9, 10, 11, 12]], n_items=12)
+    x, y = sasrec_train.sequence_batch(train, np.array([0, 1]), max_len=4)
+    assert x.tolist() == [[1, 2, 3], [0, 0, 5]] and y.tolist() == [[2, 3, 4], [0, 0, 6]]  # width = longest input
+    x, y = sasrec_train.sequence_batch(train, np.array([2]), max_len=3)  # the last T inputs and their targets
+    assert x.tolist() == [[9, 10, 11]] and y.tolist() == [[10, 11, 12]]
+
+
+def _batch_loss(**cfg) -> sasrec_train.BatchLoss:
+    m = SASRec(**dict(SMALL, **cfg))
+    m.n_items_ = 6
+    m._build(fit=True)
+    train = Sessions.from_lists([[1, 1, 1, 2], [3, 4]], n_items=6)
+    return sasrec_train.BatchLoss(m.net_, m.config, m.device_, 6, train, np.random.default_rng(0))
+
+
+def test_bce_negatives_avoid_the_rows_window() -> None:
+    x = np.array([[0, 1, 2], [3, 4, 5]])
+    y = np.array([[0, 2, 3], [4, 5, 6]])
+    neg = _batch_loss(loss="bce").bce_negatives(x, y)
+    assert set(neg[0].tolist()) <= {4, 5, 6} and (neg[1] <= 2).all() and (neg[1] >= 1).all()
+    neg = _batch_loss(loss="bce", bce_exclude_seen=False).bce_negatives(np.tile(x, (50, 1)), np.tile(y, (50, 1)))
+    assert set(neg.ravel().tolist()) == {1, 2, 3, 4, 5, 6}  # from all items
+
+
+def test_sampled_ce_draws_from_popularity_with_its_log_q() -> None:
+    bl = _batch_loss(loss="sampled_ce", sample_alpha=1.0)
+    q = np.array([3, 1, 1, 1, 1, 1]) / 8.0  # item 1 clicked 3 times; unclicked items count once
+    np.testing.assert_allclose(bl.log_q.numpy(), np.concatenate([[0.0], np.log(q)]).astype(np.float32))
+    d = bl.sample((40_000,))
+    np.testing.assert_allclose(np.bincount(d, minlength=7)[1:] / d.size, q, atol=0.01)
+
+
 # ---------------------------------------------------------------------------------------- learning
 @pytest.mark.parametrize("loss,sharing", [("bce", "auto"), ("ce", "auto"), ("sampled_ce", "auto"),
                                           ("sampled_ce", "sequence"), ("gbce", "auto"), ("gbce", "batch")])

@@ -1,0 +1,112 @@
+"""Data-parallel training on PyTorch's own distributed engine (``torch.distributed``).
+
+A fit launched by ``torchrun`` (which sets ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+``MASTER_PORT``) joins the process group: gloo on CPUs, NCCL on CUDA devices. Each rank trains
+on its own shard of the sessions (:func:`shard`) and the ranks agree on every update by
+averaging gradients (:func:`average_gradients`), so one synchronous step with a per-rank batch
+of B / world equals one step of a single process with batch B (up to float summation order).
+Without ``torchrun`` (or with ``WORLD_SIZE=1``) everything here is a no-op: rank 0 of 1.
+
+Only rank 0 writes artifacts and prints progress (:func:`is_main`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def launched() -> bool:
+    """Whether this process was started as one rank of several (``torchrun``: ``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device) -> tuple[int, int]:
+    """Join the process group when :func:`launched` (gloo for CPU devices, NCCL for CUDA);
+    returns ``(rank, world_size)``, ``(0, 1)`` in a lone process."""
+    if not launched():
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+        log.info("rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of the joined process group, ``(0, 1)`` without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a lone process): the one that saves, logs progress and evaluates."""
+    return rank_world()[0] == 0
+
+
+def shard(order: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This rank's share of ``order`` (session indices in the epoch's order): every ``world``-th
+    one from position ``rank``, so the ranks' shares interleave and differ in size by at most one."""
+    return order[rank::world]
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """All-reduce the ``.grad`` of every parameter and divide by the world size (in place).
+    Parameters without a gradient on this rank count as zero (every rank must pass the same
+    parameters in the same order)."""
+    rank, world = rank_world()
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(world)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over the ranks (in place; returns it). No-op in a lone process."""
+    if rank_world()[1] > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_rows(idx: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's ``(idx (n_r,), rows (n_r, d))`` concatenated in rank order: the touched rows
+    of a sparse (embedding) gradient, which differ in number between ranks. No-op alone."""
+    rank, world = rank_world()
+    if world == 1:
+        return idx, rows
+    n = torch.tensor([idx.numel()], dtype=torch.int64, device=idx.device)
+    counts = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(counts, n)
+    m = int(max(int(c.item()) for c in counts))
+    pad_idx = torch.zeros(m, dtype=idx.dtype, device=idx.device)
+    pad_rows = torch.zeros((m, rows.shape[1]), dtype=rows.dtype, device=rows.device)
+    pad_idx[: idx.numel()] = idx
+    pad_rows[: idx.numel()] = rows
+    all_idx = [torch.zeros_like(pad_idx) for _ in range(world)]
+    all_rows = [torch.zeros_like(pad_rows) for _ in range(world)]
+    dist.all_gather(all_idx, pad_idx)
+    dist.all_gather(all_rows, pad_rows)
+    k = [int(c.item()) for c in counts]
+    return torch.cat([a[:c] for a, c in zip(all_idx, k)]), torch.cat([r[:c] for r, c in zip(all_rows, k)])
+
+
+def barrier() -> None:
+    if rank_world()[1] > 1:
+        dist.barrier()
+
+
+def close() -> None:
+    """Leave the process group (at the end of a launched fit)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -77,7 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="42")
     ap.add_argument("--configs", default=",".join(CONFIGS))
-    ap.add_argument("--threads", type=int, default=1, help="n_threads: BLAS threads for the training products")
+    ap.add_argument("--threads", type=int, default=1, help="n_threads: threads of the training step's compiled phases")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     print("| run | seeds | Recall@20 | MRR@20 | Recall@5 | MRR@5 | training s | events/s | x official | peak RSS GB | eval s | GFLOP/s 1 / 2 threads |")

@@ -10,21 +10,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from nextclick.data.sampling import alias_table  # noqa: E402
 from nextclick.data.sessions import Sessions  # noqa: E402
 from nextclick.errors import NextclickError  # noqa: E402
 from nextclick.evaluate import evaluate  # noqa: E402
 from nextclick.models import create_model  # noqa: E402
 from nextclick.models.base import Recommender  # noqa: E402
-from nextclick.models.gru4rec.model import (  # noqa: E402
-    GRU4Rec,
-    GRU4RecConfig,
-    SampleStore,
-    _Net,
-    _Trainer,
-    alias_table,
-    bpr_max_loss_grad,
-    xe_loss_grad,
-)
+from nextclick.models.gru4rec.losses import bpr_max_loss_grad, xe_loss_grad  # noqa: E402
+from nextclick.models.gru4rec.model import GRU4Rec, GRU4RecConfig  # noqa: E402
+from nextclick.models.gru4rec.net import Net  # noqa: E402
+from nextclick.models.gru4rec.sampling import SampleStore  # noqa: E402
+from nextclick.models.gru4rec.train import Trainer  # noqa: E402
 
 MODES = {
     "constrained": dict(constrained_embedding=True),
@@ -157,7 +153,7 @@ def test_sampled_negatives_follow_popularity_power_alpha() -> None:
 
 
 # ------------------------------------------------------------------------------ backward pass
-def _reference_gradients(net: _Net, cfg, x, y, neg, H, scale: float, m_e=None, masks=None):
+def _reference_gradients(net: Net, cfg, x, y, neg, H, scale: float, m_e=None, masks=None):
     """Autograd through the GRU4Rec equations with the same weights (and the same dropout masks:
     ``m_e`` on the input rows, ``masks[l]`` on layer ``l``'s output, when given)."""
     P = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in net.arrays().items()}
@@ -208,10 +204,9 @@ def test_hand_written_backward_matches_autograd(mode: str, loss: str, logq: floa
     if mode == "embedding":
         cfg.embedding = 3
     n_items = 12
-    net = _Net.create(cfg, n_items, np.random.default_rng(0))
+    net = Net.create(cfg, n_items, np.random.default_rng(0))
     net.dense.add_(torch.randn(net.dense.shape, generator=torch.Generator().manual_seed(1)) * 0.3)  # non-zero biases
-    trainer = _Trainer(net, cfg, net_counts)
-    trainer.parts = parts
+    trainer = Trainer(net, cfg, net_counts, parts=parts)
     x = torch.tensor([1, 5, 7, 5])
     y = torch.tensor([2, 7, 3, 12])
     neg = torch.tensor([4, 2, 9, 9, 11])
@@ -248,14 +243,13 @@ def test_backward_with_dropout_matches_autograd(mode: str, parts: int) -> None:
     )
     if mode == "embedding":
         cfg.embedding = 3
-    net = _Net.create(cfg, 12, np.random.default_rng(0))
+    net = Net.create(cfg, 12, np.random.default_rng(0))
     net.dense.add_(torch.randn(net.dense.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
-    trainer = _Trainer(net, cfg, net_counts)
-    trainer.parts = parts
+    trainer = Trainer(net, cfg, net_counts, parts=parts)
     x, y, neg = torch.tensor([1, 5, 7, 5, 3]), torch.tensor([2, 7, 3, 12, 1]), torch.tensor([4, 2, 9, 9, 11])
     H = [torch.randn(5, d, generator=torch.Generator().manual_seed(2)) * 0.5 for d in cfg.layers]
     f = trainer.forward(x, y, neg, [h.clone() for h in H])
-    masks = [c[6] for c in f.cache]
+    masks = [c.mask if c.mask.size else None for c in f.cache]
     assert all(m is not None for m in masks) and ((masks[0] == 0).any() or (masks[1] == 0).any())
     if mode != "onehot":
         assert f.m_e is not None and set(np.unique(f.m_e)) <= {0.0, np.float32(1 / 0.6)}
@@ -285,7 +279,7 @@ def test_backward_with_dropout_matches_autograd(mode: str, parts: int) -> None:
 def test_output_columns_fold_repeated_negatives(loss: str, logq: float, n_draws: int) -> None:
     counts = np.arange(201, dtype=np.float64)
     cfg = GRU4Rec.Config(layers=(4,), loss=loss, logq=logq, sample_alpha=0.5)
-    trainer = _Trainer(_Net.create(cfg, 200, np.random.default_rng(0)), cfg, counts)
+    trainer = Trainer(Net.create(cfg, 200, np.random.default_rng(0)), cfg, counts)
     y = torch.tensor([7, 3, 7])
     neg = torch.from_numpy(np.random.default_rng(1).integers(1, 12, n_draws).astype(np.int32))
     y_all, lq, w = trainer._columns(y, neg)
@@ -303,8 +297,8 @@ def test_output_columns_fold_repeated_negatives(loss: str, logq: float, n_draws:
 @pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
 def test_one_training_step_lowers_the_loss(loss: str) -> None:
     cfg = GRU4Rec.Config(layers=(8,), loss=loss, batch_size=3, learning_rate=0.1, n_sample=4)
-    net = _Net.create(cfg, 10, np.random.default_rng(0))
-    trainer = _Trainer(net, cfg, np.array([0.0] + [1.0] * 10))
+    net = Net.create(cfg, 10, np.random.default_rng(0))
+    trainer = Trainer(net, cfg, np.array([0.0] + [1.0] * 10))
     x, y, neg = torch.tensor([1, 4, 7]), torch.tensor([2, 5, 8]), torch.tensor([3, 6, 9, 10])
     H0 = [torch.zeros(3, 8)]
     before = trainer.step(x, y, neg, [h.clone() for h in H0])  # loss before its update
@@ -452,11 +446,11 @@ def test_row_sparse_update_equals_the_dense_formula(momentum: float, nesterov: b
     # the compiled row update (repeated rows summed first, untouched rows left alone) against the
     # update written densely over the whole matrix: acc += g^2; v = m v - lr g / sqrt(acc); w += v;
     # scratch: the repeated rows summed into the first part's gradient in place (training's path)
-    from nextclick.models.gru4rec.model import _AdagradM
+    from nextclick.models.gru4rec.train import AdagradM
 
     cfg = GRU4Rec.Config(layers=(4,))
-    net = _Net.create(cfg, 30, np.random.default_rng(0))
-    opt = _AdagradM(net, 0.1, momentum, nesterov, 1e-6)
+    net = Net.create(cfg, 30, np.random.default_rng(0))
+    opt = AdagradM(net, 0.1, momentum, nesterov, 1e-6)
     w = net.out.numpy().astype(np.float64)
     acc, v = np.full_like(w, 1e-6), np.zeros_like(w)
     rng = np.random.default_rng(1)
@@ -479,15 +473,15 @@ def test_row_sparse_update_equals_the_dense_formula(momentum: float, nesterov: b
         v[touched] = v_new[touched]
         w[touched] += upd[touched]
     np.testing.assert_allclose(net.out.numpy(), w, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(w, _Net.create(cfg, 30, np.random.default_rng(0)).out.numpy())
+    assert not np.allclose(w, Net.create(cfg, 30, np.random.default_rng(0)).out.numpy())
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_training_forward_equals_inference_forward(mode: str) -> None:
     cfg = GRU4Rec.Config(layers=(6, 5), batch_size=3, **MODES[mode])
-    net = _Net.create(cfg, 12, np.random.default_rng(0))
+    net = Net.create(cfg, 12, np.random.default_rng(0))
     net.dense.add_(torch.randn(net.dense.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
-    trainer = _Trainer(net, cfg, net_counts)
+    trainer = Trainer(net, cfg, net_counts)
     x, y = torch.tensor([3, 1, 12]), torch.tensor([4, 2, 11])
     H = [torch.randn(3, d, generator=torch.Generator().manual_seed(2)) for d in cfg.layers]
     want = net.forward(x, [h.clone() for h in H])
@@ -501,7 +495,7 @@ def test_training_forward_equals_inference_forward(mode: str) -> None:
 def test_numpy_live_step_equals_the_torch_step(mode: str) -> None:
     # the service advances sessions with the numpy GRU step: same states as the torch forward
     cfg = GRU4RecConfig(layers=(12, 8), **MODES[mode])
-    net = _Net.create(cfg, 30, np.random.default_rng(0))
+    net = Net.create(cfg, 30, np.random.default_rng(0))
     with torch.no_grad():
         for v in net.views["b_ih"] + net.views["b_hh"]:
             v.uniform_(-0.3, 0.3)  # non-zero biases
@@ -512,95 +506,12 @@ def test_numpy_live_step_equals_the_torch_step(mode: str) -> None:
     np.testing.assert_allclose(net.forward_np(x, H), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
-# ------------------------------------------------------------------------------ compiled helpers
-def test_dropout_masks_drop_p_and_do_not_depend_on_the_row_split() -> None:
-    from nextclick.models.gru4rec import kernels
-
-    p, b, d = 0.3, 400, 250
-    thr, keep = np.uint32(round(p * 2.0**32)), 1.0 / (1.0 - p)
-    whole = np.empty(b * d, np.float32)
-    kernels.dropout_mask(np.uint64(12345), 0, thr, keep, whole)
-    rows = np.empty((b, d), np.float32)
-    for i in range(b):  # row by row, as the row blocks of the layer phase draw them
-        kernels.dropout_mask(np.uint64(12345), i * d, thr, keep, rows[i])
-    np.testing.assert_array_equal(rows.ravel(), whole)
-    assert set(np.unique(whole)) == {0.0, np.float32(keep)}
-    # 100,000 draws: the dropped share's standard error is 1.4e-3
-    assert abs((whole == 0).mean() - p) < 6e-3
-    other = np.empty_like(whole)
-    kernels.dropout_mask(np.uint64(12346), 0, thr, keep, other)
-    both = ((whole == 0) & (other == 0)).mean()  # another stream: independent of the first
-    assert abs(both - p * p) < 6e-3
-    neighbours = ((whole[1:] == 0) & (whole[:-1] == 0)).mean()  # neighbouring counters too
-    assert abs(neighbours - p * p) < 6e-3
-
-
-@pytest.mark.parametrize("ta,tb", [("N", "N"), ("N", "T"), ("T", "N"), ("T", "T")])
-def test_blas_on_strided_blocks_equals_numpy(ta: str, tb: str) -> None:
-    from nextclick.models.gru4rec import kernels
-
-    rng = np.random.default_rng(0)
-    m, n, k = 7, 5, 6
-    # row-major blocks inside larger arrays: (rows, cols) at (r0, c0) of an array with row stride L
-    A = rng.standard_normal((20, 17)).astype(np.float32)
-    B = rng.standard_normal((19, 23)).astype(np.float32)
-    C = np.full((15, 21), 7.0, np.float32)
-    a_rows, a_cols = (m, k) if ta == "T" else (k, m)  # column-major op(A) (m, k) is row-major (k, m) for "N"
-    b_rows, b_cols = (k, n) if tb == "T" else (n, k)
-    a_blk, b_blk = A[2 : 2 + a_rows, 3 : 3 + a_cols], B[4 : 4 + b_rows, 1 : 1 + b_cols]
-    opA = a_blk if ta == "T" else a_blk.T  # column-major view of a row-major block is its transpose
-    opB = b_blk if tb == "T" else b_blk.T
-    want = C.copy()  # nothing outside the block may change
-    want[5 : 5 + n, 6 : 6 + m] = (opA @ opB).T
-    kernels._gemm(ord(ta), ord(tb), m, n, k, A, 2 * 17 + 3, 17, B, 4 * 23 + 1, 23, C, 5 * 21 + 6, 21)
-    np.testing.assert_allclose(C, want, rtol=1e-5, atol=1e-5)
-
-    with pytest.raises(ValueError, match="C-contiguous float32"):  # a block reaching past its array
-        kernels._gemm(ord(ta), ord(tb), m, n, k, A, 19 * 17, 17, B, 0, 23, C, 0, 21)
-    with pytest.raises(ValueError, match="C-contiguous float32"):  # a strided view
-        kernels._gemm(ord(ta), ord(tb), m, n, k, A[:, ::2], 0, 9, B, 0, 23, C, 0, 21)
-
-
-@pytest.mark.parametrize("momentum", [0.0, 0.4])
-def test_update_phase_gives_the_same_weights_in_any_number_of_blocks(momentum: float) -> None:
-    from nextclick.models.gru4rec import kernels
-
-    rng = np.random.default_rng(3)
-    V, W, M, nd = 40, 9, 25, 1001
-    idx0 = np.concatenate([rng.permutation(V)[:20], [3, 3, 7, 11, 3]]).astype(np.int64)  # repeats
-    idx1 = rng.integers(0, V, 12).astype(np.int64)
-    g0, g1 = rng.standard_normal((M, W)).astype(np.float32), rng.standard_normal((12, W - 1)).astype(np.float32)
-    gd = rng.standard_normal(nd).astype(np.float32)
-    results = []
-    for parts in (1, 2, 3):
-        p, acc = np.ones((V, W), np.float32), np.full((V, W), 0.5, np.float32)
-        mom = np.full((V, W) if momentum else (V, 0), 0.1, np.float32)
-        pd, accd = np.ones(nd, np.float32), np.full(nd, 0.5, np.float32)
-        momd = np.full(nd if momentum else 0, 0.1, np.float32)
-        upd = kernels.RowUpdater(p, acc, mom)
-        _, _, _, pos, i0, h0, i1, h1, first, xrows, xbuf = upd.scratch_args(idx0, g0.copy(), idx1, g1)
-        nf, nx = kernels._coalesce_in_place(pos, i0, h0, i1, h1, first, xrows, xbuf)
-        fn = kernels.update_phase_par if parts > 1 else kernels.Phases(1).update_phase
-        fn(parts, p, acc, mom, pos, i0, h0, first, nf, xrows, xbuf, nx, pd, accd, momd, gd, 0.05, momentum, False)
-        assert (upd.pos == -1).all()
-        results.append((p, acc, mom, pd, accd, momd))
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            np.testing.assert_array_equal(a, b)
-    # and the rows against the one-part row update of the same gradients
-    p, acc = np.ones((V, W), np.float32), np.full((V, W), 0.5, np.float32)
-    mom = np.full((V, W) if momentum else (V, 0), 0.1, np.float32)
-    kernels.RowUpdater(p, acc, mom).update([(idx0, g0.copy()), (idx1, g1)], 0.05, momentum, False)
-    np.testing.assert_allclose(results[0][0], p, rtol=1e-6)
-
-
 @pytest.mark.parametrize("parts", [1, 2, 3])
 def test_a_batch_of_one_without_negatives_in_more_blocks_than_rows(parts: int) -> None:
     # one slot and no sampled negatives: one output column, so blocks of rows and of columns are empty
     cfg = GRU4Rec.Config(layers=(6,), loss="cross-entropy", batch_size=1, n_sample=0, logq=0.0, **MODES["constrained"])
-    net = _Net.create(cfg, 12, np.random.default_rng(0))
-    trainer = _Trainer(net, cfg, net_counts)
-    trainer.parts = parts
+    net = Net.create(cfg, 12, np.random.default_rng(0))
+    trainer = Trainer(net, cfg, net_counts, parts=parts)
     x, y = torch.tensor([4]), torch.tensor([9])
     H = [torch.randn(1, 6, generator=torch.Generator().manual_seed(2)) * 0.5]
     ref_loss, ref = _reference_gradients(net, cfg, x, y, torch.zeros(0, dtype=torch.long), [h.clone() for h in H], 1.0)

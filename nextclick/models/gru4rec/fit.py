@@ -1,0 +1,178 @@
+"""GRU4Rec's epoch loop: session-parallel mini-batches laid out as flat arrays before each epoch,
+negatives from the pre-drawn sample store, one :class:`~.train.Trainer` step per mini-batch, so
+the Python work per step is a few slices."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from nextclick.data.batching import SessionParallelBatches
+from nextclick.data.sessions import Sessions
+from nextclick.errors import NextclickError
+from nextclick.models.gru4rec.config import GRU4RecConfig
+from nextclick.models.gru4rec.net import Net, torch_threads
+from nextclick.models.gru4rec.sampling import SampleStore
+from nextclick.models.gru4rec.train import Trainer
+
+
+@contextmanager
+def numba_threads(n: int) -> Iterator[int]:
+    """Run numba's parallel loops with ``n`` threads (at most its pool's size) inside the block;
+    yields the number used. For one thread numba's thread pool is left alone (not started)."""
+    if n <= 1:
+        yield 1
+        return
+    import numba
+
+    old = numba.get_num_threads()
+    use = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(use)
+    try:
+        yield use
+    finally:
+        numba.set_num_threads(old)
+
+
+@dataclass
+class EpochPlan:
+    """An epoch's session-parallel steps as flat tensors (step ``t`` covers ``[off[t], off[t] + size[t])``)."""
+
+    x: torch.Tensor  # (N,) inputs
+    y: torch.Tensor  # (N,) targets
+    carry: torch.Tensor  # (N, 1) float: 0 where a slot starts a new session, else 1
+    off: list[int]
+    size: list[int]
+    has_reset: list[bool]
+    keep: dict[int, torch.Tensor]  # step -> rows of the previous hidden state that continue
+
+    @classmethod
+    def build(cls, batches: SessionParallelBatches) -> EpochPlan:
+        xs, ys, rs, sizes, keep = [], [], [], [], {}
+        for t, st in enumerate(batches):
+            xs.append(st.inputs)
+            ys.append(st.targets)
+            rs.append(st.reset)
+            sizes.append(st.inputs.size)
+            if st.keep is not None:
+                keep[t] = torch.from_numpy(np.asarray(st.keep, dtype=np.int64))
+        off = np.concatenate([[0], np.cumsum(sizes)])[:-1].tolist() if sizes else []
+        reset = np.concatenate(rs) if rs else np.zeros(0, bool)
+        return cls(
+            x=torch.from_numpy(np.concatenate(xs) if xs else np.zeros(0, np.int64)),
+            y=torch.from_numpy(np.concatenate(ys) if ys else np.zeros(0, np.int64)),
+            carry=torch.from_numpy((~reset).astype(np.float32))[:, None],
+            off=off,
+            size=[int(s) for s in sizes],
+            has_reset=[bool(r.any()) for r in rs],
+            keep=keep,
+        )
+
+    @property
+    def n_events(self) -> int:
+        return int(self.x.numel())
+
+
+
+@dataclass
+class Epoch:
+    """What one epoch reports."""
+
+    index: int  # from 0
+    loss: float  # mean loss per event
+    n_events: int
+    seconds: float
+
+
+def epochs(cfg: GRU4RecConfig, train: Sessions, counts: np.ndarray, n_items: int) -> tuple[Net, Iterator[Epoch]]:
+    """The network, initialised, and an iterator that trains it an epoch per step.
+
+    Sessions are ordered by their first click (``session_order="time"``) or reshuffled every
+    epoch; negatives come from a :class:`~.sampling.SampleStore` sized to what the whole training
+    uses. The iterator holds the thread settings of training (torch and BLAS on one thread,
+    numba's pool on ``n_threads``) while it runs, including while the caller handles an epoch.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.session_order == "time" and train.times is not None:  # oldest session first
+        train = train.select(np.argsort(train.times[train.offsets[:-1]], kind="stable"))
+    order = "given" if cfg.session_order == "time" else "random"
+    batches = SessionParallelBatches(train, cfg.batch_size, order=order, seed=cfg.seed)
+    plan = EpochPlan.build(batches)
+    if plan.n_events == 0:
+        raise NextclickError("gru4rec: no training session has 2 or more clicks")
+    store = None
+    if cfg.n_sample:  # never draw more negatives in advance than the whole training uses
+        size = min(cfg.sample_cache_max_size, cfg.n_sample * len(plan.size) * cfg.n_epochs)
+        store = SampleStore(counts**cfg.sample_alpha, cfg.n_sample, size, rng)
+    net = Net.create(cfg, n_items, rng)
+    return net, _run(net, cfg, counts, batches, plan, store, reshuffle=order == "random")
+
+
+def _run(
+    net: Net, cfg: GRU4RecConfig, counts: np.ndarray, batches: SessionParallelBatches, plan: EpochPlan,
+    store: SampleStore | None, reshuffle: bool,
+) -> Iterator[Epoch]:
+    # numba's products call scipy's BLAS: load it before the limits so that they cover it too
+    import scipy.linalg.cython_blas  # noqa: F401
+
+    with (
+        torch_threads(1),
+        threadpool_limits(1, user_api="blas"),
+        numba_threads(cfg.n_threads) as parts,
+        torch.no_grad(),
+        np.errstate(over="ignore", invalid="ignore"),
+    ):
+        trainer = Trainer(net, cfg, counts, parts=parts)
+        for epoch in range(cfg.n_epochs):
+            if epoch and reshuffle:
+                plan = EpochPlan.build(batches)
+            t0 = time.perf_counter()
+            loss, n_ev = run_epoch(trainer, plan, store, epoch)
+            yield Epoch(epoch, loss, n_ev, time.perf_counter() - t0)
+
+
+def run_epoch(trainer: Trainer, plan: EpochPlan, store: SampleStore | None, epoch: int) -> tuple[float, int]:
+    """One pass over the session-parallel steps; returns the mean loss per event and #events."""
+    from tqdm.auto import tqdm
+
+    cfg = trainer.cfg
+    skip_single = cfg.loss == "bpr-max" and store is None  # one slot, no negatives: no BPR-max
+    H = [torch.zeros(plan.size[0], Dl) for Dl in cfg.layers]
+    total, n_ev = 0.0, 0
+    bar = tqdm(
+        total=plan.n_events,
+        desc=f"gru4rec epoch {epoch + 1}/{cfg.n_epochs}",
+        unit="ev",
+        leave=False,
+        disable=None,
+        mininterval=0.5,
+    )
+    for t, (o, b) in enumerate(zip(plan.off, plan.size)):
+        keep = plan.keep.get(t)
+        if keep is not None:  # the batch shrank: keep the states of the slots that go on
+            H = [h.index_select(0, keep) for h in H]
+        if plan.has_reset[t]:  # zero the states of slots that start a new session
+            carry = plan.carry[o : o + b]
+            for h in H:
+                h.mul_(carry)
+        if skip_single and b < 2:
+            continue
+        v = trainer.step(plan.x[o : o + b], plan.y[o : o + b], store.next() if store else None, H)
+        if not math.isfinite(v):
+            raise NextclickError(
+                f"gru4rec: loss is {v} at epoch {epoch + 1}, step {t}; lower learning_rate "
+                f"(now {cfg.learning_rate}) or momentum (now {cfg.momentum})"
+            )
+        total += v * b
+        n_ev += b
+        if t % 64 == 63:
+            bar.update(o + b - bar.n)
+    bar.close()
+    return total / max(n_ev, 1), n_ev

@@ -90,7 +90,7 @@ _RETAILROCKET = dict(
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # the RSC15 cross-entropy setting the project's GRU4Rec issue lists
+    # the RSC15 cross-entropy setting of the project's GRU4Rec specification
     "rsc15": dict(_XE_RSC15, dropout_p_embed=0.1, learning_rate=0.1, sample_alpha=0.75),
     # the official repository's paramfiles/rsc15_xe_shared_100_best.py: the setting that reproduces
     # the official implementation's figures on rsc15-100k

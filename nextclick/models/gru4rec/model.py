@@ -79,7 +79,7 @@ Deliberate deviations (from the papers; most follow the official PyTorch impleme
 * CPU only (the official code targets a GPU); no L2 regularisation, gradient clipping or other
   optimisers (removed in the official PyTorch version too).
 
-Presets (:mod:`.config`): ``rsc15`` holds the values the project's GRU4Rec issue lists; ``rsc15_official`` the official repository's
+Presets (:mod:`.config`): ``rsc15`` holds the values of the project's GRU4Rec specification; ``rsc15_official`` the official repository's
 ``paramfiles/rsc15_xe_shared_100_best.py`` (no embedding dropout, hidden dropout 0.4, learning
 rate 0.2, momentum 0.2, sample_alpha 0.5), which is the one that reproduces the official
 implementation's figures on rsc15-100k; ``retailrocket`` the official BPR-max paramfile;
@@ -91,6 +91,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import closing
 
 import numpy as np
 import torch
@@ -128,14 +129,15 @@ class GRU4Rec(Recommender):
         self.net_, run = epochs(cfg, train, self.popularity_.astype(np.float64), self.n_items_)
         self.epoch_losses_: list[float] = []
         self.events_per_second_: list[float] = []
-        for ep in run:
-            loss, n_ev, dt = ep.loss, ep.n_events, ep.seconds
-            self.epoch_losses_.append(loss)
-            self.events_per_second_.append(n_ev / dt)
-            msg = f"epoch {ep.index + 1}/{cfg.n_epochs}: loss {loss:.6f} ({dt:.2f}s, {n_ev / dt:,.0f} events/s)"
-            if valid is not None and valid.n_predictions():
-                msg += " valid Recall@20 {:.4f} MRR@20 {:.4f}".format(*self._recall_mrr(valid, 20))
-            log.info(msg)
+        with closing(run):  # the training's thread settings end with the loop, even on an error
+            for ep in run:
+                loss, n_ev, dt = ep.loss, ep.n_events, ep.seconds
+                self.epoch_losses_.append(loss)
+                self.events_per_second_.append(n_ev / dt)
+                msg = f"epoch {ep.index + 1}/{cfg.n_epochs}: loss {loss:.6f} ({dt:.2f}s, {n_ev / dt:,.0f} events/s)"
+                if valid is not None and valid.n_predictions():
+                    msg += " valid Recall@20 {:.4f} MRR@20 {:.4f}".format(*self._recall_mrr(valid, 20))
+                log.info(msg)
 
     def _recall_mrr(self, sessions: Sessions, k: int) -> tuple[float, float]:
         """Recall@k and MRR@k over every position of ``sessions`` (conservative ranks): the training log's

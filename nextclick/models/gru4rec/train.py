@@ -27,6 +27,7 @@ _NONE = np.zeros((0, 0), np.float32)  # an optional 2-D array left out
 _EMPTY = np.zeros(0, np.float32)  # an optional 1-D array left out
 _NO_ROWS = np.zeros(0, np.int64)
 _NO_DROPOUT = ph.Dropout(np.uint64(0), np.uint32(0), 1.0, _NONE)
+_NO_BLOCKS = np.zeros((1, 0, 0), np.float32)  # GateGrads.db of a layer below the top (no block sums)
 
 
 class AdagradM:
@@ -253,7 +254,7 @@ class Trainer:
             if l == len(sizes) - 1:  # the loss phase went back through the top layer's gates
                 gg = f.top
             else:
-                gg = ph.GateGrads(np.empty_like(a.gh), np.empty_like(a.gh), _NONE[None], gw.b_ih, gw.b_hh)
+                gg = ph.GateGrads(np.empty_like(a.gh), np.empty_like(a.gh), _NO_BLOCKS, gw.b_ih, gw.b_hh)
                 gru_backward(d, a.mask, a.rz, a.n, a.gh, a.dn, gg.dg, gg.dgh, gg.db_ih, gg.db_hh)
             has_in = a.inp.shape[0] > 0
             d_in = np.empty((b, a.inp.shape[1]), np.float32) if has_in else _NONE  # grad of the layer input

@@ -124,16 +124,18 @@ def micro(model_dir: str, n: int = 300) -> dict:
     import torch
 
     from nextclick.models.base import Recommender
+    from nextclick.ranking import top_k
     from nextclick.ranking.bounded import TopK
     from nextclick.serve.store import MemoryStore, SessionRecord
 
     torch.set_num_threads(1)
     m = Recommender.load(model_dir)
-    layer = m.output_layer()
+    live = m.live()
+    layer = live.output_layer()
     scorer = TopK(layer[0], layer[1]) if layer is not None else None
     rng = np.random.default_rng(0)
     items = rng.integers(1, m.n_items_ + 1, size=n)
-    size = m.live_state_size()
+    size = live.state_size
     st = np.zeros((1, size), np.float32) if size else None
     t_step = t_top = 0.0
     clicks: list[int] = []
@@ -141,14 +143,15 @@ def micro(model_dir: str, n: int = 300) -> dict:
         clicks = [*clicks[-9:], int(items[i])]
         excl = [np.array(clicks)]
         t0 = time.perf_counter()
+        st = live.advance(st, items[i : i + 1])
         if scorer is not None:
-            st, q = m.live_query(st, [np.array(clicks)], items[i : i + 1])
+            q = live.queries(st, [np.array(clicks)])
             t1 = time.perf_counter()
             scorer.topk(q, 20, excl)
         else:
-            st, sc = m.live_step(st, [np.array(clicks)], items[i : i + 1])
+            sc = live.scores(st, [np.array(clicks)])
             t1 = time.perf_counter()
-            m.topk(sc, 20, excl)
+            top_k(sc, 20, excl)
         t2 = time.perf_counter()
         t_step += t1 - t0
         t_top += t2 - t1

@@ -81,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(1)
     threadpool_limits(1)  # numpy's BLAS too, as in the service's model process
     m = Recommender.load(args.model_dir)
-    W, b = m.output_layer()
+    W, b = m.live().output_layer()
     variants = {"exact float32": TopK(W, b, mode="exact"), "this TopK": TopK(W, b)}
     if args.against:
         variants["--against"] = _other_topk(args.against)(W, b)
@@ -109,13 +109,14 @@ def _queries(m: Recommender, rng: np.random.Generator) -> tuple[torch.Tensor, li
     """300 query vectors (session states after 1-7 clicks on the 2,000 most popular items) and
     each session's clicks."""
     pop = np.argsort(-m.popularity_[1:])[:2000] + 1
+    live = m.live()
     queries, clicked = [], []
     for _ in range(300):
         clicks = rng.choice(pop, int(rng.integers(1, 8)))
-        st = None
+        st = live.start(1)
         for i in range(clicks.size):
-            st, q = m.live_query(st, [clicks[: i + 1]], clicks[i : i + 1])
-        queries.append(q[0].clone())
+            st = live.advance(st, clicks[i : i + 1])
+        queries.append(live.queries(st, [clicks])[0].clone())
         clicked.append(np.asarray(clicks))
     return torch.stack(queries), clicked
 

@@ -12,7 +12,9 @@ Subclasses implement four things:
 
 Everything else -- id mapping, unknown items, popularity fallback, top-k, exclusion, batching,
 artifacts -- lives here, so evaluation and serving never special-case a model. Sequence models
-may override :meth:`iter_scores` for a faster evaluation pass.
+may override :meth:`iter_scores` for a faster evaluation pass. The service reaches a model only
+through :meth:`Recommender.live` (:mod:`nextclick.models.live`): start a session's state,
+advance it by a click, turn it into scores or (dot-product models) a query.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from safetensors.numpy import load_file, save_file
 from nextclick.data.sessions import Sessions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError, NotFittedError
+from nextclick.models.live import LiveSessions
 from nextclick.ranking import top_k
 
 log = logging.getLogger(__name__)
@@ -150,56 +153,14 @@ class Recommender:
             yield scores, targets[b], sess[b], plen[b]
 
     # ------------------------------------------------------------------ live sessions (serving)
-    #: Most recent clicks a live session keeps (and a model without a state of its own reads).
-    live_max_clicks: ClassVar[int] = 50
+    #: The serving interface's class (:mod:`nextclick.models.live`); models with a state of their
+    #: own or a dot-product output layer bring their own.
+    Live: ClassVar[type[LiveSessions]] = LiveSessions
 
-    def live_state_size(self) -> int:
-        """Length of the float32 state vector a live session keeps besides its clicks (0: none).
-
-        GRU4Rec keeps its hidden state, so a click costs one GRU step; models without a state of
-        their own (SASRec, the baselines) re-read the last ``live_max_clicks`` clicks.
-        """
-        return 0
-
-    def live_step(
-        self, states: np.ndarray | None, clicks: Sequence[np.ndarray], new_items: np.ndarray
-    ) -> tuple[np.ndarray | None, np.ndarray]:
-        """Advance a batch of live sessions by one click each and score the next click.
-
-        ``states``: (B, live_state_size()) float32 before the click (None when size is 0);
-        ``clicks``: each session's known clicks INCLUDING the new one (internal indices, most
-        recent last); ``new_items``: (B,) index of the new click, 0 when it was unknown (the state
-        is then left unchanged). Returns (new states, scores (B, n_items + 1)).
-        """
-        return states, self.score_batch([c[-self.live_max_clicks :] for c in clicks])
-
-    def live_scores(self, states: np.ndarray | None, clicks: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores (B, n_items + 1) for sessions as they stand (no new click)."""
-        return self.score_batch([c[-self.live_max_clicks :] for c in clicks])
-
-    # Dot-product models (GRU4Rec, SASRec) score the next click as ``q @ W.T + b``. They expose W
-    # and the query vectors so the service can pick the top k with :class:`nextclick.ranking.bounded.TopK`
-    # instead of materialising and sorting (B, n_items + 1) float32 scores.
-    def output_layer(self) -> tuple[Any, Any] | None:
-        """(W (n_items + 1, d), b (n_items + 1,) or None) as float32 torch tensors, when the
-        model's scores are ``q @ W.T + b``; None (the default) otherwise."""
-        return None
-
-    def live_query(
-        self, states: np.ndarray | None, clicks: Sequence[np.ndarray], new_items: np.ndarray | None
-    ) -> tuple[np.ndarray | None, Any]:
-        """Like :meth:`live_step` (``new_items`` None: like :meth:`live_scores`, the state is
-        unchanged) but returns the (B, d) query vectors instead of scores. Only models whose
-        :meth:`output_layer` is not None implement it."""
-        raise NotImplementedError(f"{self.name} is not a dot-product model")
-
-    def topk(
-        self, scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
-        allow: np.ndarray | None = None, deny: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k internal indices and scores per row of ``scores`` (padding, excluded, denied and
-        non-allowed items never appear; rows may end in -inf when fewer items qualify)."""
-        return self._topk(scores, k, exclude, allow, deny)
+    def live(self) -> LiveSessions:
+        """How the service keeps and scores live sessions of this fitted model."""
+        self._check_fitted()
+        return self.Live(self)
 
     # ------------------------------------------------------------------ recommending (shop ids)
     def encode_session(self, session_items: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:

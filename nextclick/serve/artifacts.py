@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nextclick.models.base import Recommender
+from nextclick.models.live import LiveSessions
 from nextclick.ranking.bounded import TopK
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ class Loaded:
     scorer: TopK | None = None  # dot-product models: exact top-k without full score rows
     gen: int = 0  # generation number in this service (jobs name the model they were encoded for)
 
+    @property
+    def live(self) -> LiveSessions:
+        """The model's serving interface (:mod:`nextclick.models.live`)."""
+        return self.model.live()
+
 
 def load_artifact(model_dir: str, scoring: str = "auto", with_scorer: bool = True) -> Loaded:
     """Load an artifact; ``with_scorer=False`` skips the top-k structures (the event loop's copy
@@ -54,8 +60,8 @@ def load_artifact(model_dir: str, scoring: str = "auto", with_scorer: bool = Tru
     order = np.argsort(-pop[1:], kind="stable")[:POPULAR_CANDIDATES] + 1
     scorer = None
     if with_scorer:
-        layer = model.output_layer()
+        layer = model.live().output_layer()
         scorer = TopK(layer[0], layer[1], mode=scoring) if layer is not None else None  # type: ignore[arg-type]
         if scorer is not None:
             log.info("top-k scoring: %s", scorer.mode)
-    return Loaded(model, artifact_id(model_dir), str(model_dir), model.live_state_size(), pop, order, scorer)
+    return Loaded(model, artifact_id(model_dir), str(model_dir), model.live().state_size, pop, order, scorer)

@@ -10,12 +10,11 @@ over the popularity ranking), or, for dot-product models, the bounded
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from nextclick.ranking import mask_scores, top_k
 from nextclick.serve.artifacts import Loaded
@@ -62,44 +61,32 @@ def popular(
     return top, scores[top]
 
 
-def _by_group(loaded: Loaded, jobs: Sequence[Job], call: Callable) -> tuple[list[np.ndarray | None], list[Any]]:
-    """Run ``call(states, clicks, new_items)`` once for the jobs with a new click and once for the
-    others (``new_items`` None); ``call`` returns (new states, one output row per job). Returns each
-    job's new state (None for models without one) and its output row, in job order."""
-    size = loaded.state_size
-    states_out: list[np.ndarray | None] = [None] * len(jobs)
-    rows: list[Any] = [None] * len(jobs)
-    for has_click in (True, False):
-        idx = [i for i, j in enumerate(jobs) if (j.new_item is not None) == has_click]
-        if not idx:
-            continue
-        st = None
-        if size:
-            st = np.stack([jobs[i].state if jobs[i].state is not None else np.zeros(size, np.float32) for i in idx])
-        new_items = np.array([jobs[i].new_item for i in idx], dtype=np.int64) if has_click else None
-        st_new, out = call(st, [jobs[i].clicks for i in idx], new_items)
-        for r, i in enumerate(idx):
-            rows[i] = out[r]
-            if size and st_new is not None:
-                states_out[i] = np.asarray(st_new[r], dtype=np.float32)
-    return states_out, rows
-
-
 def _replay(loaded: Loaded, jobs: Sequence[Job]) -> None:
     """Rebuild the state of each job that asks for it from its clicks (stateless calls, a reload
     or a lost state): state updates only, no catalogue scoring per click."""
-    model, size = loaded.model, loaded.state_size
-    if not size:
+    live = loaded.live
+    if not loaded.state_size:
         return
-    advance = model.live_query if loaded.scorer is not None else model.live_step
     for j in jobs:
         if not j.replay:
             continue
-        st = np.zeros((1, size), np.float32)
+        st = live.start(1)
         prior = j.clicks[:-1] if j.new_item else j.clicks
         for i in range(prior.size):
-            st, _ = advance(st, [prior[: i + 1]], prior[i : i + 1])
+            st = live.advance(st, prior[i : i + 1])
         j.state = np.asarray(st, dtype=np.float32).reshape(-1)
+
+
+def _states(loaded: Loaded, jobs: Sequence[Job]) -> np.ndarray | None:
+    """The jobs' states after their new click (None for a model without a state): one
+    ``advance`` for the whole batch, index 0 (no new click, or an unknown one) leaving a state as
+    it is."""
+    size = loaded.state_size
+    if not size:
+        return None
+    st = np.stack([j.state if j.state is not None else np.zeros(size, np.float32) for j in jobs])
+    new_items = np.array([j.new_item or 0 for j in jobs], dtype=np.int64)
+    return loaded.live.advance(st, new_items) if new_items.any() else st
 
 
 def _top_per_job(scores: np.ndarray, jobs: Sequence[Job]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -121,25 +108,20 @@ def _top_per_job(scores: np.ndarray, jobs: Sequence[Job]) -> list[tuple[np.ndarr
 
 
 def run_jobs(loaded: Loaded, jobs: Sequence[Job]) -> list[Result]:
-    """Score a batch of jobs of one model: model step or query, then top-k per job."""
-    model = loaded.model
+    """Score a batch of jobs of one model: advance the states, then queries (dot-product models,
+    the bounded top-k) or score rows, and the top k per job."""
     _replay(loaded, jobs)
+    states = _states(loaded, jobs)
+    clicks = [j.clicks for j in jobs]
+    out_states = [None if states is None else states[r] for r in range(len(jobs))]
     if loaded.scorer is not None:  # dot-product models: query vectors, exact top-k from TopK
-        states_out, queries = _by_group(loaded, jobs, model.live_query)
         ids, sc = loaded.scorer.topk(
-            torch.stack(queries), max(j.k for j in jobs),
+            loaded.live.queries(states, clicks), max(j.k for j in jobs),
             [j.exclude for j in jobs], [j.allow for j in jobs], [j.deny for j in jobs],
         )
-        return [(states_out[r], *finite(ids[r, : j.k], sc[r, : j.k])) for r, j in enumerate(jobs)]
-
-    def step_or_scores(st: np.ndarray | None, clicks: list, new_items: np.ndarray | None) -> tuple:
-        if new_items is None:
-            return st, model.live_scores(st, clicks)
-        return model.live_step(st, clicks, new_items)
-
-    states_out, rows = _by_group(loaded, jobs, step_or_scores)
-    tops = _top_per_job(np.stack(rows).astype(np.float32, copy=False), jobs)
-    return [(states_out[i], *tops[i]) for i in range(len(jobs))]
+        return [(out_states[r], *finite(ids[r, : j.k], sc[r, : j.k])) for r, j in enumerate(jobs)]
+    tops = _top_per_job(loaded.live.scores(states, clicks).astype(np.float32, copy=False), jobs)
+    return [(out_states[i], *tops[i]) for i in range(len(jobs))]
 
 
 def run_mixed(models: dict[int, Loaded], jobs: Sequence[Job]) -> list[Result]:

@@ -114,7 +114,7 @@ def _job(loaded: Loaded, known: np.ndarray, new_idx: int | None, rec: SessionRec
     if state is not None and state.size != loaded.state_size:
         state = None
     replay = bool(loaded.state_size) and state is None and known.size > (1 if new_idx else 0)
-    clicks = known[-loaded.model.live_max_clicks :]
+    clicks = known[-loaded.live.max_clicks :]
     return Job(clicks, new_idx, state, replay, k, exclude, allow, deny, loaded.gen)
 
 
@@ -168,7 +168,7 @@ async def append_click(
         rec = await rt.store.get(session_id)
         if rec is None:
             rec = SessionRecord()
-        keep = max(rt.loaded.model.live_max_clicks, 1)
+        keep = max(rt.loaded.live.max_clicks, 1)
         items = [*rec.items, item][-keep:]
         out, new_state = await recommend(rt, items, item, rec, k, exclude_seen, allow, deny)
         rec.items = items

@@ -366,25 +366,29 @@ def fitted(chain_data) -> GRU4Rec:
     return _small(layers=(16, 12), n_epochs=3, dropout_p_hidden=0.2, **MODES["constrained"]).fit(chain_data.train)
 
 
-def test_step_equals_whole_session_inference(fitted: GRU4Rec, chain_data) -> None:
+def test_live_steps_equal_whole_session_inference(fitted: GRU4Rec, chain_data) -> None:
+    live = fitted.live()
     sessions = chain_data.test
-    state = None
     got, want = [], []
     for s in range(sessions.n_sessions):
         items = sessions.session(s)
-        state = fitted.init_state()
+        state = live.start(1)
         for t, item in enumerate(items):
-            state, scores = fitted.step(state, int(item))
-            got.append(scores)
+            state = live.advance(state, np.array([item]))
+            got.append(live.scores(state, [items[: t + 1]])[0])
             want.append(fitted.score_batch([items[: t + 1]])[0])
     np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-5)
-    # batched step over several live sessions at once
+    # several live sessions at once (the torch step), and the query of the output layer
     first = np.array([sessions.session(s)[0] for s in range(sessions.n_sessions)])
-    st, sc = fitted.step(None, first)
-    np.testing.assert_allclose(sc, fitted.score_batch([[i] for i in first]), rtol=1e-5, atol=1e-5)
+    st = live.advance(None, first)
+    clicks = [[i] for i in first]
+    np.testing.assert_allclose(live.scores(st, clicks), fitted.score_batch(clicks), rtol=1e-5, atol=1e-5)
+    W, b = live.output_layer()
+    np.testing.assert_allclose((live.queries(st, clicks) @ W.T + b).numpy()[:, 1:], fitted.score_batch(clicks)[:, 1:], rtol=1e-5, atol=1e-5)
     # an unknown item (index 0) leaves the state unchanged
-    st2, _ = fitted.step(st, np.zeros(first.size, dtype=np.int64))
-    np.testing.assert_array_equal(st2, st)
+    np.testing.assert_array_equal(live.advance(st, np.zeros(first.size, dtype=np.int64)), st)
+    with pytest.raises(NextclickError, match="item indices"):
+        live.advance(st[:1], np.array([fitted.n_items_ + 1]))
 
 
 def test_iter_scores_equals_prefix_scoring(fitted: GRU4Rec, chain_data) -> None:

@@ -299,12 +299,12 @@ def test_live_query_dense_forward_equals_the_packed_forward(positions: str, pre_
     m = SASRec(**dict(SMALL, n_epochs=1, positions=positions, pre_ln=pre_ln)).fit(cycle_sessions(60))
     rng = np.random.default_rng(3)
     clicks = [rng.integers(1, m.n_items_ + 1, size=n) for n in (1, 3, 8, 12, 5)]
-    _, q = m.live_query(None, clicks, None)
+    q = m.live().queries(None, clicks)
     for r, c in enumerate(clicks):
         ref = m._hidden(c[-m.config.max_len :][None, :], np.ones(1, dtype=np.int64))[0]
         np.testing.assert_allclose(q[r].numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
     scores = m.score_batch(clicks)  # the evaluation path, through the output matrix
-    W, _ = m.output_layer()
+    W, _ = m.live().output_layer()
     np.testing.assert_allclose((q @ W.T).numpy()[:, 1:], scores[:, 1:], rtol=1e-4, atol=1e-4)
 
 
@@ -371,6 +371,5 @@ def test_trains_on_a_gpu_and_its_artifact_scores_the_same_on_the_cpu(tmp_path: P
     assert cpu.device_ == torch.device("cpu")
     sessions = [[1, 2, 3], [7], list(range(1, 25))]
     np.testing.assert_allclose(cpu.score_batch(sessions), gpu.score_batch(sessions), rtol=1e-4, atol=1e-4)
-    for st_g, st_c in zip(gpu.live_query(None, [np.array([3, 4])], np.array([4])), cpu.live_query(None, [np.array([3, 4])], np.array([4]))):
-        if st_g is not None:
-            np.testing.assert_allclose(np.asarray(st_c), np.asarray(st_g), rtol=1e-4, atol=1e-4)
+    q_gpu, q_cpu = (m.live().queries(None, [np.array([3, 4])]) for m in (gpu, cpu))
+    np.testing.assert_allclose(q_cpu.numpy(), q_gpu.numpy(), rtol=1e-4, atol=1e-4)

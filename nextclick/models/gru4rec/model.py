@@ -90,7 +90,7 @@ were chosen with ``nextclick tune`` on rsc15-100k train_tr -> train_valid only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 
 import numpy as np
@@ -101,6 +101,7 @@ from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
 from nextclick.models.gru4rec.config import PRESETS, GRU4RecConfig, check_config
 from nextclick.models.gru4rec.net import Net, torch_threads
+from nextclick.models.live import LiveSessions
 from nextclick.ranking.exact import conservative_rank
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]
@@ -113,7 +114,7 @@ def _one_thread():  # inference: a few small operations per call
 
 
 class GRU4Rec(Recommender):
-    """GRU4Rec (see the module docstring). ``step(state, item)`` serves a live session."""
+    """GRU4Rec (see the module docstring); :class:`GRU4RecLive` serves its live sessions."""
 
     name = "gru4rec"
     Config = GRU4RecConfig
@@ -229,55 +230,12 @@ class GRU4Rec(Recommender):
                 yield scores, targets[sl], sess[sl], plen[sl]
 
     # ------------------------------------------------------------------ live sessions
-    @property
-    def state_size(self) -> int:
-        """Length of the hidden-state vector of one session (sum of the layer sizes)."""
-        return int(sum(self.config.layers))
-
-    def init_state(self, n: int | None = None) -> np.ndarray:
-        """Zero state for a new session (or ``n`` sessions: shape (n, state_size))."""
-        shape = (self.state_size,) if n is None else (int(n), self.state_size)
-        return np.zeros(shape, dtype=np.float32)
-
-    def step(self, state: np.ndarray | None, item_idx: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Advance live sessions by one click each; returns ``(new_state, scores)``.
-
-        ``item_idx`` is an internal index (or a (k,) array of them, one per session) and ``state``
-        the session's state vector from the previous call ((k, state_size) for k sessions; None =
-        a new session). Scores have shape (n_items + 1,) (or (k, n_items + 1)) with column 0 at
-        -inf. Index 0 (an unknown item) leaves that session's state unchanged. O(1) per click.
-        """
-        self._check_fitted()
-        single = np.ndim(item_idx) == 0
-        x = np.atleast_1d(np.asarray(item_idx, dtype=np.int64))
-        if state is None:
-            state = self.init_state(x.size)
-        st = np.asarray(state, dtype=np.float32).reshape(x.size, self.state_size)
-        if x.min(initial=0) < 0 or x.max(initial=0) > self.n_items_:
-            raise NextclickError(f"gru4rec.step: item indices must lie in 0..{self.n_items_}, got {x.tolist()}")
-        with torch.no_grad(), _one_thread():
-            S = torch.from_numpy(st.copy())
-            known = torch.from_numpy(x > 0)
-            H = list(torch.split(S, list(self.config.layers), dim=1))
-            if bool(known.any()):
-                Hn = self.net_.forward(torch.from_numpy(x), [h.contiguous() for h in H])
-                S = torch.where(known[:, None], torch.cat(Hn, dim=1), S)
-            top = S[:, -self.config.layers[-1] :]
-            scores = self.net_.scores(top.contiguous()).numpy()
-        scores[:, 0] = -np.inf
-        new = S.numpy()
-        return (new[0], scores[0]) if single else (new, scores)
-
-    # the service's live-session protocol (see Recommender.live_step): the store keeps this state
-    def live_state_size(self) -> int:
-        return self.state_size
-
     def _output_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Contiguous copies of the output weights (V+1, D) and bias (V+1,) for inference.
 
         ``net_.out`` keeps the bias as an extra column; serving scores against contiguous
         copies made once per fitted network, so no call depends on how torch handles the strided
-        view. (At 100k items the product is memory-bound either way: see docs/benchmarks.md.)"""
+        view."""
         cache = getattr(self, "_out_cache", None)
         if cache is None or cache[0] is not self.net_:
             D = self.config.layers[-1]
@@ -285,51 +243,55 @@ class GRU4Rec(Recommender):
             self._out_cache = cache
         return cache[1], cache[2]
 
-    def _live_scores_t(self, top: torch.Tensor) -> np.ndarray:
-        W, b = self._output_matrix()
-        scores = torch.addmm(b, top, W.t()).numpy()
-        scores[:, 0] = -np.inf
-        return scores
-
-    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._output_matrix()
-
-    def live_query(self, states, clicks, new_items):  # type: ignore[override]
-        """One GRU step per session (``new_items`` None or an unknown item, index 0, leave the
-        state unchanged); the query is the top layer's new state."""
-        self._check_fitted()
-        B = len(clicks) if new_items is None else len(new_items)
-        st = self.init_state(B) if states is None else np.asarray(states, dtype=np.float32).reshape(B, self.state_size)
-        S = st
-        if new_items is not None:
-            x = np.asarray(new_items, dtype=np.int64)
-            known = x > 0
-            if known.any():
-                if B <= 4:  # numpy: less per-operation overhead, and too small for BLAS threads
-                    Hn = self.net_.forward_np(x, st)
-                else:
-                    with torch.no_grad(), _one_thread():
-                        H = [torch.from_numpy(np.ascontiguousarray(h)) for h in np.split(st, np.cumsum(self.config.layers)[:-1], axis=1)]
-                        Hn = torch.cat(self.net_.forward(torch.from_numpy(x), H), dim=1).numpy()
-                S = Hn if known.all() else np.where(known[:, None], Hn, st)
-        S = np.array(S, dtype=np.float32, copy=True)
-        return S, torch.from_numpy(np.ascontiguousarray(S[:, -self.config.layers[-1] :]))
-
-    def live_step(self, states, clicks, new_items):  # type: ignore[override]
-        """One GRU step per session (unknown items, index 0, leave the state unchanged)."""
-        S, q = self.live_query(states, clicks, new_items)
-        with torch.no_grad(), _one_thread():
-            return S, self._live_scores_t(q)
-
-    def live_scores(self, states, clicks):  # type: ignore[override]
-        """Scores from stored states (no new click): the output layer over the top layer's state."""
-        _, q = self.live_query(states, clicks, None)
-        with torch.no_grad(), _one_thread():
-            return self._live_scores_t(q)
-
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, np.ndarray]:
         return self.net_.arrays()
 
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.net_ = Net.from_arrays(self.config, self.n_items_, arrays)
+
+
+class GRU4RecLive(LiveSessions):
+    """GRU4Rec's live sessions: the state is the hidden state of every layer (concatenated), a
+    click is one GRU step (O(1) per click), the query is the top layer's state."""
+
+    model: GRU4Rec
+
+    @property
+    def state_size(self) -> int:
+        return int(sum(self.model.config.layers))
+
+    def advance(self, states: np.ndarray | None, new_items: np.ndarray) -> np.ndarray:
+        m = self.model
+        x = np.asarray(new_items, dtype=np.int64).reshape(-1)
+        st = self.start(x.size) if states is None else np.asarray(states, dtype=np.float32).reshape(x.size, self.state_size)
+        if x.min(initial=0) < 0 or x.max(initial=0) > m.n_items_:
+            raise NextclickError(f"gru4rec: item indices must lie in 0..{m.n_items_}, got {x.tolist()}")
+        known = x > 0
+        if not known.any():
+            return st.copy()
+        if x.size <= 4:  # numpy: less per-operation overhead, and too small for BLAS threads
+            Hn = m.net_.forward_np(x, st)
+        else:
+            with torch.no_grad(), _one_thread():
+                layers = np.split(st, np.cumsum(m.config.layers)[:-1], axis=1)
+                H = [torch.from_numpy(np.ascontiguousarray(h)) for h in layers]
+                Hn = torch.cat(m.net_.forward(torch.from_numpy(x), H), dim=1).numpy()
+        return np.array(Hn if known.all() else np.where(known[:, None], Hn, st), dtype=np.float32, copy=True)
+
+    def queries(self, states: np.ndarray | None, clicks: Sequence[np.ndarray]) -> torch.Tensor:
+        st = self.start(len(clicks)) if states is None else np.asarray(states, dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(st[:, -self.model.config.layers[-1] :]))
+
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model._output_matrix()
+
+    def scores(self, states: np.ndarray | None, clicks: Sequence[np.ndarray]) -> np.ndarray:
+        W, b = self.model._output_matrix()
+        with torch.no_grad(), _one_thread():
+            scores = torch.addmm(b, self.queries(states, clicks), W.t()).numpy()
+        scores[:, 0] = -np.inf
+        return scores
+
+
+GRU4Rec.Live = GRU4RecLive

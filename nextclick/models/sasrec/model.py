@@ -89,6 +89,7 @@ from nextclick.data.batching import pad_arrays, pad_prefixes, trim_padding
 from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
+from nextclick.models.live import LiveSessions
 from nextclick.models.sasrec.config import PRESETS, SASRecConfig, check_config, valid_cutoffs
 from nextclick.models.sasrec.net import SASRecNet, eval_mode
 from nextclick.models.sasrec.train import train_net
@@ -179,23 +180,6 @@ class SASRec(Recommender):
         return out
 
     # ------------------------------------------------------------------ live sessions (serving)
-    def output_layer(self) -> tuple[torch.Tensor, None]:
-        return self.net_.item_emb.weight.detach(), None
-
-    def live_query(self, states, clicks, new_items):  # type: ignore[override]
-        """Hidden state at the last position of each session's last T known clicks (no state of
-        its own: the store keeps the clicks)."""
-        self._check_fitted()
-        T = self.config.max_len
-        seqs = [np.asarray(c, dtype=np.int64) for c in clicks]
-        x = trim_padding(pad_arrays([s[(s > 0) & (s <= self.n_items_)] for s in seqs], T)[0])  # (B, t)
-        empty = (x > 0).sum(1) == 0
-        if empty.any():  # not expected from the service (it answers those with popularity)
-            raise NextclickError("sasrec.live_query: a session has no known click")
-        with eval_mode(self.net_), torch.no_grad():
-            h = self.net_.forward_last(x)
-        return states, h.float().cpu().contiguous()
-
     def _score(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> np.ndarray:
         T = self.config.max_len
         out = np.empty((len(sess), self.n_items_ + 1), dtype=np.float32)
@@ -286,3 +270,26 @@ class SASRec(Recommender):
             self._build()
         self.net_.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
         self.net_.eval()
+
+
+class SASRecLive(LiveSessions):
+    """SASRec's live sessions: no state of its own (the store keeps the clicks); the query is the
+    hidden state at the last position over a session's last ``max_len`` known clicks."""
+
+    model: SASRec
+
+    def output_layer(self) -> tuple[torch.Tensor, None]:
+        return self.model.net_.item_emb.weight.detach(), None
+
+    def queries(self, states: np.ndarray | None, clicks: Sequence[np.ndarray]) -> torch.Tensor:
+        m = self.model
+        seqs = [np.asarray(c, dtype=np.int64) for c in clicks]
+        x = trim_padding(pad_arrays([s[(s > 0) & (s <= m.n_items_)] for s in seqs], m.config.max_len)[0])  # (B, t)
+        if ((x > 0).sum(1) == 0).any():  # not expected from the service (it answers those with popularity)
+            raise NextclickError("sasrec: a live session has no known click")
+        with eval_mode(m.net_), torch.no_grad():
+            h = m.net_.forward_last(x)
+        return h.float().cpu().contiguous()
+
+
+SASRec.Live = SASRecLive

@@ -363,11 +363,17 @@ def models() -> None:
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output click file (.parquet, .csv or .tsv).")],
-    n_sessions: Annotated[int, typer.Option(help="Sessions to generate.")] = 20_000,
-    n_items: Annotated[int, typer.Option(help="Catalogue size.")] = 2_000,
-    n_categories: Annotated[int, typer.Option(help="Categories.")] = 16,
-    days: Annotated[float, typer.Option(help="Days the log spans.")] = 14.0,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output click file (.parquet, .csv or .tsv), or a directory for Parquet parts.")
+    ],
+    size: Annotated[
+        str, typer.Option(help="Named size: small (the default shop), otto (OTTO's size), otto-tenth; written as parts.")
+    ] = "",
+    n_sessions: Annotated[Optional[int], typer.Option(help="Sessions to generate (default: the size's).")] = None,
+    n_items: Annotated[Optional[int], typer.Option(help="Catalogue size (default: the size's).")] = None,
+    n_categories: Annotated[Optional[int], typer.Option(help="Categories (default: the size's).")] = None,
+    days: Annotated[Optional[float], typer.Option(help="Days the log spans (default: the size's).")] = None,
+    chunk_sessions: Annotated[int, typer.Option(help="Sessions per Parquet part (directory output).")] = 250_000,
     with_sessions: Annotated[
         bool,
         typer.Option(
@@ -377,19 +383,31 @@ def generate(
     ] = True,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Write a synthetic shop's click log (the built-in default data)."""
-    from nextclick.data.synthetic import ShopConfig, generate_shop
+    """Write a synthetic shop's click log (the built-in default data).
 
-    shop = generate_shop(ShopConfig(n_sessions=n_sessions, n_items=n_items, n_categories=n_categories, days=days, seed=seed))
-    df = shop.clicks if with_sessions else shop.clicks.drop("SessionId")
+    A file name writes one file from memory; a directory (or --size) writes the log chunk by chunk
+    as DIR/clicks/part-NNNNN.parquet with the item table in DIR/items.parquet."""
+    from nextclick.data.synthetic import generate_shop, shop_size, write_shop
+
+    given = {"n_sessions": n_sessions, "n_items": n_items, "n_categories": n_categories, "days": days}
+    cfg = shop_size(size or "small", seed=seed, **{k: v for k, v in given.items() if v is not None})
     suffix = out.suffix.lower()
+    if size or not suffix:
+        counts = write_shop(cfg, out, chunk_sessions=chunk_sessions, with_sessions=with_sessions)
+        typer.echo(
+            f"wrote {counts['clicks']:,} clicks ({counts['sessions']:,} sessions, {counts['items']:,} items) "
+            f"in {counts['parts']} parts to {out / 'clicks'}; items in {out / 'items.parquet'}"
+        )
+        return
+    shop = generate_shop(cfg)
+    df = shop.clicks if with_sessions else shop.clicks.drop("SessionId")
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":
         df.write_parquet(out)
     elif suffix in (".csv", ".tsv"):
         df.write_csv(out, separator="," if suffix == ".csv" else "\t")
     else:
-        raise NextclickError(f"--out {out}: use a .parquet, .csv or .tsv file name")
+        raise NextclickError(f"--out {out}: use a .parquet, .csv or .tsv file name, or a directory")
     typer.echo(f"wrote {df.height:,} clicks to {out}")
 
 
@@ -438,6 +456,9 @@ def serve(
     admin_token_env: Annotated[
         str, typer.Option(help="Environment variable holding the token for POST /admin/reload (unset: reload via SIGHUP only).")
     ] = "NEXTCLICK_ADMIN_TOKEN",
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a client may take to send a request body (then 408).")
+    ] = 10.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve next-click recommendations over HTTP (FastAPI/uvicorn; OpenAPI at /docs)."""
@@ -460,6 +481,7 @@ def serve(
         scoring=scoring.value,
         model_worker=model_worker.value,
         admin_token=os.environ.get(admin_token_env) or None,
+        body_timeout=body_timeout,
     )
     uvicorn.run(
         create_app(settings),

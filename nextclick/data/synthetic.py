@@ -9,15 +9,24 @@ clothes). So the next click depends on the current click and on the session's cu
 which sequence models can learn and global popularity cannot.
 
 Generation is vectorized over sessions (one numpy step per click position, no Python loop per
-session). Leaf module: numpy + polars.
+session). :func:`generate_shop` returns a small shop as two frames; :func:`write_shop` writes a shop
+of any size (``SIZES["otto"]``: OTTO's size) chunk by chunk to a directory of Parquet parts.
+Leaf module: numpy + polars.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
+
+from nextclick.errors import NextclickError
+
+log = logging.getLogger(__name__)
 
 CATEGORY_NAMES = [
     "power tools",
@@ -85,14 +94,18 @@ def generate_shop(cfg: ShopConfig | None = None, **overrides: object) -> Shop:
     cfg = cfg or ShopConfig()
     if overrides:
         cfg = ShopConfig(**{**cfg.__dict__, **overrides})
-    if cfg.n_items < cfg.n_categories * 4:
-        raise ValueError("n_items must be at least 4 per category")
-    if cfg.mean_length < 2:
-        raise ValueError("mean_length must be >= 2")
+    _check(cfg)
     rng = np.random.default_rng(cfg.seed)  # drawn from in this order: catalogue, sessions, users and times
     cat = _catalogue(cfg, rng)
     lengths, items = _sessions(cfg, rng, cat)
     return _frames(cfg, rng, cat, lengths, items)
+
+
+def _check(cfg: ShopConfig) -> None:
+    if cfg.n_items < cfg.n_categories * 4:
+        raise ValueError("n_items must be at least 4 per category")
+    if cfg.mean_length < 2:
+        raise ValueError("mean_length must be >= 2")
 
 
 @dataclass
@@ -167,20 +180,44 @@ def _sessions(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue) -> tup
     return lengths, items
 
 
-def _frames(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, lengths: np.ndarray, items: np.ndarray) -> Shop:
-    """Users and click times drawn for the sessions, and the shop's own item ids: the two frames."""
-    S, n_cat, n_items = cfg.n_sessions, cfg.n_categories, cfg.n_items
+def _click_times(cfg: ShopConfig, rng: np.random.Generator, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The user of every session (S,), the session of every click and the click times (floored
+    unix seconds), drawn in this order: users, session starts, gaps between clicks."""
+    S = lengths.size
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    n_users = cfg.n_users or max(S // 3, 1)
+    n_users = cfg.n_users or max(cfg.n_sessions // 3, 1)
     user = rng.integers(0, n_users, size=S)
     start = cfg.start_time + rng.random(S) * cfg.days * 86_400.0
-    gaps = np.minimum(rng.exponential(cfg.mean_gap_seconds, size=items.size), 1_200.0) + 1.0
+    gaps = np.minimum(rng.exponential(cfg.mean_gap_seconds, size=int(offsets[-1])), 1_200.0) + 1.0
     sess_of = np.repeat(np.arange(S), lengths)
     gaps[offsets[:-1]] = 0.0
     csum_g = np.cumsum(gaps)
     t_in = csum_g - np.repeat(csum_g[offsets[:-1]], lengths)
-    times = np.floor(start[sess_of] + t_in)
-    item_ids = 100_000 + 7 * rng.permutation(n_items)  # the shop's own ids: not 1..n
+    return user, sess_of, np.floor(start[sess_of] + t_in)
+
+
+def _category_names(n_cat: int) -> list[str]:
+    return [
+        CATEGORY_NAMES[c % len(CATEGORY_NAMES)] + ("" if c < len(CATEGORY_NAMES) else f" {c // len(CATEGORY_NAMES)}")
+        for c in range(n_cat)
+    ]
+
+
+def _item_table(cfg: ShopConfig, cat: _Catalogue, item_ids: np.ndarray) -> pl.DataFrame:
+    names = _category_names(cfg.n_categories)
+    return pl.DataFrame(
+        {
+            "ItemId": item_ids.astype(np.int64),
+            "Category": cat.cat_of.astype(np.int64),
+            "CategoryName": pl.Series(names, dtype=pl.String).gather(cat.cat_of),
+        }
+    ).sort("ItemId")
+
+
+def _frames(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, lengths: np.ndarray, items: np.ndarray) -> Shop:
+    """Users and click times drawn for the sessions, and the shop's own item ids: the two frames."""
+    user, sess_of, times = _click_times(cfg, rng, lengths)
+    item_ids = 100_000 + 7 * rng.permutation(cfg.n_items)  # the shop's own ids: not 1..n
     clicks = pl.DataFrame(
         {
             "UserId": user[sess_of].astype(np.int64),
@@ -189,15 +226,98 @@ def _frames(cfg: ShopConfig, rng: np.random.Generator, cat: _Catalogue, lengths:
             "Time": times,
         }
     ).sort(["Time", "SessionId"])
-    names = [
-        CATEGORY_NAMES[c % len(CATEGORY_NAMES)] + ("" if c < len(CATEGORY_NAMES) else f" {c // len(CATEGORY_NAMES)}")
-        for c in range(n_cat)
-    ]
-    catalogue = pl.DataFrame(
+    return Shop(clicks, _item_table(cfg, cat, item_ids), cfg)
+
+
+# Named sizes for `nextclick generate --size`: "otto" is the size of OTTO's public session log
+# (1.86M items, 12.9M sessions, 216.7M clicks over four weeks); "otto-tenth" a tenth of it.
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {},
+    "otto": {
+        "n_items": 1_855_603,
+        "n_sessions": 12_899_779,
+        "n_categories": 512,
+        "mean_length": 16.8,
+        "max_length": 500,
+        "days": 28.0,
+    },
+    "otto-tenth": {
+        "n_items": 185_560,
+        "n_sessions": 1_289_978,
+        "n_categories": 256,
+        "mean_length": 16.8,
+        "max_length": 500,
+        "days": 28.0,
+    },
+}
+
+
+def shop_size(name: str, **overrides: Any) -> ShopConfig:
+    """The :class:`ShopConfig` of a named size (see ``SIZES``), with ``overrides`` on top."""
+    if name not in SIZES:
+        raise NextclickError(f"--size must be one of {', '.join(SIZES)}, got {name!r}")
+    return ShopConfig(**{**SIZES[name], **overrides})
+
+
+@dataclass
+class ShopCatalogue:
+    """What every chunk of a chunked shop shares: the catalogue and the shop's item ids."""
+
+    cat: _Catalogue
+    item_ids: np.ndarray  # (n_items,) the shop's own id of every item index
+
+
+def shop_catalogue(cfg: ShopConfig) -> ShopCatalogue:
+    """The catalogue of a chunked shop, drawn from ``cfg.seed`` alone."""
+    _check(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    cat = _catalogue(cfg, rng)
+    return ShopCatalogue(cat, 100_000 + 7 * rng.permutation(cfg.n_items))
+
+
+def shop_chunk(cfg: ShopConfig, catalogue: ShopCatalogue, index: int, chunk_sessions: int) -> pl.DataFrame:
+    """Chunk ``index`` of a chunked shop: sessions ``index * chunk_sessions`` onwards, drawn from a
+    generator seeded with ``(cfg.seed, index)``, so any chunk is regenerated alone. The log is
+    fixed by the config and ``chunk_sessions`` (another chunk size draws other sessions).
+    Clicks in time order, with the columns of :func:`generate_shop`'s frame."""
+    first = index * chunk_sessions
+    n = min(chunk_sessions, cfg.n_sessions - first)
+    if n <= 0:
+        raise ValueError(f"chunk {index} lies past the shop's {cfg.n_sessions} sessions")
+    rng = np.random.default_rng([cfg.seed, index])
+    sub = ShopConfig(**{**cfg.__dict__, "n_sessions": n})
+    lengths, items = _sessions(sub, rng, catalogue.cat)
+    user, sess_of, times = _click_times(cfg, rng, lengths)
+    return pl.DataFrame(
         {
-            "ItemId": item_ids.astype(np.int64),
-            "Category": cat.cat_of.astype(np.int64),
-            "CategoryName": [names[c] for c in cat.cat_of],
+            "UserId": user[sess_of].astype(np.int64),
+            "SessionId": (first + sess_of).astype(np.int64),
+            "ItemId": catalogue.item_ids[items].astype(np.int64),
+            "Time": times,
         }
-    ).sort("ItemId")
-    return Shop(clicks, catalogue, cfg)
+    ).sort(["Time", "SessionId"])
+
+
+def write_shop(cfg: ShopConfig, out: str | Path, chunk_sessions: int = 250_000, with_sessions: bool = True) -> dict[str, int]:
+    """Write a chunked shop to the directory ``out``: ``clicks/part-00000.parquet``, ... (one part
+    per chunk of sessions, see :func:`shop_chunk`) and ``items.parquet`` beside the parts' folder.
+    Only one chunk is in memory at a time. Returns the counts written."""
+    if chunk_sessions < 1:
+        raise NextclickError(f"--chunk-sessions must be positive, got {chunk_sessions}")
+    out = Path(out)
+    parts = out / "clicks"
+    if parts.exists() and any(parts.iterdir()):
+        raise NextclickError(f"--out {out}: {parts} is not empty; choose a new directory")
+    parts.mkdir(parents=True, exist_ok=True)
+    catalogue = shop_catalogue(cfg)
+    _item_table(cfg, catalogue.cat, catalogue.item_ids).write_parquet(out / "items.parquet")
+    n_chunks = -(-cfg.n_sessions // chunk_sessions)
+    clicks = 0
+    for k in range(n_chunks):
+        df = shop_chunk(cfg, catalogue, k, chunk_sessions)
+        if not with_sessions:
+            df = df.drop("SessionId")
+        df.write_parquet(parts / f"part-{k:05d}.parquet", compression="lz4")
+        clicks += df.height
+        log.info("part %d/%d: %d clicks", k + 1, n_chunks, df.height)
+    return {"parts": n_chunks, "sessions": cfg.n_sessions, "items": cfg.n_items, "clicks": clicks}

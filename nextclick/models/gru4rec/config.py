@@ -40,6 +40,11 @@ class GRU4RecConfig:
     # process forked after such a fit must not train again (GNU OpenMP aborts the child); with its
     # workqueue layer (no OpenMP or TBB), two such fits must not run at once in one process.
     n_threads: int = 1
+    # how a training step runs: "compiled" (numba loops with hand-written gradients, CPU only) or
+    # "torch" (tensor operations and autograd, the same maths; the one that runs on a CUDA device
+    # and across processes launched by torchrun)
+    engine: Literal["compiled", "torch"] = "compiled"
+    device: str = "cpu"  # the torch engine's device: "cpu", "cuda" or "cuda:<index>"
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, int):
@@ -78,6 +83,12 @@ def check_config(c: GRU4RecConfig) -> None:
         raise bad("sample_cache_max_size", f"at least n_sample={c.n_sample}")
     if c.session_order not in ("time", "random"):
         raise bad("session_order", "'time' or 'random'")
+    if c.engine not in ("compiled", "torch"):
+        raise bad("engine", "'compiled' or 'torch'")
+    if not (c.device == "cpu" or c.device == "cuda" or c.device.startswith("cuda:")):
+        raise bad("device", "'cpu', 'cuda' or 'cuda:<index>'")
+    if c.device != "cpu" and c.engine != "torch":
+        raise bad("device", "'cpu' with engine='compiled' (the torch engine runs on CUDA devices)")
 
 
 

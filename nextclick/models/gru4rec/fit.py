@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from nextclick.models.gru4rec.config import GRU4RecConfig
 from nextclick.models.gru4rec.net import Net, torch_threads
 from nextclick.models.gru4rec.sampling import SampleStore
 from nextclick.models.gru4rec.train import Trainer
+
+if TYPE_CHECKING:
+    from nextclick.models.gru4rec.train_torch import TorchTrainer
 
 
 @contextmanager
@@ -79,6 +83,13 @@ class EpochPlan:
     def n_events(self) -> int:
         return int(self.x.numel())
 
+    def to(self, device: torch.device) -> EpochPlan:
+        """The plan's tensors on ``device`` (itself on the CPU)."""
+        if device.type == "cpu":
+            return self
+        t = {k: v.to(device) for k, v in self.keep.items()}
+        return EpochPlan(self.x.to(device), self.y.to(device), self.carry.to(device), self.off, self.size, self.has_reset, t)
+
 
 
 @dataclass
@@ -98,10 +109,22 @@ def epochs(cfg: GRU4RecConfig, train: Sessions, counts: np.ndarray, n_items: int
     epoch; negatives come from a :class:`~.sampling.SampleStore` sized to what the whole training
     uses. The iterator holds the thread settings of training (torch and BLAS on one thread,
     numba's pool on ``n_threads``) while it runs, including while the caller handles an epoch.
+
+    With ``engine="torch"`` under ``torchrun`` (several ranks) the process joins the group, trains
+    on its shard of the sessions (every ``world``-th in time order) with a sample store of its own
+    and ``batch_size`` slots, and the ranks step together (:mod:`.train_torch`); every rank ends
+    with the same weights.
     """
     rng = np.random.default_rng(cfg.seed)
     if cfg.session_order == "time" and train.times is not None:  # oldest session first
         train = train.select(np.argsort(train.times[train.offsets[:-1]], kind="stable"))
+    rank, world = 0, 1
+    if cfg.engine == "torch":
+        from nextclick.models import distributed
+
+        rank, world = distributed.init(torch.device(cfg.device))
+        if world > 1:
+            train = train.select(distributed.shard(np.arange(train.n_sessions), rank, world))
     order = "given" if cfg.session_order == "time" else "random"
     batches = SessionParallelBatches(train, cfg.batch_size, order=order, seed=cfg.seed)
     plan = EpochPlan.build(batches)
@@ -110,7 +133,8 @@ def epochs(cfg: GRU4RecConfig, train: Sessions, counts: np.ndarray, n_items: int
     store = None
     if cfg.n_sample:  # never draw more negatives in advance than the whole training uses
         size = min(cfg.sample_cache_max_size, cfg.n_sample * len(plan.size) * cfg.n_epochs)
-        store = SampleStore(counts**cfg.sample_alpha, cfg.n_sample, size, rng)
+        store_rng = rng if world == 1 else np.random.default_rng([cfg.seed, 2, rank])  # the net's draws stay shared
+        store = SampleStore(counts**cfg.sample_alpha, cfg.n_sample, size, store_rng)
     net = Net.create(cfg, n_items, rng)
     return net, _run(net, cfg, counts, batches, plan, store, reshuffle=order == "random")
 
@@ -119,6 +143,9 @@ def _run(
     net: Net, cfg: GRU4RecConfig, counts: np.ndarray, batches: SessionParallelBatches, plan: EpochPlan,
     store: SampleStore | None, reshuffle: bool,
 ) -> Iterator[Epoch]:
+    if cfg.engine == "torch":
+        yield from _run_torch(net, cfg, counts, batches, plan, store, reshuffle)
+        return
     # numba's products call scipy's BLAS: load it before the limits so that they cover it too
     import scipy.linalg.cython_blas  # noqa: F401
 
@@ -138,13 +165,47 @@ def _run(
             yield Epoch(epoch, loss, n_ev, time.perf_counter() - t0)
 
 
-def run_epoch(trainer: Trainer, plan: EpochPlan, store: SampleStore | None, epoch: int) -> tuple[float, int]:
-    """One pass over the session-parallel steps; returns the mean loss per event and #events."""
+def _run_torch(
+    net: Net, cfg: GRU4RecConfig, counts: np.ndarray, batches: SessionParallelBatches, plan: EpochPlan,
+    store: SampleStore | None, reshuffle: bool,
+) -> Iterator[Epoch]:
+    """:func:`_run` for ``engine="torch"``: torch on ``n_threads`` threads, the weights written
+    back to the net after every epoch."""
+    from nextclick.models import distributed
+    from nextclick.models.gru4rec.train_torch import TorchTrainer
+
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NextclickError(f"gru4rec: device={cfg.device!r} but this torch build sees no CUDA device")
+    with torch_threads(cfg.n_threads), torch.no_grad():
+        trainer = TorchTrainer(net, cfg, counts, cfg.device)
+        for epoch in range(cfg.n_epochs):
+            if epoch and reshuffle:
+                plan = EpochPlan.build(batches)
+            n_steps = len(plan.size)
+            if trainer.world > 1:  # every rank takes part in every step, some in empty ones at the end
+                steps = torch.zeros(trainer.world, dtype=torch.int64)
+                steps[trainer.rank] = n_steps
+                n_steps = int(distributed.all_reduce_sum(steps.to(device)).max())
+            t0 = time.perf_counter()
+            loss, n_ev = run_epoch(trainer, plan.to(device), store, epoch, n_steps)
+            trainer.sync()
+            yield Epoch(epoch, loss, n_ev, time.perf_counter() - t0)
+
+
+def run_epoch(
+    trainer: Trainer | TorchTrainer, plan: EpochPlan, store: SampleStore | None, epoch: int, n_steps: int | None = None
+) -> tuple[float, int]:
+    """One pass over the session-parallel steps; returns the mean loss per event and #events.
+    ``n_steps`` beyond the plan's steps: empty steps at the end (a rank of a data-parallel fit
+    whose shard ran out takes part in the others' steps)."""
     from tqdm.auto import tqdm
 
     cfg = trainer.cfg
-    skip_single = cfg.loss == "bpr-max" and store is None  # one slot, no negatives: no BPR-max
-    H = [torch.zeros(plan.size[0], Dl) for Dl in cfg.layers]
+    synchronous = getattr(trainer, "world", 1) > 1  # every rank must take every step
+    skip_single = cfg.loss == "bpr-max" and store is None and not synchronous  # one slot, no negatives: no BPR-max
+    dev = plan.x.device
+    H = [torch.zeros(plan.size[0], Dl, device=dev) for Dl in cfg.layers]
     total, n_ev = 0.0, 0
     bar = tqdm(
         total=plan.n_events,
@@ -174,5 +235,7 @@ def run_epoch(trainer: Trainer, plan: EpochPlan, store: SampleStore | None, epoc
         n_ev += b
         if t % 64 == 63:
             bar.update(o + b - bar.n)
+    for _ in range(len(plan.off), n_steps or 0):  # empty steps: the other ranks' tail
+        trainer.step(plan.x[:0], plan.y[:0], store.next() if store else None, [h[:0] for h in H])
     bar.close()
     return total / max(n_ev, 1), n_ev

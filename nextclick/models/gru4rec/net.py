@@ -46,7 +46,8 @@ def gru_cell(gx: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
     D = h.shape[1]
     rz = torch.add(gx[:, : 2 * D], gh[:, : 2 * D]).sigmoid_()  # (k, 2D)
     n = torch.addcmul(gx[:, 2 * D :], rz[:, :D], gh[:, 2 * D :]).tanh_()  # (k, D)
-    return torch.addcmul(h, rz[:, D:], n.sub_(h))  # h + z (n - h)
+    d = n - h if n.requires_grad else n.sub_(h)  # autograd keeps tanh's output for its backward
+    return torch.addcmul(h, rz[:, D:], d)  # h + z (n - h)
 
 
 def _uniform(rng: np.random.Generator, fan_in: int, fan_out: int, shape: tuple[int, ...]) -> np.ndarray:

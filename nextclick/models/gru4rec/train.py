@@ -30,6 +30,40 @@ _NO_DROPOUT = ph.Dropout(np.uint64(0), np.uint32(0), 1.0, _NONE)
 _NO_BLOCKS = np.zeros((1, 0, 0), np.float32)  # GateGrads.db of a layer below the top (no block sums)
 
 
+def logq_tables(cfg: GRU4RecConfig, popularity: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Cross-entropy's logQ offsets per item: ``logq * log(count)`` for the in-batch targets and
+    ``logq * sample_alpha * log(count)`` for the shared samples (their sampling distribution);
+    ``(None, None)`` for BPR-max or ``logq`` 0. Items never seen get 0."""
+    if cfg.loss != "cross-entropy" or cfg.logq <= 0:
+        return None, None
+    with np.errstate(divide="ignore"):
+        lp = np.log(popularity.astype(np.float64))
+    lp[~np.isfinite(lp)] = 0.0  # never sampled nor a target
+    return (
+        torch.from_numpy((cfg.logq * lp).astype(np.float32)),
+        torch.from_numpy((cfg.logq * cfg.sample_alpha * lp).astype(np.float32)),
+    )
+
+
+def distinct_columns(
+    y: torch.Tensor, neg: torch.Tensor, xe: bool, logq_t: torch.Tensor | None, logq_s: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """A step's output items as tensor operations (on ``y``'s device): the targets ``y`` (b,),
+    then each distinct item of ``neg`` once, in item order, with cross-entropy's offsets (logQ,
+    and ``-log(count)`` for a negative drawn ``count`` times) or BPR-max's column weights (the
+    counts): ``(y_all, lq, w)``, None where not used."""
+    b, dev = y.numel(), y.device
+    u, c = torch.unique(neg, return_counts=True)
+    u = u.long()
+    y_all = torch.cat((y, u))
+    if not xe:
+        return y_all, None, torch.cat((torch.ones(b, device=dev), c.float()))
+    lq = logq_t.index_select(0, y_all) if logq_t is not None else torch.zeros(y_all.numel(), device=dev)
+    lq_s = logq_s.index_select(0, u) if logq_s is not None else torch.zeros(u.numel(), device=dev)
+    lq[b:] = lq_s.sub_(c.float().log())
+    return y_all, lq, None
+
+
 class AdagradM:
     """Adagrad with momentum over the flat dense vector and over touched rows of item matrices.
 
@@ -109,13 +143,7 @@ class Trainer:
         self.scale = 1.0 / cfg.batch_size
         self._k = constants(np.float32, cfg.elu_param, cfg.bpreg, self.scale)  # BPR-max's scalars
         self.xe = cfg.loss == "cross-entropy"
-        self.logq_t = self.logq_s = None
-        if self.xe and cfg.logq > 0:
-            with np.errstate(divide="ignore"):
-                lp = np.log(popularity.astype(np.float64))
-            lp[~np.isfinite(lp)] = 0.0  # never sampled nor a target
-            self.logq_t = torch.from_numpy((cfg.logq * lp).astype(np.float32))
-            self.logq_s = torch.from_numpy((cfg.logq * cfg.sample_alpha * lp).astype(np.float32))
+        self.logq_t, self.logq_s = logq_tables(cfg, popularity)
         self._w = [self._weights(l) for l in range(len(net.sizes))]  # views: fixed for the net's life
         self._gw = [self._weights(l, grads=True) for l in range(len(net.sizes))]
 
@@ -203,15 +231,7 @@ class Trainer:
             )
             t = torch.from_numpy
             return t(y_all[:M]), (t(lq[:M]) if self.xe else None), (None if self.xe else t(w[:M]))
-        u, c = torch.unique(neg, return_counts=True)
-        u = u.long()
-        y_all = torch.cat((y, u))
-        if not self.xe:
-            return y_all, None, torch.cat((torch.ones(b), c.float()))
-        lq = self.logq_t.index_select(0, y_all) if self.logq_t is not None else torch.zeros(y_all.numel())
-        lq_s = self.logq_s.index_select(0, u) if self.logq_s is not None else torch.zeros(u.numel())
-        lq[b:] = lq_s.sub_(c.float().log())
-        return y_all, lq, None
+        return distinct_columns(y, neg, self.xe, self.logq_t, self.logq_s)
 
     def loss(self, f: Fwd, dR: np.ndarray, dh: np.ndarray) -> float:
         """Scores and loss; fills ``dR`` (b, M) with dL/dscores and ``dh`` (b, D + 1) with

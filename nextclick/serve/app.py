@@ -18,6 +18,7 @@ Endpoints: ``POST /v1/sessions/{id}/clicks``, ``GET /v1/sessions/{id}/recommenda
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import signal
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from nextclick.serve import service
 from nextclick.serve.metrics import Metrics
 from nextclick.serve.middleware import FastClicks, GuardMiddleware
-from nextclick.serve.schemas import ReloadBody, build_schemas
+from nextclick.serve.schemas import ReloadBody, build_schemas, error_responses
 from nextclick.serve.service import Runtime, ServiceError
 from nextclick.serve.settings import Settings
 from nextclick.serve.store import SessionStore
@@ -60,8 +61,8 @@ class _App(FastAPI):
         inner = super().build_middleware_stack()
         if self.guard is None:
             return inner
-        metrics, max_body, fast = self.guard
-        return GuardMiddleware(inner, metrics=metrics, max_body=max_body, fast=fast)
+        metrics, settings, fast = self.guard
+        return GuardMiddleware(inner, metrics=metrics, settings=settings, fast=fast)
 
 
 def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI:
@@ -91,7 +92,7 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
         description="Next-click recommendations for live anonymous sessions.",
         lifespan=lifespan,
     )
-    app.guard = (metrics, settings.max_body_bytes, fast)
+    app.guard = (metrics, settings, fast)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -107,6 +108,13 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
     return app
 
 
+def token_ok(authorization: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>``, compared in constant time
+    (no timing side channel on how much of the token was right)."""
+    given = (authorization or "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given, f"Bearer {token}".encode("utf-8", "surrogateescape"))
+
+
 def _rt(request: Request) -> Runtime:
     return request.app.state.rt
 
@@ -118,14 +126,16 @@ def _session_routes(app: FastAPI, s: Settings) -> None:
     SessionId = Annotated[  # noqa: N806 (a type)
         str, PathParam(min_length=1, max_length=s.max_session_id_length, description="Opaque session id.")]
 
-    @app.post("/v1/sessions/{session_id}/clicks", response_model=Out, tags=["sessions"])
+    @app.post("/v1/sessions/{session_id}/clicks", response_model=Out, tags=["sessions"],
+              responses=error_responses(400, 408, 413, 422, 503))
     async def click(session_id: SessionId, body: ClickBody, rt: Runtime = Depends(_rt)) -> Response:
         """Append a click to an anonymous session and return its next-click recommendations."""
         service.check_options(s, body.k, body.allow, body.deny)
         return _json(await service.append_click(
             rt, session_id, body.item, body.k or s.default_k, body.exclude_seen, body.allow, body.deny))
 
-    @app.get("/v1/sessions/{session_id}/recommendations", response_model=Out, tags=["sessions"])
+    @app.get("/v1/sessions/{session_id}/recommendations", response_model=Out, tags=["sessions"],
+             responses=error_responses(400, 422, 503))
     async def session_recommendations(
         session_id: SessionId,
         k: Annotated[int, Query(ge=1, le=s.max_k)] = s.default_k,
@@ -135,13 +145,14 @@ def _session_routes(app: FastAPI, s: Settings) -> None:
         """Recommendations for a session as it stands (popularity for an unknown session)."""
         return _json(await service.session_recommendations(rt, session_id, k, exclude_seen))
 
-    @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["sessions"])
+    @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["sessions"], responses=error_responses(400, 404, 503))
     async def delete_session(session_id: SessionId, rt: Runtime = Depends(_rt)) -> Response:
         """Forget a session."""
         await service.delete_session(rt, session_id)
         return Response(status_code=204)
 
-    @app.post("/v1/recommendations", response_model=Out, tags=["stateless"])
+    @app.post("/v1/recommendations", response_model=Out, tags=["stateless"],
+              responses=error_responses(408, 413, 422, 503))
     async def stateless(body: StatelessBody, rt: Runtime = Depends(_rt)) -> Response:
         """Recommendations for a list of clicks the caller keeps itself (nothing is stored)."""
         service.check_options(s, body.k, body.allow, body.deny, body.items)
@@ -175,14 +186,14 @@ def _ops_routes(app: FastAPI, s: Settings) -> None:
         rt.metrics.topk_fallbacks.set(rt.stats.topk_fallbacks)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", tags=["ops"])
+    @app.post("/admin/reload", tags=["ops"], responses=error_responses(400, 401, 403, 408, 413, 422))
     async def reload(
         body: Optional[ReloadBody] = None, authorization: Annotated[str | None, Header()] = None, rt: Runtime = Depends(_rt)
     ) -> Response:
         """Load a new artifact and switch to it without dropping requests. Needs ``Authorization: Bearer <token>``."""
         if not s.admin_token:
             raise HTTPException(403, "reload is disabled: no admin token configured")
-        if authorization != f"Bearer {s.admin_token}":
+        if not token_ok(authorization, s.admin_token):
             raise HTTPException(401, "missing or wrong admin token")
         try:
             loaded = await service.reload_model(rt, body.model_dir if body else None)

@@ -11,10 +11,12 @@ which validates it and answers (e.g. 422 with details).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -25,6 +27,7 @@ from nextclick.serve.settings import Settings
 log = logging.getLogger(__name__)
 
 _CLICK_PATH = re.compile(r"^/v1/sessions/([^/]+)/clicks$")
+_SESSIONS = b"/v1/sessions/"
 _CLICK_KEYS = frozenset({"item", "k", "exclude_seen", "allow", "deny"})
 _JSON = (b"content-type", b"application/json")
 
@@ -75,12 +78,28 @@ class FastClicks:
         return self.parse(raw)
 
 
-async def send_json(send: Any, status: int, body: Any) -> None:
-    """A whole JSON response on a raw ASGI ``send``."""
+async def send_json(send: Any, status: int, body: Any, close: bool = False) -> None:
+    """A whole JSON response on a raw ASGI ``send`` (``close``: and the connection ends after it)."""
     data = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [_JSON, (b"content-length", str(len(data)).encode())]})
+    headers = [_JSON, (b"content-length", str(len(data)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+def _utf8_path(scope: dict) -> bool:
+    """Whether a session path's percent-escapes decode to valid UTF-8. The server decodes the
+    path with replacement characters, so without this check ``z%FF%FEz`` and ``z%FE%FFz`` would
+    name the same session."""
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    if not raw.startswith(_SESSIONS):
+        return True
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _read_headers(scope: dict, max_body: int) -> tuple[bool, bool]:
@@ -99,14 +118,17 @@ def _read_headers(scope: dict, max_body: int) -> tuple[bool, bool]:
 
 
 class GuardMiddleware:
-    """Pure ASGI: refuses bodies over the limit (413, before parsing), records metrics, and serves
-    well-formed clicks without FastAPI's routing, dependency injection and validation layers. A
-    click body the fast path does not recognise as valid goes to the FastAPI route unchanged."""
+    """Pure ASGI: refuses bodies over the limit (413, before parsing) or slower than
+    ``settings.body_timeout`` (408), session ids that are not valid UTF-8 (400), records metrics,
+    and serves well-formed clicks without FastAPI's routing, dependency injection and validation
+    layers. A click body the fast path does not recognise as valid goes to the FastAPI route
+    unchanged."""
 
-    def __init__(self, app: Any, metrics: Metrics, max_body: int, fast: FastClicks | None = None) -> None:
+    def __init__(self, app: Any, metrics: Metrics, settings: Settings, fast: FastClicks | None = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.max_body = max_body
+        self.max_body = settings.max_body_bytes
+        self.body_timeout = settings.body_timeout
         self.fast = fast
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
@@ -121,32 +143,44 @@ class GuardMiddleware:
         refused = [False]
 
         async def send_wrapper(message: dict) -> None:
-            if refused[0]:  # we already answered 413; drop whatever the app still sends
+            if refused[0]:  # we already answered; drop whatever the app still sends
                 return
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
 
-        async def refuse() -> None:
-            await send_json(send_wrapper, 413, {"detail": f"request body larger than {self.max_body} bytes"})
+        async def refuse(code: int, detail: str) -> None:
+            await send_json(send_wrapper, code, {"detail": detail}, close=code in (408, 413))
             refused[0] = True
+            status[0] = code
 
         too_big, json_body = _read_headers(scope, self.max_body)
-        if too_big:
-            await refuse()
-            self._record(label, 413, t0)
+        if too_big or not _utf8_path(scope):
+            if too_big:
+                await refuse(413, f"request body larger than {self.max_body} bytes")
+            else:
+                await refuse(400, "session id: not valid UTF-8 once its %-escapes are decoded")
+            self._record(label, status[0], t0)
             return
-        seen = 0
+        seen, body_done = 0, False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, body_done
             if refused[0]:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:  # after the body: only a disconnect can come, whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout):  # no extra task, unlike wait_for
+                    message = await receive()
+            except TimeoutError:  # a stalled upload holds no connection for ever
+                await refuse(408, f"request body not received within {self.body_timeout:g} s")
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if seen > self.max_body:  # chunked upload past the limit: answer now, stop reading
-                    await refuse()
+                    await refuse(413, f"request body larger than {self.max_body} bytes")
                     return {"type": "http.disconnect"}
             return message
 
@@ -157,9 +191,9 @@ class GuardMiddleware:
             and (sid := fast.session_id(path)) is not None
         ):
             raw = await _read_body(limited_receive)
-            if raw is None:  # client gone (or refused): nothing to answer
+            if raw is None:  # client gone (or refused): nothing more to answer
                 if refused[0]:
-                    self._record(label, 413, t0)
+                    self._record(label, status[0], t0)
                 return
             if await self._fast_click(fast, sid, raw, send, t0):
                 return

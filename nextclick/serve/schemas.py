@@ -19,6 +19,27 @@ def item_id_type(max_id_length: int) -> Any:
     return as_int | as_str
 
 
+class ErrorOut(BaseModel):
+    """The body of every error answer: what was wrong (a list of fields for a 422)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers ``codes`` a route can give."""
+    what = {
+        400: "Malformed request (e.g. a session id that is not valid UTF-8)",
+        401: "Missing or wrong admin token",
+        403: "Reload disabled (no admin token configured)",
+        404: "No such session",
+        408: "The request body did not arrive in time",
+        413: "Request body or an item list too large",
+        422: "Invalid body or parameter",
+        503: "The model process is restarting or the session store is unreachable",
+    }
+    return {c: {"model": ErrorOut, "description": what[c]} for c in codes}
+
+
 class ReloadBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model_dir: str | None = Field(
@@ -37,16 +58,17 @@ class Schemas:
 
 def build_schemas(settings: Settings) -> Schemas:
     """The request and response bodies for ``settings``. Limits that answer 413 rather than 422
-    (list lengths) and ``k``'s upper bound are checked by
-    :func:`nextclick.serve.service.check_options`."""
+    (list lengths) are checked by :func:`nextclick.serve.service.check_options`. Fields are
+    strict: ``k`` is a JSON integer (not ``true`` or ``"5"``), ``exclude_seen`` a JSON boolean."""
     ItemId = item_id_type(settings.max_id_length)  # noqa: N806 (a type)
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         k: int | None = Field(
-            None, ge=1, description=f"How many items (default {settings.default_k}, at most {settings.max_k})."
+            None, ge=1, le=settings.max_k, strict=True,
+            description=f"How many items (default {settings.default_k}, at most {settings.max_k}).",
         )
-        exclude_seen: bool = Field(False, description="Never recommend an item the session already clicked.")
+        exclude_seen: bool = Field(False, strict=True, description="Never recommend an item the session already clicked.")
         allow: list[ItemId] | None = Field(None, description="Recommend only these items (e.g. in stock).")
         deny: list[ItemId] | None = Field(None, description="Never recommend these items (e.g. out of stock).")
 

@@ -24,6 +24,7 @@ class Settings:
     max_id_length: int = 64  # characters of a string item id
     max_session_id_length: int = 128
     max_body_bytes: int = 65_536
+    body_timeout: float = 10.0  # seconds a client may take to send a request body (then 408)
     max_batch: int = 64  # requests scored together at most
     admin_token: str | None = None  # POST /admin/reload is disabled without one
     torch_threads: int = 1

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from nextclick.data.io import ReadOptions, read_clicks
+from nextclick.data.io import IdCodes, ReadOptions, read_clicks
 from nextclick.data.sessions import Sessions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
@@ -217,8 +217,12 @@ def write_dataset(
     meta: dict[str, Any],
     sources: list[Path] | None = None,
     overwrite: bool = False,
+    codes: IdCodes | None = None,
 ) -> Dataset:
     """Write a prepared dataset to ``path`` (see :func:`check_output_dir` for what is refused).
+
+    With ``codes``, the frames' id columns hold compact codes (see :class:`IdCodes`): the files get
+    the shop's ids back, a slice of rows at a time.
 
     Each file is written under a temporary name and renamed into place; meta.json comes last, so
     an interrupted write never leaves a meta.json that names half-written splits.
@@ -235,7 +239,7 @@ def write_dataset(
     for role, df in frames.items():
         files[role] = f"{role}.parquet"
         tmp = path / f".{files[role]}.tmp"
-        sort_clicks(df).write_parquet(tmp, compression="lz4")
+        _write_split(sort_clicks(df), tmp, codes)
         tmp.replace(path / files[role])
     full = {
         "format": DATASET_FORMAT,
@@ -249,6 +253,18 @@ def write_dataset(
     tmp.write_text(json.dumps(full, indent=1))
     tmp.replace(path / META)
     return Dataset(path, full)
+
+
+def _write_split(df: pl.DataFrame, path: Path, codes: IdCodes | None, rows: int = 1 << 23) -> None:
+    if codes is None:
+        df.write_parquet(path, compression="lz4")
+        return
+    import pyarrow.parquet as pq  # only this writer needs it
+
+    first = codes.restore(df.head(0)).to_arrow()
+    with pq.ParquetWriter(path, first.schema, compression="lz4") as writer:
+        for start in range(0, df.height, rows):
+            writer.write_table(codes.restore(df.slice(start, rows)).to_arrow().cast(first.schema))
 
 
 def load_sessions(

@@ -11,6 +11,7 @@ row, for Parquet) and the column.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,6 @@ from nextclick.data.options import Format, IdType, ReadOptions, TimeFormat
 from nextclick.errors import NextclickError
 
 log = logging.getLogger(__name__)
-
 
 
 def detect_format(path: Path) -> Format:
@@ -94,15 +94,119 @@ def _read_whitespace(path: Path, names: list[str] | None) -> pl.DataFrame:
     return pl.DataFrame({name: parts.list.get(i) for i, name in enumerate(names)})
 
 
-def read_clicks(path: str | Path, opts: ReadOptions | None = None) -> pl.DataFrame:
-    """Read a click log into the canonical frame (see module docstring). Nothing is dropped."""
-    opts = opts or ReadOptions()
+def click_files(path: str | Path) -> list[tuple[Path, dict[str, str]]]:
+    """The files of a click log: ``path`` itself, or every ``*.parquet`` file under the directory
+    ``path`` (in name order, nested ``key=value/`` partition folders included, with their keys and
+    values; names starting with ``.`` or ``_`` are skipped, as data lakes mark metadata that way)."""
     path = Path(path)
     if not path.exists():
         raise NextclickError(f"{path}: no such file")
-    if path.is_dir():
-        raise NextclickError(f"{path}: is a directory, expected a click file (CSV, TSV or Parquet)")
+    if not path.is_dir():
+        return [(path, {})]
+    out = []
+    for f in sorted(path.rglob("*.parquet")):
+        rel = f.relative_to(path).parts
+        if any(p.startswith((".", "_")) for p in rel) or not f.is_file():
+            continue
+        keys = dict(p.split("=", 1) for p in rel[:-1] if "=" in p)
+        out.append((f, keys))
+    if not out:
+        raise NextclickError(f"{path}: directory holds no .parquet files (expected click files, e.g. part-00000.parquet)")
+    return out
+
+
+def read_clicks(path: str | Path, opts: ReadOptions | None = None) -> pl.DataFrame:
+    """Read a click log into the canonical frame (see module docstring). Nothing is dropped.
+
+    ``path`` is a file or a directory of Parquet files (see :func:`click_files`); every file is
+    read and checked on its own (errors name it), partition keys become columns, and the files'
+    frames are stacked in name order."""
+    files = click_files(path)
+    if Path(path).is_dir():
+        _check_dir_format(Path(path), opts)
+        return _stack([_read_file(f, opts, keys) for f, keys in files], files)
+    return _read_file(files[0][0], opts)
+
+
+def _check_dir_format(path: Path, opts: ReadOptions | None) -> None:
+    if opts is not None and opts.format not in ("auto", "parquet"):
+        raise NextclickError(f"{path}: a directory is read as Parquet files; --format {opts.format} applies to one file")
+
+
+ID_COLUMNS = ("SessionId", "UserId", "ItemId")
+
+
+@dataclass
+class IdCodes:
+    """Compact codes for the id columns of a click frame: code ``c`` of column ``col`` stands for
+    ``ids[col][c]``. The ids are sorted, so codes sort (and group) exactly as the ids do, and every
+    preprocessing step gives the same result on codes as on ids."""
+
+    ids: dict[str, pl.Series]
+
+    @classmethod
+    def fit(cls, distinct: dict[str, list[pl.Series]]) -> IdCodes:
+        return cls({c: pl.concat(v).unique().sort() for c, v in distinct.items()})
+
+    def encode(self, df: pl.DataFrame) -> pl.DataFrame:
+        """``df`` with its id columns replaced by their codes (Int32)."""
+        return df.with_columns(
+            s.search_sorted(df.get_column(c)).cast(pl.Int32 if s.len() < 2**31 else pl.Int64).alias(c)
+            for c, s in self.ids.items()
+        )
+
+    def restore(self, df: pl.DataFrame) -> pl.DataFrame:
+        """``df`` with the codes of the columns it still has replaced by the ids."""
+        return df.with_columns(s.gather(df.get_column(c)).alias(c) for c, s in self.ids.items() if c in df.columns)
+
+
+def read_compact(path: str | Path, opts: ReadOptions | None = None) -> tuple[pl.DataFrame, IdCodes]:
+    """:func:`read_clicks` with every id column as dense Int32 codes (see :class:`IdCodes`).
+
+    A directory is read twice, one file at a time: the first pass checks every file and collects
+    its distinct ids, the second encodes each file; only the compact frame is ever whole in memory.
+    """
+    files = click_files(path)
+    if not Path(path).is_dir():
+        df = _read_file(files[0][0], opts)
+        codes = IdCodes.fit({c: [df.get_column(c)] for c in ID_COLUMNS if c in df.columns})
+        return codes.encode(df), codes
+    _check_dir_format(Path(path), opts)
+    distinct: dict[str, list[pl.Series]] = {}
+    schema = None
+    for f, keys in files:
+        df = _read_file(f, opts, keys)
+        schema = schema or df.schema
+        _same_columns(df, f, schema, files[0][0])
+        for c in ID_COLUMNS:
+            if c in df.columns:
+                seen = distinct.setdefault(c, [])
+                seen.append(df.get_column(c).unique())
+                if sum(s.len() for s in seen) > 1 << 25:
+                    distinct[c] = [pl.concat(seen).unique()]
+        log.info("%s: %d clicks read", f, df.height)
+    codes = IdCodes.fit(distinct)
+    return pl.concat([codes.encode(_read_file(f, opts, keys)) for f, keys in files], rechunk=False), codes
+
+
+def _stack(frames: list[pl.DataFrame], files: list[tuple[Path, dict[str, str]]]) -> pl.DataFrame:
+    """The frames of a directory's files, one under the other; they must agree on columns and types."""
+    for df, (f, _) in zip(frames[1:], files[1:]):
+        _same_columns(df, f, frames[0].schema, files[0][0])
+    return pl.concat(frames, rechunk=False)
+
+
+def _same_columns(df: pl.DataFrame, path: Path, schema: pl.Schema, first: Path) -> None:
+    if df.schema != schema:
+        raise NextclickError(f"{path}: canonical columns {dict(df.schema)} differ from those of {first} ({dict(schema)})")
+
+
+def _read_file(path: Path, opts: ReadOptions | None, keys: dict[str, str] | None = None) -> pl.DataFrame:
+    """One click file (plus the partition ``keys`` of its folders) into the canonical frame."""
+    opts = opts or ReadOptions()
     fmt = detect_format(path) if opts.format == "auto" else opts.format
+    if keys and fmt != "parquet":
+        raise NextclickError(f"{path}: partitioned directories must hold Parquet files")
     names = opts.names
     if fmt == "whitespace" and names is None:
         names = None  # defaults applied in _read_raw
@@ -112,6 +216,8 @@ def read_clicks(path: str | Path, opts: ReadOptions | None = None) -> pl.DataFra
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError):
         # schema inference failed somewhere deep in the file: re-read as text and locate the row
         df, has_header = _read_raw(path, fmt, names, all_str=True)
+    if keys:
+        df = df.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in keys.items() if k not in df.columns)
     if df.height == 0:
         raise NextclickError(f"{path}: the file has no click rows")
 

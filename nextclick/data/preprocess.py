@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from nextclick.data.dataset import Dataset, check_output_dir, sort_clicks, stable_sort, write_dataset
-from nextclick.data.io import read_clicks
+from nextclick.data.io import IdCodes, read_compact
 from nextclick.data.options import PrepareOptions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
@@ -256,12 +256,19 @@ def prepare(
     roles = {"time": ["train", "test", "train_tr", "valid"], "loo": ["train", "valid", "test"]}.get(opts.split, ["train"])
     sources = [] if isinstance(inp, pl.DataFrame) else [Path(inp)]
     check_output_dir(Path(out), roles, sources, overwrite)
-    df = read_clicks(inp, opts.read) if not isinstance(inp, pl.DataFrame) else inp
+    codes = None
+    if isinstance(inp, pl.DataFrame):
+        df = inp
+    else:
+        df, codes = read_compact(inp, opts.read)
+        if opts.split == "loo" and "SessionId" not in df.columns:
+            codes.ids["SessionId"] = codes.ids["UserId"]  # user_sequences: a user's codes are its sequence's
     frames, reports = prepare_frame(df, opts)
+    del df
     # time split: the catalogue is what training saw (test clicks on other items were removed);
     # leave-one-out: the catalogue is every item (the SASRec protocol), some only seen as targets
-    vocab_src = frames["train"] if opts.split != "loo" else pl.concat([frames["train"], frames["test"]])
-    vocab = ItemVocab.fit(vocab_src.get_column("ItemId").to_numpy())
+    vocab_src = [frames["train"]] if opts.split != "loo" else [frames["train"], frames["test"]]
+    vocab = _vocab(vocab_src, codes)
     opts_json = asdict(opts)
     meta = {
         "split": opts.split,
@@ -270,4 +277,15 @@ def prepare(
         "source": str(inp) if not isinstance(inp, pl.DataFrame) else "<frame>",
         "report": [asdict(r) for r in reports],
     }
-    return write_dataset(out, frames, vocab, meta, sources=sources, overwrite=overwrite)
+    return write_dataset(out, frames, vocab, meta, sources=sources, overwrite=overwrite, codes=codes)
+
+
+def _vocab(frames: list[pl.DataFrame], codes: IdCodes | None) -> ItemVocab:
+    """The item vocabulary of ``frames``; with ``codes``, their items are codes, counted rather than sorted."""
+    if codes is None or "ItemId" not in codes.ids:
+        return ItemVocab.fit(pl.concat([f.get_column("ItemId") for f in frames]).to_numpy())
+    ids = codes.ids["ItemId"]
+    seen = np.zeros(ids.len(), dtype=bool)
+    for f in frames:
+        seen[f.get_column("ItemId").to_numpy()] = True
+    return ItemVocab.fit(ids.gather(np.flatnonzero(seen)).to_numpy())

@@ -150,7 +150,13 @@ def train(
         Optional[list[str]], typer.Option("--param", "-p", help="Override a hyper-parameter: key=value (repeatable).")
     ] = None,
 ) -> None:
-    """Train MODEL and save it as an artifact directory (JSON config + vocab, safetensors weights)."""
+    """Train MODEL and save it as an artifact directory (JSON config + vocab, safetensors weights).
+
+    Under ``torchrun`` (several processes, on one machine or several) a model that trains
+    data-parallel (sasrec) runs one rank per process; each rank reads the data, trains on its
+    share of every batch, and rank 0 alone validates, prints and writes ``--out``."""
+    import os
+
     from nextclick.data.dataset import load_sessions
     from nextclick.models import get_model_class
     from nextclick.models.base import parse_params
@@ -158,15 +164,29 @@ def train(
     klass = get_model_class(model)
     params = parse_params(klass.Config, param or [])
     rec = klass.from_preset(preset, **params)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    if ranks > 1 and not getattr(rec, "data_parallel", False):
+        raise NextclickError(f"train: {model} does not train data-parallel; run it without torchrun")
+    main = os.environ.get("RANK", "0") == "0"
     tr, _ = load_sessions(train, "train")
     va = None
     if valid is not None:
         va, rep = load_sessions(valid, "valid", vocab=tr.vocab)
-        _report_encode(rep, valid)
-    typer.echo(f"training {model} on {tr.n_events:,} clicks / {tr.n_sessions:,} sessions / {tr.n_items:,} items", err=True)
+        if main:
+            _report_encode(rep, valid)
+    if main:
+        on = f" on {ranks} ranks" if ranks > 1 else ""
+        typer.echo(f"training {model}{on} on {tr.n_events:,} clicks / {tr.n_sessions:,} sessions / {tr.n_items:,} items",
+                   err=True)
     rec.fit(tr, va)
-    rec.save(out)
-    typer.echo(f"trained {model} in {rec.fit_seconds_:.2f} s -> {out}")
+    if main:
+        rec.save(out)
+        typer.echo(f"trained {model} in {rec.fit_seconds_:.2f} s -> {out}")
+    if ranks > 1:
+        from nextclick.models import distributed
+
+        distributed.barrier()  # the others wait until rank 0 has written the artifact
+        distributed.close()
 
 
 @app.command()

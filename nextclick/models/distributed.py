@@ -40,6 +40,16 @@ def init(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def local_device(device: torch.device) -> torch.device:
+    """This rank's device: ``cuda`` without an index becomes ``cuda:LOCAL_RANK`` when launched
+    (one GPU per rank on a machine); other devices are returned as they are."""
+    if device.type == "cuda" and device.index is None and launched():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def rank_world() -> tuple[int, int]:
     """``(rank, world_size)`` of the joined process group, ``(0, 1)`` without one."""
     if dist.is_available() and dist.is_initialized():
@@ -70,6 +80,30 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
         p.grad.div_(world)
+
+
+def average_rows(p: torch.nn.Parameter, idx: torch.Tensor) -> None:
+    """Average ``p.grad`` over the ranks (in place) when each rank's gradient is zero outside its
+    rows ``idx`` (unique indices; the touched rows of an embedding table, which differ between
+    ranks): only those rows travel (:func:`all_gather_rows`), not the whole table. Equals
+    :func:`average_gradients` of ``p`` up to float summation order. No-op alone."""
+    world = rank_world()[1]
+    if world == 1:
+        return
+    if p.grad is None:
+        p.grad = torch.zeros_like(p)
+    g = p.grad
+    all_idx, all_rows = all_gather_rows(idx, g[idx])
+    g[idx] = 0.0
+    g.index_add_(0, all_idx, all_rows.div_(world))
+
+
+def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """``t`` from rank ``src`` on every rank (in place; returns it): a decision one rank took,
+    such as early stopping, or the initial weights. No-op in a lone process."""
+    if rank_world()[1] > 1:
+        dist.broadcast(t, src=src)
+    return t
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

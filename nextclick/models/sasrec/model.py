@@ -56,7 +56,8 @@ Deliberate deviations from the paper (measured with benchmarks/sasrec_amazon.py,
 6. Negatives for ``bce`` avoid the items of the sequence's kept window (T clicks + target), not of
    the whole user history.
 7. Early stopping (``patience``, ``eval_every``) on a validation split restores the best weights;
-   the paper trains a fixed number of epochs.
+   the paper trains a fixed number of epochs. Under ``torchrun`` the fit is data-parallel
+   (:mod:`.train`): ``batch_size`` is the batch of all ranks together.
 8. Dropout masks come from a seeded numpy generator (same maths as ``nn.Dropout``, cheaper than
    torch's CPU Bernoulli sampler), so a fit is reproducible without touching torch's global
    random state.
@@ -88,6 +89,7 @@ import torch
 from nextclick.data.batching import pad_arrays, pad_prefixes, trim_padding
 from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
+from nextclick.models import distributed
 from nextclick.models.base import Recommender
 from nextclick.models.live import LiveSessions
 from nextclick.models.sasrec.config import PRESETS, SASRecConfig, check_config, valid_cutoffs
@@ -106,6 +108,7 @@ class SASRec(Recommender):
     Config = SASRecConfig
     needs_torch = True
     presets = PRESETS
+    data_parallel = True  # fits under torchrun, one rank per process (see .train)
 
     # ------------------------------------------------------------------ fitting
     def _device(self, fit: bool) -> torch.device:
@@ -116,6 +119,8 @@ class SASRec(Recommender):
             dev = torch.device(c.device)
         except RuntimeError as e:
             raise NextclickError(f"sasrec: device must be a torch device such as 'cpu' or 'cuda', got {c.device!r}") from e
+        if fit and dev.type == "cuda" and torch.cuda.is_available():
+            dev = distributed.local_device(dev)  # under torchrun: this rank's GPU
         if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
             if fit:
                 raise NextclickError(f"sasrec: device {c.device!r}, but torch sees no such CUDA device here "
@@ -138,6 +143,7 @@ class SASRec(Recommender):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.seed)
                 self._build(fit=True)
+                distributed.init(self.device_)  # under torchrun: join the group (rank 0 of 1 alone)
                 self.net_.reset_parameters()
                 if valid is not None:
                     valid_cutoffs(c)  # a bad metric name fails now, not after the first epochs

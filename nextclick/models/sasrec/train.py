@@ -5,6 +5,18 @@ Random state: one numpy generator seeded with ``config.seed`` draws, in this ord
 permutation of the training sequences and then, batch by batch, that batch's negatives; dropout
 masks come from a second generator seeded with ``[seed, 1]``. Torch's global generator is only
 used (by the caller) to initialise the weights.
+
+Data-parallel (under ``torchrun``, see :mod:`nextclick.models.distributed`): every rank draws the
+same epoch order from the seed; a step takes the next ``batch_size`` sequences of it and rank r
+trains on rows r, r + world, ... of them (``batch_size / world`` per rank: the ranks' shards of the
+epoch, :func:`~nextclick.models.distributed.shard`, in batches). Each rank's mean loss is weighted
+by its share of the step's positions and the gradients are averaged (the item table's touched
+rows only, for the sampled losses), so a step equals one process's step on the whole batch up to
+float summation order. Negatives shared by the whole batch (``sampled_ce``) come from the seeded
+generator every rank advances alike, so they match a lone process's too; per-row negatives
+(``bce``, per-sequence ``gbce``) and dropout masks come from per-rank generators seeded with
+``[seed, 2, rank]`` and ``[seed, 1, rank]`` (same distribution, other draws). Only rank 0
+validates; its early-stopping decision is broadcast, so every rank keeps the same weights.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from nextclick.data.batching import pad_prefixes, trim_padding
 from nextclick.data.sampling import PopularitySampler, uniform, uniform_not_in
 from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
+from nextclick.models import distributed
 from nextclick.models.sasrec.config import SASRecConfig, neg_sharing
 from nextclick.models.sasrec.losses import SoftmaxWorkspace, bce_loss, ce_loss, gbce_beta, gbce_loss, sampled_ce_loss
 from nextclick.models.sasrec.net import SASRecNet
@@ -44,8 +57,12 @@ class BatchLoss:
     negatives from ``rng``, runs the network once and scores targets and negatives."""
 
     def __init__(self, net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: int, train: Sessions,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, local_rng: np.random.Generator | None = None) -> None:
+        # rng: draws every rank makes alike (batch-shared negatives); local_rng: per-row draws
         self.net, self.c, self.dev, self.V, self.rng = net, c, device, n_items, rng
+        self.local = local_rng if local_rng is not None else rng
+        self.track = distributed.rank_world()[1] > 1  # record the item rows each batch touches
+        self.touched: torch.Tensor | None = None  # (M,) unique item rows of the last batch; None: all
         self.share = neg_sharing(c)
         self.beta = gbce_beta(c.n_negatives, n_items, c.gbce_t) if c.loss == "gbce" else 1.0
         self.workspace = SoftmaxWorkspace() if c.loss == "ce" else None
@@ -54,20 +71,22 @@ class BatchLoss:
             self.pop = PopularitySampler.from_clicks(train.items, n_items, c.sample_alpha)
             self.log_q = torch.tensor(self.pop.log_q, dtype=torch.float32, device=device)  # (V + 1,)
 
-    def sample(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Negatives of ``shape``: popularity**alpha for sampled_ce, uniform otherwise."""
+    def sample(self, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
+        """Negatives of ``shape`` from ``rng`` (default: the shared generator): popularity**alpha
+        for sampled_ce, uniform otherwise."""
+        rng = rng if rng is not None else self.rng
         if self.pop is not None:
-            return self.pop.draw(self.rng, shape)
-        return uniform(self.rng, self.V, shape)
+            return self.pop.draw(rng, shape)
+        return uniform(rng, self.V, shape)
 
     def bce_negatives(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(B, t) uniform negatives; with ``bce_exclude_seen`` none is an item of its row's window
         (inputs and the last target), after at most 20 redraws."""
         if not self.c.bce_exclude_seen:
-            return uniform(self.rng, self.V, x.shape)
+            return uniform(self.local, self.V, x.shape)
         seen = np.concatenate([x, y[:, -1:]], axis=1)  # (B, t + 1)
         rows = np.repeat(np.arange(x.shape[0]), seen.shape[1])
-        return uniform_not_in(self.rng, self.V, x.shape, rows, seen.ravel(), max_rounds=20)
+        return uniform_not_in(self.local, self.V, x.shape, rows, seen.ravel(), max_rounds=20)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, int]:
         c, net, dev = self.c, self.net, self.dev
@@ -75,24 +94,25 @@ class BatchLoss:
         tgt_np = y[real]
         tgt = torch.from_numpy(tgt_np).to(dev)  # (N,) targets of the real positions
         n = tgt.numel()
-        if c.loss == "ce":
+        self.touched = None
+        if c.loss == "ce":  # every item row gets a gradient
             h = net(x)  # (N, D)
             return ce_loss(h, net.item_emb.weight, tgt, self.workspace), n
         if c.loss == "bce":
             neg = torch.from_numpy(self.bce_negatives(x, y)[real]).to(dev)  # (N,)
-            h, pn = net(x, extra=torch.cat([tgt, neg]))  # (N, D), (2N, D)
+            h, pn = net(x, extra=self._touch(x, torch.cat([tgt, neg])))  # (N, D), (2N, D)
             pos_l, neg_l = (h[None] * pn.view(2, n, -1)).sum(-1)
             return bce_loss(pos_l, neg_l), n
         K = c.n_negatives
         if self.share == "batch":
             negs = self.sample((K,))  # (K,) for every position
-            h, pn = net(x, extra=torch.cat([tgt, torch.from_numpy(negs).to(dev)]))
+            h, pn = net(x, extra=self._touch(x, torch.cat([tgt, torch.from_numpy(negs).to(dev)])))
             neg_l = h @ pn[n:].T  # (N, K)
             neg_of = negs[None, :]
         else:
             B, t = x.shape
-            negs = self.sample((B, K))  # (B, K): one draw per sequence
-            h, pn = net(x, extra=torch.cat([tgt, torch.from_numpy(negs.ravel()).to(dev)]))
+            negs = self.sample((B, K), self.local)  # (B, K): one draw per sequence
+            h, pn = net(x, extra=self._touch(x, torch.cat([tgt, torch.from_numpy(negs.ravel()).to(dev)])))
             flat = torch.from_numpy(np.flatnonzero(real)).to(dev)
             hp = h.new_zeros(B * t, h.shape[1]).index_copy(0, flat, h).view(B, t, -1)  # (B, t, D)
             neg_l = torch.bmm(hp, pn[n:].view(B, K, -1).transpose(1, 2)).view(B * t, K)[flat]  # (N, K)
@@ -104,37 +124,87 @@ class BatchLoss:
             return sampled_ce_loss(pos_l, neg_l, self.log_q[tgt], log_q_neg, hit), n
         return gbce_loss(pos_l, neg_l, self.beta, hit), n
 
+    def _touch(self, x: np.ndarray, extra: torch.Tensor) -> torch.Tensor:
+        """``extra`` unchanged; records the item rows the batch reads (inputs + ``extra``) when
+        gradients are averaged across ranks."""
+        if self.track:
+            self.touched = torch.unique(torch.cat([torch.from_numpy(x[x > 0]).to(extra.device), extra]))
+        return extra
+
 
 def run_epoch(net: SASRecNet, c: SASRecConfig, opt: torch.optim.Optimizer, loss_fn: BatchLoss, train: Sessions,
               perm: np.ndarray, epoch: int) -> float:
-    """One pass over the sequences ``perm`` in batches of ``batch_size``; the mean loss per
-    position. A non-finite loss raises."""
+    """One pass over the sequences ``perm`` in batches of ``batch_size`` (this rank: its rows of
+    each batch); the mean loss per position over all ranks. A non-finite loss raises."""
     net.train()
-    total, count = 0.0, 0
+    rank, world = distributed.rank_world()
+    stats = torch.zeros(3, dtype=torch.float64, device=loss_fn.dev)  # loss sum, positions, non-finite losses
     n_batches = math.ceil(perm.size / c.batch_size)
     bar: Any = range(n_batches)
-    if c.progress:
+    show = c.progress and rank == 0
+    if show:
         from tqdm.auto import tqdm
 
         bar = tqdm(bar, desc=f"sasrec epoch {epoch}", leave=False, unit="batch")
     for b in bar:
-        x, y = sequence_batch(train, perm[b * c.batch_size : (b + 1) * c.batch_size], c.max_len)
-        loss, n = loss_fn(x, y)
-        if not torch.isfinite(loss):
-            raise NextclickError(
-                f"sasrec: {c.loss} loss is {loss.item()} at epoch {epoch}, batch {b + 1}; lower lr "
-                f"(now {c.lr}) or check the data"
-            )
+        batch = perm[b * c.batch_size : (b + 1) * c.batch_size]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, n = _backward(net, c, loss_fn, train, batch, rank, world)
+        if not math.isfinite(loss):
+            stats[2] += 1
+            if world == 1:
+                _raise_nonfinite(c, loss, epoch, b)
+        if world > 1:
+            _sync_gradients(net, loss_fn, stats, epoch, b, c)
         opt.step()
-        total += loss.item() * n
-        count += n
-        if c.progress and b % 20 == 0:
-            bar.set_postfix(loss=f"{total / count:.4f}")
-    if c.progress:
+        stats[0] += loss * n
+        stats[1] += n
+        if show and b % 20 == 0:
+            bar.set_postfix(loss=f"{stats[0].item() / max(stats[1].item(), 1):.4f}")
+    if show:
         bar.close()
-    return total / max(count, 1)
+    distributed.all_reduce_sum(stats)
+    return stats[0].item() / max(stats[1].item(), 1)
+
+
+def _backward(net: SASRecNet, c: SASRecConfig, loss_fn: BatchLoss, train: Sessions, batch: np.ndarray,
+              rank: int, world: int) -> tuple[float, int]:
+    """Loss and gradients of this rank's rows of ``batch``: ``(mean loss, positions)``, (0.0, 0)
+    for no rows. With several ranks the loss is weighted by this rank's share of the batch's
+    positions (times ``world``: averaging the gradients then gives the batch's mean)."""
+    mine = distributed.shard(batch, rank, world)
+    loss_fn.touched = None if c.loss == "ce" else torch.zeros(0, dtype=torch.int64, device=loss_fn.dev)
+    if mine.size == 0:
+        return 0.0, 0
+    x, y = sequence_batch(train, mine, c.max_len)
+    loss, n = loss_fn(x, y)
+    value = loss.item()
+    if world > 1 and math.isfinite(value):
+        n_all = int(np.minimum(train.lengths[batch] - 1, c.max_len).sum())  # positions of the whole batch
+        loss = loss * (n * world / n_all)
+    if math.isfinite(value):
+        loss.backward()
+    return value, n
+
+
+def _sync_gradients(net: SASRecNet, loss_fn: BatchLoss, stats: torch.Tensor, epoch: int, b: int, c: SASRecConfig) -> None:
+    """Average the ranks' gradients (the item table's touched rows only when the loss says which);
+    raise on every rank when some rank's loss was not finite."""
+    bad = distributed.all_reduce_sum(stats[2:].clone())
+    if bad.item() > 0:
+        _raise_nonfinite(c, float("nan"), epoch, b)
+    emb = net.item_emb.weight
+    distributed.average_gradients(p for p in net.parameters() if p is not emb)
+    if loss_fn.touched is None:
+        distributed.average_gradients([emb])
+    else:
+        distributed.average_rows(emb, loss_fn.touched)
+
+
+def _raise_nonfinite(c: SASRecConfig, loss: float, epoch: int, b: int) -> None:
+    raise NextclickError(
+        f"sasrec: {c.loss} loss is {loss} at epoch {epoch}, batch {b + 1}; lower lr (now {c.lr}) or check the data"
+    )
 
 
 def make_optimizer(net: SASRecNet, c: SASRecConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -151,18 +221,27 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
               validate: Callable[[], dict[str, float]] | None) -> tuple[list[dict[str, Any]], int | None]:
     """Train ``net`` for up to ``n_epochs``; with ``validate`` (metrics of the current weights),
     evaluate every ``eval_every`` epochs and after the last, stop after ``patience`` evaluations
-    without improvement of ``valid_metric`` and restore the best weights.
+    without improvement of ``valid_metric`` and restore the best weights. Under ``torchrun``
+    every rank calls this (see the module docstring); only rank 0 calls ``validate``.
 
-    Returns ``(history, best_epoch)``: one record per epoch (loss, seconds, validation metrics),
-    and the epoch of the restored weights (None without validation). Leaves ``net`` in eval mode.
+    Returns ``(history, best_epoch)``: one record per epoch (loss, seconds, validation metrics on
+    rank 0), and the epoch of the restored weights (None without validation). Leaves ``net`` in
+    eval mode.
     """
+    rank, world = distributed.rank_world()
     rng = np.random.default_rng(c.seed)  # batches and negatives
-    net.set_rng(np.random.default_rng([c.seed, 1]))  # dropout masks
+    local = np.random.default_rng([c.seed, 2, rank]) if world > 1 else None  # per-rank negatives
+    net.set_rng(np.random.default_rng([c.seed, 1] if world == 1 else [c.seed, 1, rank]))  # dropout masks
     usable = np.flatnonzero(train.lengths >= 2)
     if usable.size == 0:
         raise NextclickError("sasrec: no training sequence has 2 or more clicks (nothing to predict)")
+    if world > 1:
+        for p in net.parameters():  # the same start on every rank, whatever each initialised
+            distributed.broadcast(p.data)
+        log.info("sasrec rank %d of %d: %d of every batch_size=%d sequences per step", rank, world,
+                 math.ceil(c.batch_size / world), c.batch_size)
     opt = make_optimizer(net, c, device)
-    loss_fn = BatchLoss(net, c, device, n_items, train, rng)
+    loss_fn = BatchLoss(net, c, device, n_items, train, rng, local)
     history: list[dict[str, Any]] = []
     best, best_epoch, best_state, since_best = -math.inf, None, None, 0
     t_start, eval_time = time.perf_counter(), 0.0
@@ -170,27 +249,43 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
         t0 = time.perf_counter()
         loss = run_epoch(net, c, opt, loss_fn, train, rng.permutation(usable), epoch)
         rec: dict[str, Any] = {"epoch": epoch, "loss": loss, "epoch_seconds": time.perf_counter() - t0}
-        log.info("sasrec epoch %d: %s loss %.4f (%.1f s)", epoch, c.loss, rec["loss"], rec["epoch_seconds"])
+        if rank == 0:
+            log.info("sasrec epoch %d: %s loss %.4f (%.1f s)", epoch, c.loss, rec["loss"], rec["epoch_seconds"])
         stop = False
         if validate is not None and (epoch % c.eval_every == 0 or epoch == c.n_epochs):
             te = time.perf_counter()
-            rec["valid"] = metrics = validate()
+            improved, stop = _validate(validate, rec, c, best, since_best, device)
             eval_time += time.perf_counter() - te
-            score = metrics[c.valid_metric]
-            log.info("sasrec epoch %d: valid %s = %.4f", epoch, c.valid_metric, score)
-            if score > best:
-                best, since_best, best_epoch = score, 0, epoch
+            if improved:
+                best, since_best, best_epoch = rec.get("valid", {}).get(c.valid_metric, best), 0, epoch
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             else:
                 since_best += 1
-                stop = c.patience > 0 and since_best >= c.patience
         rec["train_seconds"] = time.perf_counter() - t_start - eval_time  # cumulative, evaluation excluded
         history.append(rec)
         if stop:
-            log.info("sasrec: early stop at epoch %d; best %s = %.4f at epoch %d", epoch, c.valid_metric, best, best_epoch)
+            if rank == 0:
+                log.info("sasrec: early stop at epoch %d; best %s = %.4f at epoch %d", epoch, c.valid_metric, best,
+                         best_epoch)
             break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.set_rng(None)
     net.eval()
     return history, best_epoch
+
+
+def _validate(validate: Callable[[], dict[str, float]], rec: dict[str, Any], c: SASRecConfig, best: float,
+              since_best: int, device: torch.device) -> tuple[bool, bool]:
+    """Rank 0 evaluates (into ``rec["valid"]``) and decides ``(improved, stop)``; the decision is
+    broadcast so every rank keeps and restores the same weights."""
+    flags = torch.zeros(2, dtype=torch.int64, device=device)
+    if distributed.is_main():
+        rec["valid"] = metrics = validate()
+        score = metrics[c.valid_metric]
+        log.info("sasrec epoch %d: valid %s = %.4f", rec["epoch"], c.valid_metric, score)
+        improved = score > best
+        flags[0] = int(improved)
+        flags[1] = int(not improved and c.patience > 0 and since_best + 1 >= c.patience)
+    distributed.broadcast(flags)
+    return bool(flags[0].item()), bool(flags[1].item())

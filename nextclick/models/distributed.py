@@ -75,11 +75,24 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     rank, world = rank_world()
     if world == 1:
         return
-    for p in params:
+    ps = list(params)
+    for p in ps:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad.div_(world)
+    for group in _same_dtype_device(ps):  # one all-reduce per dtype and device, not one per tensor
+        flat = torch.cat([p.grad.reshape(-1) for p in group]) if len(group) > 1 else group[0].grad.reshape(-1)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(world)
+        if len(group) > 1 or flat.data_ptr() != group[0].grad.data_ptr():
+            for p, part in zip(group, flat.split([p.numel() for p in group])):
+                p.grad.copy_(part.view_as(p.grad))
+
+
+def _same_dtype_device(ps: list[torch.nn.Parameter]) -> list[list[torch.nn.Parameter]]:
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.nn.Parameter]] = {}
+    for p in ps:
+        groups.setdefault((p.grad.dtype, p.grad.device), []).append(p)
+    return list(groups.values())
 
 
 def average_rows(p: torch.nn.Parameter, idx: torch.Tensor) -> None:
@@ -96,6 +109,21 @@ def average_rows(p: torch.nn.Parameter, idx: torch.Tensor) -> None:
     all_idx, all_rows = all_gather_rows(idx, g[idx])
     g[idx] = 0.0
     g.index_add_(0, all_idx, all_rows.div_(world))
+
+
+def average_sparse(p: torch.nn.Parameter) -> None:
+    """Average a sparse (COO) ``p.grad`` over the ranks: its rows travel by :func:`all_gather_rows`
+    and the result is the sparse gradient of every rank's rows divided by the world size
+    (uncoalesced: a row several ranks touched appears once per rank). No-op alone."""
+    world = rank_world()[1]
+    if world == 1:
+        return
+    if p.grad is None:
+        p.grad = torch.sparse_coo_tensor(torch.zeros((1, 0), dtype=torch.int64, device=p.device),
+                                         p.new_zeros((0, *p.shape[1:])), p.shape, check_invariants=False)
+    g = p.grad.coalesce()
+    idx, rows = all_gather_rows(g.indices()[0], g.values())
+    p.grad = torch.sparse_coo_tensor(idx[None], rows.div_(world), p.shape, check_invariants=False)
 
 
 def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:

@@ -29,6 +29,9 @@ CASES: dict[str, dict] = {
     "sampled_ce_one_step": dict(BASE, loss="sampled_ce", n_negatives=16, n_epochs=1),
     # two epochs of two steps each, odd batch (ranks of 17 and 16 rows), the item table's L2
     "sampled_ce_two_epochs": dict(BASE, loss="sampled_ce", n_negatives=16, n_epochs=2, batch_size=33, l2=0.01),
+    # the same with Adam on the rows each batch reads (sparse gradients gathered across ranks)
+    "sparse_adam_two_epochs": dict(BASE, loss="sampled_ce", n_negatives=16, n_epochs=2, batch_size=33,
+                                   item_optimizer="sparse_adam"),
 }
 AGREE = dict(BASE, loss="bce", dropout=0.3, n_epochs=4, eval_every=1, patience=1)  # ranks differ in draws
 

@@ -27,6 +27,9 @@ class SASRecConfig:
     batch_size: int = 128
     n_epochs: int = 200
     l2: float = 0.0  # L2 penalty on the item embeddings
+    # the item table's optimiser: "adam" (every row, every step: dense gradient and update) or
+    # "sparse_adam" (Adam on the rows a batch reads only, torch's SparseAdam; sampled losses)
+    item_optimizer: Literal["adam", "sparse_adam"] = "adam"
     loss: Loss = "ce"
     bce_exclude_seen: bool = True  # bce: the negative is never an item of the sequence (the paper's sampler)
     n_negatives: int = 256  # sampled_ce / gbce
@@ -76,6 +79,11 @@ def check_config(c: SASRecConfig) -> None:
         raise NextclickError(f"sasrec: eval_every must be >= 1, got {c.eval_every}")
     if c.neg_sharing not in ("auto", "batch", "sequence"):
         raise NextclickError(f"sasrec: neg_sharing must be auto, batch or sequence, got {c.neg_sharing!r}")
+    if c.item_optimizer not in ("adam", "sparse_adam"):
+        raise NextclickError(f"sasrec: item_optimizer must be adam or sparse_adam, got {c.item_optimizer!r}")
+    if c.item_optimizer == "sparse_adam" and (c.loss == "ce" or c.l2 > 0):
+        raise NextclickError("sasrec: item_optimizer=sparse_adam needs a sampled loss (bce, sampled_ce, gbce) and "
+                             f"l2=0, got loss={c.loss}, l2={c.l2}")
     if c.loss in ("sampled_ce", "gbce") and c.n_negatives < 1:
         raise NextclickError(f"sasrec: loss {c.loss} needs n_negatives >= 1, got {c.n_negatives}")
 

@@ -61,6 +61,11 @@ Deliberate deviations from the paper (measured with benchmarks/sasrec_amazon.py,
 8. Dropout masks come from a seeded numpy generator (same maths as ``nn.Dropout``, cheaper than
    torch's CPU Bernoulli sampler), so a fit is reproducible without touching torch's global
    random state.
+9. ``item_optimizer="sparse_adam"`` (an option; Adam on every row is the default): the item table
+   gets Adam on the rows a batch reads only (lazy Adam, torch's SparseAdam), so a row's moments and
+   value change only in the steps that read it; there is no dense (n_items x d) gradient, and a
+   step's work does not grow with the catalogue. Sampled losses only (bce, sampled_ce, gbce), no
+   ``l2``.
 
 Speed (same results, less work): per-position layers run on the packed real clicks only and
 attention on groups of rows of similar length, never on the padding of a T = 50 window (see
@@ -276,6 +281,28 @@ class SASRec(Recommender):
             self._build()
         self.net_.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
         self.net_.eval()
+
+    # ------------------------------------------------------------------ evaluation queries
+    def iter_queries(
+        self, sessions: Sessions, batch_size: int = 1024
+    ) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`iter_scores` without the scores: ``(queries, targets, sess, plen)`` with the
+        hidden states (B, D) on the model's device in place of the score rows (the scores are
+        ``queries @ item_emb.T``), batched by ``batch_size`` alone (``iter_scores`` also caps its
+        batches by the size of their score block; where that cap does not bind, the batches are the same)."""
+        self._check_fitted()
+        ws, we, wm = self._windows(sessions)
+        T = self.config.max_len
+        cum = np.cumsum(wm)
+        a = 0
+        while a < ws.size:
+            b = max(int(np.searchsorted(cum, (cum[a - 1] if a else 0) + batch_size, side="right")), a + 1)
+            s, e, m = ws[a:b], we[a:b], wm[a:b]
+            x, _ = pad_prefixes(sessions.items, sessions.offsets[s], e, T)
+            sess = np.repeat(s, m)
+            plen = np.repeat(e - m, m) + np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m) + 1
+            yield self._hidden(x, m), sessions.items[sessions.offsets[sess] + plen], sess, plen
+            a = b
 
 
 class SASRecLive(LiveSessions):

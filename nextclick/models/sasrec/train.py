@@ -132,7 +132,7 @@ class BatchLoss:
         return extra
 
 
-def run_epoch(net: SASRecNet, c: SASRecConfig, opt: torch.optim.Optimizer, loss_fn: BatchLoss, train: Sessions,
+def run_epoch(net: SASRecNet, c: SASRecConfig, opt: torch.optim.Optimizer | Optimizers, loss_fn: BatchLoss, train: Sessions,
               perm: np.ndarray, epoch: int) -> float:
     """One pass over the sequences ``perm`` in batches of ``batch_size`` (this rank: its rows of
     each batch); the mean loss per position over all ranks. A non-finite loss raises."""
@@ -195,7 +195,9 @@ def _sync_gradients(net: SASRecNet, loss_fn: BatchLoss, stats: torch.Tensor, epo
         _raise_nonfinite(c, float("nan"), epoch, b)
     emb = net.item_emb.weight
     distributed.average_gradients(p for p in net.parameters() if p is not emb)
-    if loss_fn.touched is None:
+    if c.item_optimizer == "sparse_adam":
+        distributed.average_sparse(emb)
+    elif loss_fn.touched is None:
         distributed.average_gradients([emb])
     else:
         distributed.average_rows(emb, loss_fn.touched)
@@ -207,13 +209,35 @@ def _raise_nonfinite(c: SASRecConfig, loss: float, epoch: int, b: int) -> None:
     )
 
 
-def make_optimizer(net: SASRecNet, c: SASRecConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam with beta2 = 0.98; ``l2`` is Adam's L2 penalty on the item embedding table only."""
+class Optimizers:
+    """Several optimisers stepped as one (the item table's and the rest's)."""
+
+    def __init__(self, *opts: torch.optim.Optimizer) -> None:
+        self.opts = opts
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.opts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.opts:
+            o.step()
+
+
+def make_optimizer(net: SASRecNet, c: SASRecConfig, device: torch.device) -> torch.optim.Optimizer | Optimizers:
+    """Adam with beta2 = 0.98; ``l2`` is Adam's L2 penalty on the item embedding table only. With
+    ``item_optimizer="sparse_adam"`` the item table gets torch's SparseAdam (same betas) on the
+    sparse gradient of the rows each batch reads (the net's embedding is switched to sparse
+    gradients for the fit)."""
     emb = net.item_emb.weight
     other = [p for n, p in net.named_parameters() if n != "item_emb.weight"]
+    fused = device.type in ("cpu", "cuda")
+    if c.item_optimizer == "sparse_adam":
+        return Optimizers(torch.optim.SparseAdam([emb], lr=c.lr, betas=(0.9, 0.98)),
+                          torch.optim.Adam(other, lr=c.lr, betas=(0.9, 0.98), fused=fused))
     return torch.optim.Adam(
         [{"params": [emb], "weight_decay": c.l2}, {"params": other, "weight_decay": 0.0}],
-        lr=c.lr, betas=(0.9, 0.98), fused=device.type in ("cpu", "cuda"),
+        lr=c.lr, betas=(0.9, 0.98), fused=fused,
     )
 
 
@@ -240,6 +264,7 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
             distributed.broadcast(p.data)
         log.info("sasrec rank %d of %d: %d of every batch_size=%d sequences per step", rank, world,
                  math.ceil(c.batch_size / world), c.batch_size)
+    net.item_emb.sparse = c.item_optimizer == "sparse_adam"
     opt = make_optimizer(net, c, device)
     loss_fn = BatchLoss(net, c, device, n_items, train, rng, local)
     history: list[dict[str, Any]] = []
@@ -271,6 +296,7 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
     if best_state is not None:
         net.load_state_dict(best_state)
     net.set_rng(None)
+    net.item_emb.sparse = False
     net.eval()
     return history, best_epoch
 

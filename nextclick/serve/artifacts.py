@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +40,13 @@ class Loaded:
 
     model: Recommender
     model_id: str
-    model_dir: str
+    model_dir: str  # the artifact directory as named (what a reload re-reads by default)
     state_size: int
     popularity: np.ndarray  # (n_items + 1,) float32 popularity, -inf at the padding index 0
     popular_order: np.ndarray  # the POPULAR_CANDIDATES most popular item indices, most popular first (stable)
     scorer: TopK | None = None  # dot-product models: exact top-k without full score rows
     gen: int = 0  # generation number in this service (jobs name the model they were encoded for)
+    serving_dir: str = ""  # the service's private copy of the artifact (see :func:`snapshot`)
 
     @property
     def live(self) -> LiveSessions:
@@ -51,10 +54,39 @@ class Loaded:
         return self.model.live()
 
 
-def load_artifact(model_dir: str, scoring: str = "auto", with_scorer: bool = True) -> Loaded:
-    """Load an artifact; ``with_scorer=False`` skips the top-k structures (the event loop's copy
-    of a model that a worker process scores)."""
-    model = Recommender.load(model_dir)
+def snapshot(model_dir: str | Path) -> Path:
+    """A private copy of the artifact's files, which the service loads and a restarted model
+    process re-reads: rewriting or deleting ``model_dir`` in place cannot change or take down what
+    is being served (a reload picks up the new content)."""
+    src = Path(model_dir)
+    dst = Path(tempfile.mkdtemp(prefix="nextclick-serving-"))
+    try:
+        for p in src.iterdir() if src.is_dir() else ():
+            if p.is_file():
+                shutil.copyfile(p, dst / p.name)
+    except OSError:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
+    return dst
+
+
+def discard(loaded: Loaded | None) -> None:
+    """Delete the private copy of a model the service no longer serves."""
+    if loaded is not None and loaded.serving_dir:
+        shutil.rmtree(loaded.serving_dir, ignore_errors=True)
+
+
+def load_artifact(model_dir: str, scoring: str = "auto", with_scorer: bool = True, copy: bool = True) -> Loaded:
+    """Load an artifact from a private copy (:func:`snapshot`; ``copy=False``: ``model_dir`` is
+    one already, as in the model process); ``with_scorer=False`` skips the top-k structures (the
+    event loop's copy of a model that a worker process scores)."""
+    private = snapshot(model_dir) if copy else Path(model_dir)
+    try:
+        model = Recommender.load(private)
+    except BaseException:
+        if copy:
+            shutil.rmtree(private, ignore_errors=True)
+        raise
     pop = model.popularity_.astype(np.float32).copy()
     pop[0] = -np.inf
     order = np.argsort(-pop[1:], kind="stable")[:POPULAR_CANDIDATES] + 1
@@ -64,4 +96,6 @@ def load_artifact(model_dir: str, scoring: str = "auto", with_scorer: bool = Tru
         scorer = TopK(layer[0], layer[1], mode=scoring) if layer is not None else None  # type: ignore[arg-type]
         if scorer is not None:
             log.info("top-k scoring: %s", scorer.mode)
-    return Loaded(model, artifact_id(model_dir), str(model_dir), model.live().state_size, pop, order, scorer)
+    live = model.live()
+    return Loaded(model, artifact_id(private), str(model_dir), live.state_size, pop, order, scorer,
+                  serving_dir=str(private) if copy else "")

@@ -79,7 +79,7 @@ class _ModelProcess:
     def load(self, gen: int, path: str) -> bool:
         """Load an artifact as generation ``gen`` and tell the service (its content id, or the error)."""
         try:
-            loaded = load_artifact(path, self.scoring)
+            loaded = load_artifact(path, self.scoring, copy=False)  # the service's private copy
         except Exception as e:
             self.send(int_message(MSG_LOADED, gen, 0, text=f"{type(e).__name__}: {e}"))
             return False
@@ -183,10 +183,11 @@ class ProcessWorker:
         self.out = bytearray()  # frames the pipe has not taken yet
         self.writing = False
         self.failures = 0
+        self.restart_task: asyncio.Task | None = None
 
     async def start(self, loaded: Loaded) -> None:
         self.loop = asyncio.get_running_loop()
-        self.current = (loaded.model_dir, loaded.gen, loaded.model_id)
+        self.current = (loaded.serving_dir or loaded.model_dir, loaded.gen, loaded.model_id)
         try:
             await self._spawn()
         except BaseException:
@@ -234,14 +235,35 @@ class ProcessWorker:
         log.info("model process %d serves %s", self.proc.pid, model_dir)
 
     async def adopt(self, loaded: Loaded) -> None:
-        """Have the process load ``loaded``'s artifact as generation ``loaded.gen``."""
+        """Have the process load ``loaded``'s artifact as generation ``loaded.gen``; when there is
+        no process (it died and a restart has not succeeded), start one with this artifact."""
+        where = loaded.serving_dir or loaded.model_dir
         if self.dead:
-            raise WorkerDied("the model process is not running")
+            await self._stop_restarting()
+            self.current = (where, loaded.gen, loaded.model_id)
+            try:
+                await self._spawn()
+            except BaseException:
+                self._died()  # keeps trying, with the new artifact
+                raise
+            return
         fut = self.loop.create_future()  # type: ignore[union-attr]
         self.loading[loaded.gen] = (loaded.model_id, fut)
-        self._write(int_message(MSG_LOAD, loaded.gen, text=loaded.model_dir))
+        self._write(int_message(MSG_LOAD, loaded.gen, text=where))
         await fut
-        self.current = (loaded.model_dir, loaded.gen, loaded.model_id)
+        self.current = (where, loaded.gen, loaded.model_id)
+
+    async def _stop_restarting(self) -> None:
+        """Cancel a pending restart and end what it started (a reload starts the process instead)."""
+        task, self.restart_task = self.restart_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._close_pipes()
+        self._fail_all(WorkerDied("the model process is being replaced"))
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
 
     def release(self, gen: int) -> None:
         self.backlog.append((0, int_message(MSG_DROP, gen), None))  # after every job queued for it
@@ -386,7 +408,7 @@ class ProcessWorker:
         if not self.closed and self.loop is not None:
             log.error("the model process stopped (exit code %s); starting a new one",
                       self.proc.poll() if self.proc else None)
-            self.loop.create_task(self._restart())
+            self.restart_task = self.loop.create_task(self._restart())
 
     async def _restart(self) -> None:
         self.failures += 1

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nextclick.serve.artifacts import Loaded, load_artifact
+from nextclick.serve.artifacts import Loaded, discard, load_artifact
 from nextclick.serve.jobs import Job, popular
 from nextclick.serve.metrics import Metrics, Stats
 from nextclick.serve.process import ProcessWorker
@@ -77,13 +77,18 @@ async def open_runtime(settings: Settings, metrics: Metrics | None = None, store
     loaded = await loop.run_in_executor(None, load_artifact, settings.model_dir, settings.scoring, in_thread)
     stats = Stats(metrics)
     worker: ModelWorker = ThreadWorker(settings.max_batch, stats) if in_thread else ProcessWorker(settings, stats)
-    await worker.start(loaded)
+    try:
+        await worker.start(loaded)
+    except BaseException:
+        discard(loaded)
+        raise
     return Runtime(settings, loaded, store or make_store(settings), worker, stats, metrics)
 
 
 async def close_runtime(rt: Runtime) -> None:
     rt.worker.close()
     await rt.store.close()
+    discard(rt.loaded)
 
 
 def check_options(s: Settings, k: int | None, allow: list | None, deny: list | None, items: list | None = None) -> None:
@@ -214,18 +219,21 @@ async def reload_model(rt: Runtime, model_dir: str | None) -> Loaded:
 async def _reload(rt: Runtime, model_dir: str | None) -> Loaded:
     loop = asyncio.get_running_loop()
     path = model_dir or rt.loaded.model_dir
+    loaded = None
     try:
         loaded = await loop.run_in_executor(
             None, load_artifact, path, rt.settings.scoring, rt.settings.model_worker == "thread"
         )
         loaded.gen = rt.loaded.gen + 1
-        await rt.worker.adopt(loaded)
+        await rt.worker.adopt(loaded)  # also brings back a model process that had died
     except Exception:
+        discard(loaded)
         rt.metrics.reloads.labels("error").inc()
         log.exception("reload of %s failed; still serving %s", path, rt.loaded.model_id)
         raise
     old, rt.loaded = rt.loaded, loaded
     rt.worker.release(old.gen)
+    discard(old)
     rt.settings.model_dir = path
     rt.metrics.reloads.labels("ok").inc()
     log.info("reloaded: now serving %s (%s)", loaded.model.name, loaded.model_id)

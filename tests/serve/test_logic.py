@@ -87,7 +87,7 @@ def test_unknown_clicks_fall_back_to_popularity(artifacts) -> None:
 
 
 def test_popular_applies_exclude_allow_deny(artifacts) -> None:
-    loaded = load_artifact(str(artifacts["dirs"]["sr"]))
+    loaded = load_artifact(str(artifacts["dirs"]["sr"]), copy=False)
     order = loaded.popular_order
     exclude, deny = order[[0, 3]], order[[1, 7, 8]]
     ids, sc = popular(loaded, 6, exclude, None, deny)

@@ -152,6 +152,13 @@ class Recommender:
             scores[:, 0] = -np.inf
             yield scores, targets[b], sess[b], plen[b]
 
+    def iter_queries(self, sessions: Sessions, batch_size: int = 1024) -> Iterator[tuple[Any, np.ndarray, np.ndarray, np.ndarray]]:
+        """Dot-product models only (``self.live().output_layer()`` gives ``(W, b)``: the scores are
+        ``q @ W.T + b``): yield ``(queries, targets, sess, plen)`` for every evaluation prefix of
+        ``sessions``, like :meth:`iter_scores` but with the (B, d) float32 torch query vectors in
+        place of the score rows, so evaluation can rank a large catalogue in chunks."""
+        raise NotImplementedError(f"{self.name} is not a dot-product model: use iter_scores")
+
     # ------------------------------------------------------------------ live sessions (serving)
     #: The serving interface's class (:mod:`nextclick.models.live`); models with a state of their
     #: own or a dot-product output layer bring their own.

@@ -250,6 +250,32 @@ class GRU4Rec(Recommender):
     def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.net_ = Net.from_arrays(self.config, self.n_items_, arrays)
 
+    # ------------------------------------------------------------------ evaluation queries
+    def iter_queries(
+        self, sessions: Sessions, batch_size: int = 1024
+    ) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`iter_scores` without the scores: ``(queries, targets, sess, plen)`` with the
+        top-layer states (B, D) in place of the score rows (the scores are ``queries @ W.T + b``,
+        :meth:`GRU4RecLive.output_layer`), in the same batches."""
+        self._check_fitted()
+        sess, plen, targets = sessions.prefixes()
+        if sess.size == 0:
+            return
+        lengths = sessions.lengths
+        run_start = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])  # groups of whole sessions, as iter_scores
+        cut = np.searchsorted(run_start, np.arange(0, sess.size, 1 << 16), side="left")
+        bounds = np.unique(np.r_[run_start[cut[cut < run_start.size]], sess.size])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            g_sess = np.unique(sess[a:b])
+            n_in = lengths[g_sess] - 1
+            with _one_thread():
+                allh = self._run(sessions.items, sessions.offsets[g_sess], n_in, every=True)
+            first = np.concatenate([[0], np.cumsum(n_in)])[:-1]
+            pos = torch.from_numpy(first[np.searchsorted(g_sess, sess[a:b])] + plen[a:b] - 1)
+            for c in range(a, b, batch_size):
+                sl = slice(c, min(c + batch_size, b))
+                yield allh.index_select(0, pos[c - a : sl.stop - a]), targets[sl], sess[sl], plen[sl]
+
 
 class GRU4RecLive(LiveSessions):
     """GRU4Rec's live sessions: the state is the hidden state of every layer (concatenated), a

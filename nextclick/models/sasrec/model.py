@@ -305,6 +305,29 @@ class SASRec(Recommender):
             a = b
 
 
+    # ------------------------------------------------------------------ evaluation queries
+    def iter_queries(
+        self, sessions: Sessions, batch_size: int = 1024
+    ) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`iter_scores` without the scores: ``(queries, targets, sess, plen)`` with the
+        hidden states (B, D) on the model's device in place of the score rows (the scores are
+        ``queries @ item_emb.T``), batched by ``batch_size`` alone (``iter_scores`` also caps its
+        batches by the size of their score block; where that cap does not bind, the batches are the same)."""
+        self._check_fitted()
+        ws, we, wm = self._windows(sessions)
+        T = self.config.max_len
+        cum = np.cumsum(wm)
+        a = 0
+        while a < ws.size:
+            b = max(int(np.searchsorted(cum, (cum[a - 1] if a else 0) + batch_size, side="right")), a + 1)
+            s, e, m = ws[a:b], we[a:b], wm[a:b]
+            x, _ = pad_prefixes(sessions.items, sessions.offsets[s], e, T)
+            sess = np.repeat(s, m)
+            plen = np.repeat(e - m, m) + np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m) + 1
+            yield self._hidden(x, m), sessions.items[sessions.offsets[sess] + plen], sess, plen
+            a = b
+
+
 class SASRecLive(LiveSessions):
     """SASRec's live sessions: no state of its own (the store keeps the clicks); the query is the
     hidden state at the last position over a session's last ``max_len`` known clicks."""

@@ -11,6 +11,13 @@ the memory is bounded by; ``sparse_adam`` updates only the rows a batch reads).
 
     python benchmarks/scale_train.py                                # 1 and 2 processes, sampled_ce
     python benchmarks/scale_train.py --ranks 1 --steps 50 --n-negatives 2048
+
+With ``--rsc15 DIR`` (a folder holding rsc15-100k's ``train_full.tsv`` and ``test.tsv``) it checks
+accuracy instead: ``nextclick train sasrec --preset rsc15`` for ``--epochs`` epochs in one process
+and in two ranks (torchrun), for each of ``--seeds``, then ``nextclick evaluate`` on the test split;
+the spread over seeds in one process is the noise the two-rank figures are read against.
+
+    python benchmarks/scale_train.py --rsc15 ../shared/data/rsc15-100k --epochs 8 --seeds 0,1
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ def free_port() -> int:
 def launch(a: argparse.Namespace, ranks: int, out: Path) -> list[dict]:
     """Run :func:`worker` in ``ranks`` fresh processes (torchrun for more than one)."""
     args = [__file__, "--worker", str(out)] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items()
-                                                 if k not in ("worker", "ranks", "item_optimizers")]
+                                                 if k not in ("worker", "ranks", "item_optimizers", "rsc15",
+                                                              "epochs", "seeds")]
     if ranks == 1:
         cmd = [sys.executable, *args]
     else:
@@ -93,6 +101,30 @@ def launch(a: argparse.Namespace, ranks: int, out: Path) -> list[dict]:
                "--master-addr", "127.0.0.1", f"--master-port={free_port()}", *args]
     subprocess.run(cmd, check=True)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
+
+
+def accuracy(a: argparse.Namespace) -> None:
+    """Test Recall@20 / MRR@20 of SASRec (rsc15 preset) fitted in one process and in two ranks."""
+    data = Path(a.rsc15)
+    print(f"SASRec --preset rsc15, {a.epochs} epochs, train_full -> test of {data}")
+    print("| processes | seed | Recall@20 | MRR@20 | fit s |")
+    print("|---|---|---|---|---|")
+    for ranks in (int(r) for r in a.ranks.split(",")):
+        for seed in a.seeds.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                train = ["-m", "nextclick", "train", "sasrec", "--train", str(data / "train_full.tsv"), "--out",
+                         f"{tmp}/m", "--preset", "rsc15", "-p", f"n_epochs={a.epochs}", "-p", f"seed={seed}",
+                         "-p", "progress=false"]
+                if ranks > 1:
+                    train = ["-m", "torch.distributed.run", "--nnodes", "1", f"--nproc-per-node={ranks}",
+                             "--master-addr", "127.0.0.1", f"--master-port={free_port()}", *train]
+                subprocess.run([sys.executable, *train], check=True, capture_output=True)
+                cfg = json.loads(Path(tmp, "m", "config.json").read_text())
+                res = subprocess.run([sys.executable, "-m", "nextclick", "evaluate", f"{tmp}/m", "--test",
+                                      str(data / "test.tsv"), "--json"], check=True, capture_output=True, text=True)
+            r = json.loads(res.stdout)
+            print(f"| {ranks} | {seed} | {r['recall@20']:.4f} | {r['mrr@20']:.4f} | {cfg['fit_seconds']:.0f} |",
+                  flush=True)
 
 
 def main() -> None:
@@ -109,10 +141,15 @@ def main() -> None:
     p.add_argument("--item-optimizer", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rsc15", help="rsc15-100k folder: compare test accuracy of 1 and 2 processes instead")
+    p.add_argument("--epochs", type=int, default=8, help="--rsc15: epochs per fit")
+    p.add_argument("--seeds", default="0,1", help="--rsc15: comma-separated seeds")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
         return worker(a)
+    if a.rsc15:
+        return accuracy(a)
     print(f"SASRec {a.loss} ({a.n_negatives} negatives), d={a.hidden}, T={a.max_len}, batch {a.batch_size} "
           f"(all ranks), {a.steps} steps, {a.threads} thread(s) per process")
     print("| item optimizer | processes | items | positions | epoch s | positions/s | peak RSS per rank (GB) "

@@ -1,5 +1,6 @@
 """SASRec with a large catalogue: the sampled losses never form a (positions x catalogue) matrix,
-and ``item_optimizer="sparse_adam"`` updates only the item rows a batch reads."""
+``item_optimizer="sparse_adam"`` updates only the item rows a batch reads, and sampled softmax
+with in-batch negatives is the mixed-negatives loss it is defined to be."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from tests.models.test_sasrec import SMALL, cycle_sessions
 BIG = 200_000  # items: a (positions x catalogue) float matrix of a batch would hold > 10^7 numbers
 
 
-@pytest.mark.parametrize("loss", ["sampled_ce", "bce", "gbce"])
+@pytest.mark.parametrize("loss", ["sampled_ce", "sampled_ce+in_batch", "bce", "gbce"])
 @pytest.mark.parametrize("item_optimizer", ["adam", "sparse_adam"])
 def test_sampled_losses_keep_nothing_catalogue_wide_but_the_table(loss: str, item_optimizer: str) -> None:
-    c = SASRecConfig(**dict(SMALL, loss=loss, n_negatives=64, item_optimizer=item_optimizer))
+    c = SASRecConfig(**dict(SMALL, loss=loss.removesuffix("+in_batch"), n_negatives=64, item_optimizer=item_optimizer,
+                            in_batch_negatives=loss.endswith("+in_batch")))
     train = cycle_sessions(64, n_items=BIG)
     torch.manual_seed(0)
     net = SASRecNet(BIG, c)
@@ -40,7 +42,7 @@ def test_sampled_losses_keep_nothing_catalogue_wide_but_the_table(loss: str, ite
         loss_v, n = sasrec_train.BatchLoss(net, c, torch.device("cpu"), BIG, train, np.random.default_rng(0))(x, y)
     loss_v.backward()
     widest = max(int(np.prod(s)) for s in saved)
-    assert widest < 64 * n * 4, f"a tensor of {widest} numbers kept for backward ({n} positions)"
+    assert widest < (64 + n) * n * 4, f"a tensor of {widest} numbers kept for backward ({n} positions)"
     assert all(BIG not in s and BIG + 1 not in s for s in saved), saved
     g = net.item_emb.weight.grad
     assert g.is_sparse == (item_optimizer == "sparse_adam")
@@ -85,3 +87,35 @@ def test_sparse_adam_config_errors(bad: dict) -> None:
     cfg = dict(SMALL, item_optimizer="sparse_adam", **bad) if "item_optimizer" not in bad else dict(SMALL, **bad)
     with pytest.raises(NextclickError, match="item_optimizer"):
         SASRec(**cfg).fit(cycle_sessions(20))
+
+
+def test_in_batch_negatives_loss_equals_its_definition() -> None:
+    # targets with repeats (item 3 twice), negatives that hit targets: every mask is exercised
+    n_items, K = 6, 4
+    c = SASRecConfig(**dict(SMALL, loss="sampled_ce", n_negatives=K, in_batch_negatives=True))
+    train = cycle_sessions(30, n_items=n_items)
+    bl = sasrec_train.BatchLoss(SASRecNet(n_items, c), c, torch.device("cpu"), n_items, train, np.random.default_rng(0))
+    g = torch.Generator().manual_seed(0)
+    tgt = torch.tensor([3, 1, 3, 5, 2])
+    negs = torch.tensor([[3, 6, 1, 4]])
+    h, pt, pn = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g), torch.randn(K, 8, generator=g)
+    got = bl._mixed(h, pt, tgt, (h * pt).sum(1), h @ pn.T, negs, negs == tgt[:, None])
+    clicks = np.bincount(train.items, minlength=n_items + 1)[1:] / train.items.size
+    q = bl.pop.q
+    corr = {i: np.log(5 * clicks[i - 1] + K * q[i - 1]) for i in range(1, n_items + 1)}
+    want = 0.0
+    for i in range(5):
+        t = int(tgt[i])
+        pos = float(h[i] @ pt[i]) - corr[t]
+        others = [float(h[i] @ pt[j]) - corr[int(tgt[j])] for j in range(5) if int(tgt[j]) != t]
+        others += [float(h[i] @ pn[k]) - corr[int(negs[0, k])] for k in range(K) if int(negs[0, k]) != t]
+        want -= pos - np.log(np.exp(pos) + np.exp(others).sum())
+    assert got.item() == pytest.approx(want / 5, rel=1e-5)
+
+
+def test_in_batch_negatives_learn_a_deterministic_cycle_and_need_sampled_ce() -> None:
+    m = SASRec(**dict(SMALL, n_blocks=1, n_heads=1, dropout=0.1, lr=0.01, n_epochs=15, loss="sampled_ce",
+                      n_negatives=8, in_batch_negatives=True)).fit(cycle_sessions(300))
+    assert evaluate(m, cycle_sessions(40, seed=1), cutoffs=(1,)).metrics["recall@1"] >= 0.9
+    with pytest.raises(NextclickError, match="in_batch_negatives needs loss=sampled_ce"):
+        SASRec(**dict(SMALL, loss="bce", in_batch_negatives=True)).fit(cycle_sessions(20))

@@ -35,6 +35,8 @@ class SASRecConfig:
     n_negatives: int = 256  # sampled_ce / gbce
     gbce_t: float = 0.75  # gBCE calibration: 0 = plain BCE with n_negatives, 1 = fully calibrated
     sample_alpha: float = 1.0  # sampled_ce: negatives ~ popularity**alpha (0 = uniform)
+    # sampled_ce: the batch's other targets are negatives too (mixed negatives, both sources' logQ)
+    in_batch_negatives: bool = False
     # who shares a draw of n_negatives: "batch" (all positions of a mini-batch), "sequence" (the
     # positions of one sequence); "auto" = batch for sampled_ce, sequence for gbce
     neg_sharing: Literal["auto", "batch", "sequence"] = "auto"
@@ -79,6 +81,8 @@ def check_config(c: SASRecConfig) -> None:
         raise NextclickError(f"sasrec: eval_every must be >= 1, got {c.eval_every}")
     if c.neg_sharing not in ("auto", "batch", "sequence"):
         raise NextclickError(f"sasrec: neg_sharing must be auto, batch or sequence, got {c.neg_sharing!r}")
+    if c.in_batch_negatives and c.loss != "sampled_ce":
+        raise NextclickError(f"sasrec: in_batch_negatives needs loss=sampled_ce, got {c.loss}")
     if c.item_optimizer not in ("adam", "sparse_adam"):
         raise NextclickError(f"sasrec: item_optimizer must be adam or sparse_adam, got {c.item_optimizer!r}")
     if c.item_optimizer == "sparse_adam" and (c.loss == "ce" or c.l2 > 0):

@@ -28,7 +28,10 @@ Losses (``loss``), all averaged over the real (non-padding) positions of a batch
   "Turning Dross Into Gold Loss: is BERT4Rec really better than SASRec?", RecSys 2023);
 * ``"sampled_ce"`` -- sampled softmax over the target and ``n_negatives`` items drawn from
   popularity**``sample_alpha``, every logit corrected by -log Q(item) (logQ correction, Yi et al.,
-  RecSys 2019); a negative equal to the target is masked out;
+  RecSys 2019); a negative equal to the target is masked out. With ``in_batch_negatives`` the
+  batch's other targets are negatives too (mixed negative sampling, Yang et al., WWW 2020 companion):
+  every logit is then corrected by the log of its item's expected count among the candidates,
+  log(N p_click + K q), N positions and K samples;
 * ``"gbce"`` -- gBCE of gSASRec (Petrov & Macdonald, RecSys 2023): ``n_negatives`` uniform negatives,
   positive term raised to beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = n_negatives / (n_items
   - 1), t = ``gbce_t``: loss = -beta log sigma(s+) - sum_j log(1 - sigma(s-_j)).
@@ -281,29 +284,6 @@ class SASRec(Recommender):
             self._build()
         self.net_.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
         self.net_.eval()
-
-    # ------------------------------------------------------------------ evaluation queries
-    def iter_queries(
-        self, sessions: Sessions, batch_size: int = 1024
-    ) -> Iterator[tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]]:
-        """:meth:`iter_scores` without the scores: ``(queries, targets, sess, plen)`` with the
-        hidden states (B, D) on the model's device in place of the score rows (the scores are
-        ``queries @ item_emb.T``), batched by ``batch_size`` alone (``iter_scores`` also caps its
-        batches by the size of their score block; where that cap does not bind, the batches are the same)."""
-        self._check_fitted()
-        ws, we, wm = self._windows(sessions)
-        T = self.config.max_len
-        cum = np.cumsum(wm)
-        a = 0
-        while a < ws.size:
-            b = max(int(np.searchsorted(cum, (cum[a - 1] if a else 0) + batch_size, side="right")), a + 1)
-            s, e, m = ws[a:b], we[a:b], wm[a:b]
-            x, _ = pad_prefixes(sessions.items, sessions.offsets[s], e, T)
-            sess = np.repeat(s, m)
-            plen = np.repeat(e - m, m) + np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m) + 1
-            yield self._hidden(x, m), sessions.items[sessions.offsets[sess] + plen], sess, plen
-            a = b
-
 
     # ------------------------------------------------------------------ evaluation queries
     def iter_queries(

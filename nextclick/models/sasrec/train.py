@@ -12,7 +12,8 @@ trains on rows r, r + world, ... of them (``batch_size / world`` per rank: the r
 epoch, :func:`~nextclick.models.distributed.shard`, in batches). Each rank's mean loss is weighted
 by its share of the step's positions and the gradients are averaged (the item table's touched
 rows only, for the sampled losses), so a step equals one process's step on the whole batch up to
-float summation order. Negatives shared by the whole batch (``sampled_ce``) come from the seeded
+float summation order (but for ``in_batch_negatives``, whose in-batch negatives are the rank's own
+positions' targets). Negatives shared by the whole batch (``sampled_ce``) come from the seeded
 generator every rank advances alike, so they match a lone process's too; per-row negatives
 (``bce``, per-sequence ``gbce``) and dropout masks come from per-rank generators seeded with
 ``[seed, 2, rank]`` and ``[seed, 1, rank]`` (same distribution, other draws). Only rank 0
@@ -70,6 +71,11 @@ class BatchLoss:
         if c.loss == "sampled_ce":
             self.pop = PopularitySampler.from_clicks(train.items, n_items, c.sample_alpha)
             self.log_q = torch.tensor(self.pop.log_q, dtype=torch.float32, device=device)  # (V + 1,)
+            if c.in_batch_negatives:  # each source's probabilities: the batch's targets ~ clicks, samples ~ q
+                clicks = np.bincount(train.items, minlength=n_items + 1).astype(np.float64)
+                clicks[0] = 0.0
+                self.p_click = torch.tensor(clicks / clicks.sum(), dtype=torch.float32, device=device)  # (V + 1,)
+                self.q = torch.tensor(np.concatenate([[0.0], self.pop.q]), dtype=torch.float32, device=device)
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
         """Negatives of ``shape`` from ``rng`` (default: the shared generator): popularity**alpha
@@ -119,10 +125,26 @@ class BatchLoss:
             neg_of = negs[np.repeat(np.arange(B), real.sum(1))]  # (N, K) negatives of each position
         pos_l = (h * pn[:n]).sum(-1)  # (N,)
         hit = torch.from_numpy(neg_of == tgt_np[:, None]).to(dev)  # a "negative" that is the target
+        if c.loss == "sampled_ce" and c.in_batch_negatives:
+            return self._mixed(h, pn[:n], tgt, pos_l, neg_l, torch.from_numpy(neg_of).to(dev), hit), n
         if c.loss == "sampled_ce":
             log_q_neg = self.log_q[torch.from_numpy(neg_of).to(dev)]
             return sampled_ce_loss(pos_l, neg_l, self.log_q[tgt], log_q_neg, hit), n
         return gbce_loss(pos_l, neg_l, self.beta, hit), n
+
+    def _mixed(self, h: torch.Tensor, pt: torch.Tensor, tgt: torch.Tensor, pos_l: torch.Tensor, neg_l: torch.Tensor,
+               neg_of: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+        """Sampled softmax over the target, the batch's other targets and the sampled negatives
+        (``in_batch_negatives``): every logit is corrected by the log of its item's expected count
+        among the candidates, ``log(N p_click + K q)`` (both sources' logQ); another position's
+        target that is this position's target is masked out. ``h``, ``pt`` (N, D); ``neg_l`` (N, K)."""
+        n, K = tgt.numel(), self.c.n_negatives
+        in_batch = h @ pt.T  # (N, N): position i against position j's target
+        same = tgt[:, None] == tgt[None, :]  # (N, N), the diagonal included (that is the positive)
+        log_c_t = torch.log(n * self.p_click[tgt] + K * self.q[tgt])  # (N,)
+        log_c_n = torch.log(n * self.p_click[neg_of] + K * self.q[neg_of])  # (1, K) or (N, K)
+        log_c = torch.cat([log_c_t[None].expand(n, n), log_c_n.expand(n, K)], dim=1)  # (N, N + K)
+        return sampled_ce_loss(pos_l, torch.cat([in_batch, neg_l], dim=1), log_c_t, log_c, torch.cat([same, hit], dim=1))
 
     def _touch(self, x: np.ndarray, extra: torch.Tensor) -> torch.Tensor:
         """``extra`` unchanged; records the item rows the batch reads (inputs + ``extra``) when

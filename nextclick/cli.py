@@ -291,9 +291,29 @@ def evaluate(
         int, typer.Option("--sampled", help="ALSO rank against N uniform negatives (paper comparison only; labelled).")
     ] = 0,
     batch_size: Annotated[int, typer.Option(help="Predictions scored per batch.")] = 512,
-    seed: Annotated[int, typer.Option(help="Seed for sampled negatives.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for sampled negatives and for --max-sessions.")] = 0,
+    max_sessions: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-sessions",
+            help="Evaluate a random subset of N test sessions (drawn with --seed), stated as such in the output; "
+            "each prediction still ranks the full catalogue (not sampled negatives).",
+        ),
+    ] = None,
+    chunk_items: Annotated[
+        Optional[int],
+        typer.Option(
+            "--chunk-items",
+            help="Catalogue columns scored at once: a batch holds at most batch-size x N scores (default: "
+            "nextclick.evaluate.CHUNK_ITEMS); 0: whole score rows whatever the catalogue.",
+        ),
+    ] = None,
 ) -> None:
-    """Next-click evaluation at every position of every test session, ranking the FULL catalogue."""
+    """Next-click evaluation at every position of every test session, ranking the FULL catalogue.
+
+    Large catalogues are ranked in chunks of --chunk-items columns (GRU4Rec, SASRec: exactly the
+    ranks of whole rows, with no predictions x catalogue matrix in memory); other models score
+    fewer predictions per batch."""
     from nextclick.data.dataset import load_sessions
     from nextclick.evaluate import evaluate as run_eval
     from nextclick.models.base import Recommender
@@ -307,6 +327,13 @@ def evaluate(
         raise NextclickError(f"--cutoffs {cutoffs!r}: expected comma-separated integers") from None
     if not ks or min(ks) < 1:
         raise NextclickError("--cutoffs: every K must be >= 1")
+    if batch_size < 1:
+        raise NextclickError(f"--batch-size must be >= 1, got {batch_size}")
+    if max_sessions is not None and max_sessions < 1:
+        raise NextclickError(f"--max-sessions must be >= 1, got {max_sessions}")
+    if chunk_items is not None and chunk_items < 0:
+        raise NextclickError(f"--chunk-items must be >= 0 (0: whole score rows), got {chunk_items}")
+    chunking = {} if chunk_items is None else {"chunk_items": chunk_items or None}
     res = run_eval(
         rec,
         te,
@@ -316,6 +343,8 @@ def evaluate(
         by_length=by_length,
         seed=seed,
         progress=not as_json,
+        max_sessions=max_sessions,
+        **chunking,
     )
     if as_json:
         out = {"model": rec.name, **res.as_dict(), **{f"filtered_{k}": v for k, v in rep.as_dict().items()}}

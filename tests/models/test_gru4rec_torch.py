@@ -140,6 +140,12 @@ def test_engine_and_device_are_checked() -> None:
     check_config(GRU4RecConfig(engine="torch", device="cuda:1"))
 
 
+def test_the_compiled_engine_refuses_a_torchrun_launch(chain_data, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check comes before joining a group
+    with pytest.raises(NextclickError, match="engine='torch' under torchrun"):
+        GRU4Rec(GRU4Rec.Config(layers=(8,), n_epochs=1)).fit(chain_data.train)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_cuda_without_a_device_says_so(chain_data) -> None:
     with pytest.raises(NextclickError, match="no CUDA device"):
@@ -179,14 +185,22 @@ def _dp_steps(cfg: GRU4RecConfig, slots: slice) -> tuple[list[float], dict[str, 
     return losses, _weights(net)
 
 
+FIT = dict(layers=(16,), batch_size=4, n_sample=8, learning_rate=0.1, n_epochs=2, momentum=0.3, seed=1, engine="torch")
+
+
 def _worker(out: Path) -> None:
     from nextclick.models import distributed
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import make_chain_data
 
     rank, world = distributed.init(torch.device("cpu"))
     half = B // world
     for i, (loss, mode, momentum) in enumerate(DP_CASES):
         losses, w = _dp_steps(_config(loss, mode, momentum, batch_size=half), slice(rank * half, (rank + 1) * half))
         np.savez(out / f"case{i}_rank{rank}.npz", losses=np.array(losses), **w)
+    model = GRU4Rec(GRU4Rec.Config(**FIT)).fit(make_chain_data().train)  # its own shard of the sessions
+    np.savez(out / f"fit_rank{rank}.npz", losses=np.array(model.epoch_losses_), **_weights(model.net_))
     distributed.close()
 
 
@@ -196,7 +210,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_ranks_step_as_one_process_with_both_batches(tmp_path: Path) -> None:
+def _shard_steps(train, world: int) -> list[int]:
+    """Session-parallel steps of each rank's shard in a data-parallel fit with ``FIT``'s batch size."""
+    from nextclick.data.batching import SessionParallelBatches
+    from nextclick.models import distributed
+    from nextclick.models.gru4rec.fit import EpochPlan
+
+    if train.times is not None:
+        train = train.select(np.argsort(train.times[train.offsets[:-1]], kind="stable"))
+    shards = [train.select(distributed.shard(np.arange(train.n_sessions), r, world)) for r in range(world)]
+    return [len(EpochPlan.build(SessionParallelBatches(t, FIT["batch_size"], order="given")).size) for t in shards]
+
+
+def test_two_ranks_step_as_one_process_with_both_batches(tmp_path: Path, chain_data) -> None:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
         "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), __file__, "--worker", str(tmp_path),
@@ -213,6 +239,17 @@ def test_two_ranks_step_as_one_process_with_both_batches(tmp_path: Path) -> None
         # which a rank alone on its half would not reach
         _, alone = _dp_steps(_config(loss, mode, momentum, batch_size=B // 2), slice(0, B // 2))
         assert not np.allclose(alone["item_out"], want["item_out"], rtol=2e-5, atol=2e-6)
+    # a two-rank fit: shards of unequal step counts (the shorter one takes part in empty steps),
+    # both ranks end with the same weights, and the fit learns
+    fits = [dict(np.load(tmp_path / f"fit_rank{r}.npz", allow_pickle=False)) for r in range(2)]
+    steps = _shard_steps(chain_data.train, 2)
+    assert steps[0] != steps[1], steps
+    for f in fits:
+        losses = f.pop("losses")
+        assert losses[-1] < losses[0]
+    assert fits[0].keys() == fits[1].keys()
+    for k in fits[0]:  # the same gathered gradients in the same order: bit for bit
+        np.testing.assert_array_equal(fits[1][k], fits[0][k], err_msg=k)
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

@@ -39,6 +39,7 @@ class GRU4RecConfig:
     # thread never starts numba's pool. More do, with numba's limits: with its OpenMP layer, a
     # process forked after such a fit must not train again (GNU OpenMP aborts the child); with its
     # workqueue layer (no OpenMP or TBB), two such fits must not run at once in one process.
+    # With engine="torch": torch's intra-op threads.
     n_threads: int = 1
     # how a training step runs: "compiled" (numba loops with hand-written gradients, CPU only) or
     # "torch" (tensor operations and autograd, the same maths; the one that runs on a CUDA device

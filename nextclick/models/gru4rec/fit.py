@@ -5,6 +5,7 @@ the Python work per step is a few slices."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from nextclick.data.batching import SessionParallelBatches
 from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
+from nextclick.models import distributed
 from nextclick.models.gru4rec.config import GRU4RecConfig
 from nextclick.models.gru4rec.net import Net, torch_threads
 from nextclick.models.gru4rec.sampling import SampleStore
@@ -108,7 +110,8 @@ def epochs(cfg: GRU4RecConfig, train: Sessions, counts: np.ndarray, n_items: int
     Sessions are ordered by their first click (``session_order="time"``) or reshuffled every
     epoch; negatives come from a :class:`~.sampling.SampleStore` sized to what the whole training
     uses. The iterator holds the thread settings of training (torch and BLAS on one thread,
-    numba's pool on ``n_threads``) while it runs, including while the caller handles an epoch.
+    numba's pool on ``n_threads``; the torch engine: torch on ``n_threads``) while it runs,
+    including while the caller handles an epoch.
 
     With ``engine="torch"`` under ``torchrun`` (several ranks) the process joins the group, trains
     on its shard of the sessions (every ``world``-th in time order) with a sample store of its own
@@ -119,10 +122,12 @@ def epochs(cfg: GRU4RecConfig, train: Sessions, counts: np.ndarray, n_items: int
     if cfg.session_order == "time" and train.times is not None:  # oldest session first
         train = train.select(np.argsort(train.times[train.offsets[:-1]], kind="stable"))
     rank, world = 0, 1
+    device = torch.device("cpu")
+    if cfg.engine == "compiled" and distributed.launched():
+        raise NextclickError("gru4rec: engine='compiled' trains in one process; use engine='torch' under torchrun")
     if cfg.engine == "torch":
-        from nextclick.models import distributed
-
-        rank, world = distributed.init(torch.device(cfg.device))
+        device = _torch_device(cfg.device)
+        rank, world = distributed.init(device)
         if world > 1:
             train = train.select(distributed.shard(np.arange(train.n_sessions), rank, world))
     order = "given" if cfg.session_order == "time" else "random"
@@ -136,16 +141,27 @@ def epochs(cfg: GRU4RecConfig, train: Sessions, counts: np.ndarray, n_items: int
         store_rng = rng if world == 1 else np.random.default_rng([cfg.seed, 2, rank])  # the net's draws stay shared
         store = SampleStore(counts**cfg.sample_alpha, cfg.n_sample, size, store_rng)
     net = Net.create(cfg, n_items, rng)
+    if cfg.engine == "torch":
+        return net, _run_torch(net, cfg, device, counts, batches, plan, store, reshuffle=order == "random")
     return net, _run(net, cfg, counts, batches, plan, store, reshuffle=order == "random")
+
+
+def _torch_device(name: str) -> torch.device:
+    """The torch engine's device: ``cuda`` under torchrun is the rank's own GPU (``LOCAL_RANK``)."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NextclickError(f"gru4rec: device={name!r} but this torch build sees no CUDA device")
+        if device.index is None and distributed.launched():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
 
 
 def _run(
     net: Net, cfg: GRU4RecConfig, counts: np.ndarray, batches: SessionParallelBatches, plan: EpochPlan,
     store: SampleStore | None, reshuffle: bool,
 ) -> Iterator[Epoch]:
-    if cfg.engine == "torch":
-        yield from _run_torch(net, cfg, counts, batches, plan, store, reshuffle)
-        return
     # numba's products call scipy's BLAS: load it before the limits so that they cover it too
     import scipy.linalg.cython_blas  # noqa: F401
 
@@ -166,19 +182,15 @@ def _run(
 
 
 def _run_torch(
-    net: Net, cfg: GRU4RecConfig, counts: np.ndarray, batches: SessionParallelBatches, plan: EpochPlan,
-    store: SampleStore | None, reshuffle: bool,
+    net: Net, cfg: GRU4RecConfig, device: torch.device, counts: np.ndarray, batches: SessionParallelBatches,
+    plan: EpochPlan, store: SampleStore | None, reshuffle: bool,
 ) -> Iterator[Epoch]:
     """:func:`_run` for ``engine="torch"``: torch on ``n_threads`` threads, the weights written
     back to the net after every epoch."""
-    from nextclick.models import distributed
     from nextclick.models.gru4rec.train_torch import TorchTrainer
 
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NextclickError(f"gru4rec: device={cfg.device!r} but this torch build sees no CUDA device")
     with torch_threads(cfg.n_threads), torch.no_grad():
-        trainer = TorchTrainer(net, cfg, counts, cfg.device)
+        trainer = TorchTrainer(net, cfg, counts, str(device))
         for epoch in range(cfg.n_epochs):
             if epoch and reshuffle:
                 plan = EpochPlan.build(batches)

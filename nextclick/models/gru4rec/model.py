@@ -76,8 +76,10 @@ Deliberate deviations (from the papers; most follow the official PyTorch impleme
   far fewer columns when the catalogue is small (2048 draws hold ~1,150 distinct rsc15 items).
 * Negatives are drawn with Walker's alias method (exact, O(1) per draw) instead of a binary
   search over the cumulative distribution; the result has the same distribution.
-* CPU only (the official code targets a GPU); no L2 regularisation, gradient clipping or other
-  optimisers (removed in the official PyTorch version too).
+* Two training engines: the compiled CPU step above (the default) and ``engine="torch"``
+  (:mod:`.train_torch`: the same maths with autograd, on the CPU or a CUDA device, data-parallel
+  under ``torchrun``; its dropout draws other masks). No L2 regularisation, gradient clipping or
+  other optimisers (removed in the official PyTorch version too).
 
 Presets (:mod:`.config`): ``rsc15`` holds the values of the project's GRU4Rec specification; ``rsc15_official`` the official repository's
 ``paramfiles/rsc15_xe_shared_100_best.py`` (no embedding dropout, hidden dropout 0.4, learning

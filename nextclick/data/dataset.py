@@ -37,15 +37,15 @@ ROLES = ("train", "test", "train_tr", "valid")
 
 def stable_sort(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Sort by ``keys``; rows with equal keys keep their order. Returns ``df`` itself when it is
-    already sorted (cheap check), and breaks ties with a row index rather than ``maintain_order``,
-    which is the faster of the two in polars."""
+    already sorted (cheap check). The sort keeps order itself (``maintain_order``) rather than
+    breaking ties with an added row index, which would widen the sort keys of a large frame."""
     if df.height < 2 or _is_sorted(df, keys):
         return df
     if len(keys) > 1 and _is_sorted(df, keys[1:]):
         # the rest of the keys already ascend over the whole frame (a time-ordered log): a stable
         # sort on the first key alone keeps them ascending within each group
         return df.sort(keys[0], maintain_order=True)
-    return df.with_row_index("_row").sort([*keys, "_row"]).drop("_row")
+    return df.sort(keys, maintain_order=True)
 
 
 def _is_sorted(df: pl.DataFrame, keys: list[str]) -> bool:

@@ -186,7 +186,7 @@ def read_compact(path: str | Path, opts: ReadOptions | None = None) -> tuple[pl.
                     distinct[c] = [pl.concat(seen).unique()]
         log.info("%s: %d clicks read", f, df.height)
     codes = IdCodes.fit(distinct)
-    return pl.concat([codes.encode(_read_file(f, opts, keys)) for f, keys in files], rechunk=False), codes
+    return pl.concat([codes.encode(_read_file(f, opts, keys)) for f, keys in files], rechunk=True), codes
 
 
 def _stack(frames: list[pl.DataFrame], files: list[tuple[Path, dict[str, str]]]) -> pl.DataFrame:

@@ -75,25 +75,17 @@ def drop_repeats(df: pl.DataFrame) -> tuple[pl.DataFrame, StepReport]:
     return out, StepReport("drop_repeats", removed_events=df.height - out.height)
 
 
-def _runs(sid: np.ndarray) -> np.ndarray:
-    """Session number (0, 1, ...) of every row of a frame whose sessions are contiguous."""
-    if sid.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    change = np.empty(sid.size, dtype=bool)
-    change[0] = True
-    np.not_equal(sid[1:], sid[:-1], out=change[1:])
-    return np.cumsum(change) - 1
-
-
 def _dense_codes(ids: pl.Series) -> np.ndarray:
     """Non-negative integer codes for ids (equal ids, equal codes) to ``bincount`` over.
 
     Integer ids spanning a modest range are their own codes (offset by the minimum): O(n), no
-    sort or hash. Otherwise polars' dense rank."""
+    sort or hash, and no copy when the minimum is 0 (the compact codes of :func:`read_compact`).
+    Otherwise polars' dense rank."""
     if ids.len() and ids.dtype.is_integer():
         lo, hi = int(ids.min()), int(ids.max())
         if hi - lo < max(4 * ids.len(), 1 << 20):
-            return ids.to_numpy() - lo
+            arr = ids.to_numpy()
+            return arr - lo if lo else arr
     return ids.rank("dense").to_numpy().astype(np.int64) - 1
 
 
@@ -105,7 +97,7 @@ def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support:
     the rows still alive, and the frame is filtered once at the end."""
     n0, s0 = df.height, _n_sessions(df)
     df = sort_clicks(df)
-    sess = _runs(df.get_column("SessionId").to_numpy())
+    sess = _dense_codes(df.get_column("SessionId"))  # sessions are contiguous: one code per session
     item = _dense_codes(df.get_column("ItemId"))
     alive = np.ones(df.height, dtype=bool)
     rounds = 0
@@ -113,13 +105,14 @@ def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support:
         rounds += 1
         before = int(alive.sum())
         if min_session_length > 1:
-            n_sess = np.bincount(sess[alive], minlength=int(sess[-1]) + 1 if sess.size else 0)
-            alive &= n_sess[sess] >= min_session_length
+            n_sess = np.bincount(sess[alive], minlength=int(sess.max()) + 1 if sess.size else 0)
+            alive &= (n_sess >= min_session_length)[sess]  # a bool per session, gathered: one byte a row
         if min_item_support > 1:
             n_item = np.bincount(item[alive], minlength=int(item.max()) + 1 if item.size else 0)
-            alive &= n_item[item] >= min_item_support
+            alive &= (n_item >= min_item_support)[item]
         if int(alive.sum()) == before:
             break
+    del sess, item
     if not alive.all():
         df = df.filter(pl.Series(alive))
     rep = StepReport(
@@ -142,12 +135,13 @@ def time_split(
         raise NextclickError(f"--test-days must be positive, got {days}")
     df = sort_clicks(df)
     times = df.get_column("Time").to_numpy()
-    sess = _runs(df.get_column("SessionId").to_numpy())
+    sid = df.get_column("SessionId").to_numpy()
     # sessions are contiguous and time-ordered: the start is the first click, the end the last
-    first = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]]) if sess.size else np.zeros(0, np.int64)
-    bound = times[first] if by == "start" else times[np.r_[first[1:], sess.size] - 1]
+    first = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if sid.size else np.zeros(0, np.int64)
+    ends = np.r_[first[1:], sid.size]
+    bound = times[first] if by == "start" else times[ends - 1]
     cut = float(times.max()) - days * DAY
-    in_test = pl.Series((bound >= cut)[sess])
+    in_test = pl.Series(np.repeat(bound >= cut, ends - first))
     train = df.filter(~in_test)
     test = df.filter(in_test)
     if train.height == 0:
@@ -199,7 +193,10 @@ def leave_one_out(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.Data
 
 
 def prepare_frame(df: pl.DataFrame, opts: PrepareOptions) -> tuple[dict[str, pl.DataFrame], list[StepReport]]:
-    """Run every step on a canonical click frame; returns the split frames and the reports."""
+    """Run every step on a canonical click frame; returns the split frames and the reports.
+
+    Each step's input is let go as soon as its output exists (the frame is sorted once, up front,
+    and every later sort finds it sorted), so on a large log at most about two frames are alive."""
     reports: list[StepReport] = [StepReport("read", details=frame_stats_any(df))]
     if "SessionId" not in df.columns:
         if opts.split == "loo":
@@ -207,6 +204,7 @@ def prepare_frame(df: pl.DataFrame, opts: PrepareOptions) -> tuple[dict[str, pl.
         else:
             df, rep = sessionize(df, opts.session_gap)
         reports.append(rep)
+    df = sort_clicks(df)
     if opts.drop_repeats:
         df, rep = drop_repeats(df)
         reports.append(rep)
@@ -218,12 +216,14 @@ def prepare_frame(df: pl.DataFrame, opts: PrepareOptions) -> tuple[dict[str, pl.
     frames: dict[str, pl.DataFrame]
     if opts.split == "time":
         train, test, rep = time_split(df, opts.test_days, opts.split_by)
+        del df
         reports.append(rep)
         train_tr, valid, rep = time_split(train, opts.valid_days or opts.test_days, opts.split_by, name="valid_split")
         reports.append(rep)
         frames = {"train": train, "test": test, "train_tr": train_tr, "valid": valid}
     elif opts.split == "loo":
         train, valid, test, rep = leave_one_out(df)
+        del df
         reports.append(rep)
         frames = {"train": train, "valid": valid, "test": test}
     elif opts.split == "none":
@@ -256,15 +256,13 @@ def prepare(
     roles = {"time": ["train", "test", "train_tr", "valid"], "loo": ["train", "valid", "test"]}.get(opts.split, ["train"])
     sources = [] if isinstance(inp, pl.DataFrame) else [Path(inp)]
     check_output_dir(Path(out), roles, sources, overwrite)
-    codes = None
     if isinstance(inp, pl.DataFrame):
-        df = inp
+        frames, reports = prepare_frame(inp, opts)
+        codes = None
     else:
-        df, codes = read_compact(inp, opts.read)
-        if opts.split == "loo" and "SessionId" not in df.columns:
-            codes.ids["SessionId"] = codes.ids["UserId"]  # user_sequences: a user's codes are its sequence's
-    frames, reports = prepare_frame(df, opts)
-    del df
+        found: list[IdCodes] = []
+        frames, reports = prepare_frame(_read_codes(inp, opts, found), opts)  # no reference kept here
+        codes = found[0]
     # time split: the catalogue is what training saw (test clicks on other items were removed);
     # leave-one-out: the catalogue is every item (the SASRec protocol), some only seen as targets
     vocab_src = [frames["train"]] if opts.split != "loo" else [frames["train"], frames["test"]]
@@ -278,6 +276,15 @@ def prepare(
         "report": [asdict(r) for r in reports],
     }
     return write_dataset(out, frames, vocab, meta, sources=sources, overwrite=overwrite, codes=codes)
+
+
+def _read_codes(inp: str | Path, opts: PrepareOptions, found: list[IdCodes]) -> pl.DataFrame:
+    """The log as compact codes (:func:`read_compact`); their :class:`IdCodes` go to ``found``."""
+    df, codes = read_compact(inp, opts.read)
+    if opts.split == "loo" and "SessionId" not in df.columns:
+        codes.ids["SessionId"] = codes.ids["UserId"]  # user_sequences: a user's codes are its sequence's
+    found.append(codes)
+    return df
 
 
 def _vocab(frames: list[pl.DataFrame], codes: IdCodes | None) -> ItemVocab:

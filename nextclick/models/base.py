@@ -20,7 +20,6 @@ advance it by a click, turn it into scores or (dot-product models) a query.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 import types
@@ -30,20 +29,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
 from nextclick.data.sessions import Sessions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError, NotFittedError
+from nextclick.models import artifact
 from nextclick.models.live import LiveSessions
 from nextclick.ranking import top_k
 
 log = logging.getLogger(__name__)
-
-ARTIFACT_FORMAT = "nextclick-model"
-CONFIG_FILE = "config.json"
-VOCAB_FILE = "vocab.json"
-WEIGHTS_FILE = "weights.safetensors"
 
 
 @dataclasses.dataclass
@@ -235,14 +229,12 @@ class Recommender:
 
     # ------------------------------------------------------------------ artifacts
     def save(self, path: str | Path) -> Path:
-        """Write an artifact directory: config.json, vocab.json and weights.safetensors."""
+        """Write an artifact directory: config.json, vocab.json and weights.safetensors, atomically
+        and with checksums (:mod:`nextclick.models.artifact`)."""
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         from nextclick import __version__
 
-        cfg = {
-            "format": ARTIFACT_FORMAT,
+        header = {
             "version": 1,
             "nextclick_version": __version__,
             "model": self.name,
@@ -250,43 +242,85 @@ class Recommender:
             "n_items": self.n_items_,
             "fit_seconds": getattr(self, "fit_seconds_", None),
         }
-        (path / CONFIG_FILE).write_text(json.dumps(cfg, indent=1))
-        self.vocab_.save(path / VOCAB_FILE)
         arrays = {"popularity": self.popularity_}
         for key, arr in self._state().items():
             arrays[f"state.{key}"] = np.ascontiguousarray(arr)
-        save_file(arrays, str(path / WEIGHTS_FILE))
-        return path
+        return artifact.write(path, header, self.vocab_, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
-        """Rebuild a fitted model from an artifact directory (no unpickling anywhere)."""
-        path = Path(path)
-        cfg_path = path / CONFIG_FILE
-        if not cfg_path.exists():
-            raise NextclickError(f"{path}: not a model directory (no {CONFIG_FILE}); train one with `nextclick train`")
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("format") != ARTIFACT_FORMAT:
-            raise NextclickError(f"{cfg_path}: not a nextclick model (format={cfg.get('format')!r})")
+        """Rebuild a fitted model from an artifact directory, checked by
+        :func:`nextclick.models.artifact.read` (no unpickling anywhere)."""
+        art = artifact.read(path)
+        cfg = art.header
         from nextclick.models import get_model_class
 
         klass = get_model_class(cfg["model"])
         if cls is not Recommender and not issubclass(klass, cls):
             raise NextclickError(f"{path}: holds a {cfg['model']!r} model, not {cls.name!r}")
-        model = klass(klass.Config(**cfg["config"]))
+        where = f"{Path(path) / artifact.CONFIG_FILE} ({cfg['model']})"
+        model = klass(config_from_json(klass.Config, cfg["config"], where))
         model.n_items_ = int(cfg["n_items"])
-        model.vocab_ = ItemVocab.load(path / VOCAB_FILE)
-        arrays = load_file(str(path / WEIGHTS_FILE))
+        model.vocab_ = art.vocab
+        arrays = art.arrays
         model.popularity_ = arrays.pop("popularity")
         model.fit_seconds_ = cfg.get("fit_seconds")
-        model._set_state({k.removeprefix("state."): v for k, v in arrays.items()})
+        try:
+            model._set_state({k.removeprefix("state."): v for k, v in arrays.items()})
+        except NextclickError:
+            raise
+        except Exception as e:  # arrays of the wrong names or shapes for this config
+            raise NextclickError(f"{Path(path) / artifact.WEIGHTS_FILE}: does not fit the {cfg['model']} config "
+                                 f"({type(e).__name__}: {e})") from None
         return model
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
 
 
-# ---------------------------------------------------------------------- parameters from text
+# ---------------------------------------------------------------------- parameters from JSON or text
+def _fits(tp: Any, v: Any) -> bool:
+    """Whether a JSON value ``v`` is of the annotated type ``tp`` (an int is a float; a list is a
+    tuple)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return any(v == c and type(v) is type(c) for c in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, v) for a in typing.get_args(tp))
+    if tp is type(None):
+        return v is None
+    if origin in (tuple, list):
+        inner = [a for a in typing.get_args(tp) if a is not Ellipsis] or [Any]
+        return isinstance(v, list | tuple) and all(_fits(inner[0], x) for x in v)
+    if tp is bool:
+        return type(v) is bool
+    if tp is int:
+        return type(v) is int
+    if tp is float:
+        return type(v) in (int, float)
+    if tp is str:
+        return type(v) is str
+    return True
+
+
+def config_from_json(config_cls: type, values: dict[str, Any], where: str) -> Any:
+    """``config_cls(**values)`` for values read from a file, each checked against its field's
+    type: a one-line error naming ``where`` and the field for a value of another type or an
+    unknown field."""
+    hints = typing.get_type_hints(config_cls)
+    extra = sorted(set(values) - set(hints))
+    if extra:
+        raise NextclickError(f"{where}: unknown parameters {extra}")
+    for key, v in values.items():
+        if not _fits(hints[key], v):
+            raise NextclickError(f"{where}: parameter {key!r} = {v!r} is not of type {hints[key]}")
+    vals = {k: tuple(v) if isinstance(v, list) and typing.get_origin(hints[k]) is tuple else v for k, v in values.items()}
+    try:
+        return config_cls(**vals)
+    except (TypeError, ValueError) as e:
+        raise NextclickError(f"{where}: invalid parameters ({e})") from None
+
+
 def _coerce(name: str, tp: Any, raw: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:

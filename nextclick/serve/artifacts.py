@@ -23,9 +23,12 @@ POPULAR_CANDIDATES = 1000
 
 
 def artifact_id(model_dir: str | Path) -> str:
-    """Content hash of an artifact (config + weights), tagging stored model states."""
+    """Content hash of an artifact, tagging stored model states: of ``config.json`` alone when it
+    records the other files' checksums (loading has checked them), else of all three files."""
     h = hashlib.sha256()
-    for name in ("config.json", "vocab.json", "weights.safetensors"):
+    cfg = Path(model_dir) / "config.json"
+    names = ("config.json",) if b'"files"' in cfg.read_bytes() else ("config.json", "vocab.json", "weights.safetensors")
+    for name in names:
         p = Path(model_dir) / name
         if p.exists():
             with open(p, "rb") as f:

@@ -1,0 +1,166 @@
+"""Model artifacts on disk: plain data, written atomically, checked when read.
+
+An artifact is a directory of three files::
+
+    config.json          format, model name, its hyper-parameters, n_items, and the size and
+                         SHA-256 of each of the two other files
+    vocab.json           the shop's item ids (index i + 1 = ids[i]; 0 is padding)
+    weights.safetensors  popularity and the model's learned arrays (never pickle)
+
+:func:`write` builds the directory under a temporary name beside the target and renames it into
+place, so a crash halfway leaves either the old artifact or none, never a half-written one that
+loads. :func:`read` refuses, with one line naming the file and what is wrong, anything it cannot
+trust: a file that is missing, truncated or altered (its checksum), a ``config.json`` that is not
+the expected JSON, a vocabulary of another length than ``n_items``, non-finite weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from nextclick.data.vocab import ItemVocab
+from nextclick.errors import NextclickError
+
+ARTIFACT_FORMAT = "nextclick-model"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+WEIGHTS_FILE = "weights.safetensors"
+FILES = (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE)
+MAX_ITEMS = 2**31 - 1  # item indices are int32-safe everywhere
+
+
+@dataclass
+class Artifact:
+    """What :func:`read` returns: the parsed ``config.json``, the vocabulary and the arrays."""
+
+    header: dict[str, Any]
+    vocab: ItemVocab
+    arrays: dict[str, np.ndarray]
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        return {"bytes": path.stat().st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+
+
+def _check_finite(arrays: dict[str, np.ndarray], where: str) -> None:
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise NextclickError(f"{where}: array {name!r} holds NaN or infinite values; the model is unusable")
+
+
+def _target(path: Path) -> None:
+    """Refuse a target that is a file, or a directory holding anything but an artifact's files."""
+    if path.exists() and not path.is_dir():
+        raise NextclickError(f"--out {path}: is a file; give a directory for the model artifact")
+    if path.is_dir():
+        other = sorted(p.name for p in path.iterdir() if p.name not in FILES)
+        if other:
+            raise NextclickError(
+                f"--out {path}: holds other files ({', '.join(other[:3])}); choose a new or empty directory"
+            )
+
+
+def write(path: str | Path, header: dict[str, Any], vocab: ItemVocab, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an artifact to ``path`` atomically (see the module docstring); ``header`` becomes
+    ``config.json`` with the format and the files' checksums added. Non-finite arrays are refused
+    before anything is written."""
+    path = Path(path)
+    _target(path)
+    _check_finite(arrays, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        vocab.save(tmp / VOCAB_FILE)
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / WEIGHTS_FILE))
+        files = {name: _digest(tmp / name) for name in (VOCAB_FILE, WEIGHTS_FILE)}
+        (tmp / CONFIG_FILE).write_text(json.dumps({"format": ARTIFACT_FORMAT, **header, "files": files}, indent=1))
+        for name in FILES:  # on disk before the rename makes them visible
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        if path.exists():  # an artifact (checked above): moved aside, then replaced
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "artifact")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _header(path: Path) -> dict[str, Any]:
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise NextclickError(f"{path}: not a model directory (no {CONFIG_FILE}); train one with `nextclick train`")
+    try:
+        header = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise NextclickError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != ARTIFACT_FORMAT:
+        fmt = header.get("format") if isinstance(header, dict) else None
+        raise NextclickError(f"{cfg_path}: not a nextclick model (format={fmt!r})")
+    for key, kind in (("model", str), ("config", dict), ("n_items", int)):
+        if not isinstance(header.get(key), kind) or isinstance(header.get(key), bool):
+            raise NextclickError(f"{cfg_path}: {key!r} must be a JSON {kind.__name__}, got {header.get(key)!r}")
+    if not 1 <= header["n_items"] <= MAX_ITEMS:
+        raise NextclickError(f"{cfg_path}: 'n_items' must lie in 1..{MAX_ITEMS}, got {header['n_items']}")
+    return header
+
+
+def _check_files(path: Path, header: dict[str, Any]) -> None:
+    """Every file present, and the size and checksum ``config.json`` recorded (artifacts written
+    before checksums were recorded are read without them)."""
+    recorded = header.get("files")
+    for name in (VOCAB_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise NextclickError(f"{path}: {name} is missing; the artifact is incomplete")
+        if recorded is None:
+            continue
+        want = recorded.get(name) if isinstance(recorded, dict) else None
+        if not isinstance(want, dict):
+            raise NextclickError(f"{path / CONFIG_FILE}: no checksum recorded for {name}")
+        got = _digest(path / name)
+        if got != {"bytes": want.get("bytes"), "sha256": want.get("sha256")}:
+            what = "truncated" if got["bytes"] < (want.get("bytes") or 0) else "altered"
+            raise NextclickError(f"{path / name}: does not match the checksum in {CONFIG_FILE} ({what}); "
+                                 "the artifact is damaged: save or copy it again")
+
+
+def read(path: str | Path) -> Artifact:
+    """Read and check an artifact (see the module docstring); every problem is a one-line
+    :class:`NextclickError` naming the file."""
+    path = Path(path)
+    header = _header(path)
+    _check_files(path, header)
+    try:
+        vocab = ItemVocab.load(path / VOCAB_FILE)
+    except NextclickError:
+        raise
+    except Exception as e:
+        raise NextclickError(f"{path / VOCAB_FILE}: not a valid item vocabulary ({type(e).__name__}: {e})") from None
+    if len(vocab) != header["n_items"]:
+        raise NextclickError(
+            f"{path / VOCAB_FILE}: holds {len(vocab):,} items but {CONFIG_FILE} says n_items = {header['n_items']:,}"
+        )
+    try:
+        arrays = load_file(str(path / WEIGHTS_FILE))
+    except Exception as e:
+        raise NextclickError(f"{path / WEIGHTS_FILE}: not a valid safetensors file ({type(e).__name__}: {e})") from None
+    _check_finite(arrays, str(path / WEIGHTS_FILE))
+    pop = arrays.get("popularity")
+    if pop is None or pop.shape != (header["n_items"] + 1,):
+        raise NextclickError(f"{path / WEIGHTS_FILE}: 'popularity' must have n_items + 1 = {header['n_items'] + 1} values")
+    return Artifact(header, vocab, arrays)

@@ -344,3 +344,11 @@ def test_prepare_rewrites_only_its_own_dataset(tmp_path: Path) -> None:
     with pytest.raises(NextclickError, match="--overwrite"):
         prepare(shop_log(), foreign, PrepareOptions(min_item_support=3))
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_stable_sort_keeps_file_order_of_ties() -> None:
+    from nextclick.data.dataset import stable_sort
+
+    df = pl.DataFrame({"SessionId": [2, 1, 2, 1, 2, 1], "Time": [5.0, 3.0, 5.0, 1.0, 4.0, 3.0], "ItemId": [1, 2, 3, 4, 5, 6]})
+    out = stable_sort(df, ["SessionId", "Time"])
+    assert out.get_column("ItemId").to_list() == [4, 2, 6, 5, 1, 3]

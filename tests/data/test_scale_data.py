@@ -155,3 +155,15 @@ def test_prepare_on_codes_keeps_string_ids(tmp_path: Path) -> None:
 def test_prepare_never_writes_into_its_input_directory(shop_dir: Path) -> None:
     with pytest.raises(NextclickError, match="inside the input directory"):
         prepare(shop_dir / "clicks", shop_dir / "clicks" / "prepared")
+
+
+def test_generate_command_writes_parts(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    args = ["generate", "--out", str(tmp_path / "shop"), "--n-sessions", "900", "--n-items", "200", "--chunk-sessions", "400"]
+    p = subprocess.run([sys.executable, "-m", "nextclick", *args], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in (tmp_path / "shop" / "clicks").iterdir()) == [f"part-0000{k}.parquet" for k in range(3)]
+    cfg = ShopConfig(n_sessions=900, n_items=200)
+    assert pl.read_parquet(tmp_path / "shop" / "clicks" / "part-00001.parquet").equals(shop_chunk(cfg, shop_catalogue(cfg), 1, 400))

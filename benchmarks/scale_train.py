@@ -70,7 +70,7 @@ def worker(a: argparse.Namespace) -> None:
     data_s, rss_data = time.perf_counter() - t0, rss_gb()
     cfg = dict(loss=a.loss, n_negatives=a.n_negatives, hidden=a.hidden, max_len=a.max_len, batch_size=a.batch_size,
                n_epochs=1, dropout=0.2, progress=False, n_threads=a.threads, seed=a.seed,
-               item_optimizer=a.item_optimizer)
+               item_optimizer=a.item_optimizer, in_batch_negatives=a.in_batch)
     m = SASRec(**cfg).fit(train)
     V, D = train.n_items + 1, a.hidden
     rec = dict(rank=rank, n_items=train.n_items, sessions=train.n_sessions,
@@ -91,9 +91,9 @@ def free_port() -> int:
 
 def launch(a: argparse.Namespace, ranks: int, out: Path) -> list[dict]:
     """Run :func:`worker` in ``ranks`` fresh processes (torchrun for more than one)."""
-    args = [__file__, "--worker", str(out)] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items()
-                                                 if k not in ("worker", "ranks", "item_optimizers", "rsc15",
-                                                              "epochs", "seeds")]
+    skip = ("worker", "ranks", "item_optimizers", "rsc15", "epochs", "seeds", "in_batch")
+    args = [__file__, "--worker", str(out), *(["--in-batch"] if a.in_batch else [])]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in skip]
     if ranks == 1:
         cmd = [sys.executable, *args]
     else:
@@ -135,6 +135,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--loss", default="sampled_ce", choices=["sampled_ce", "gbce", "bce"])
     p.add_argument("--n-negatives", type=int, default=1024)
+    p.add_argument("--in-batch", action="store_true", help="sampled_ce: in-batch negatives too")
     p.add_argument("--hidden", type=int, default=50)
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--item-optimizers", default="adam,sparse_adam", help="comma-separated item_optimizer values")
@@ -150,7 +151,7 @@ def main() -> None:
         return worker(a)
     if a.rsc15:
         return accuracy(a)
-    print(f"SASRec {a.loss} ({a.n_negatives} negatives), d={a.hidden}, T={a.max_len}, batch {a.batch_size} "
+    print(f"SASRec {a.loss} ({a.n_negatives} negatives{' + in-batch' if a.in_batch else ''}), d={a.hidden}, T={a.max_len}, batch {a.batch_size} "
           f"(all ranks), {a.steps} steps, {a.threads} thread(s) per process")
     print("| item optimizer | processes | items | positions | epoch s | positions/s | peak RSS per rank (GB) "
           "| item table + moments (+ dense grad) (GB) |")

@@ -175,8 +175,8 @@ def train(
         if main:
             _report_encode(rep, valid)
     if main:
-        on = f" on {ranks} ranks" if ranks > 1 else ""
-        typer.echo(f"training {model}{on} on {tr.n_events:,} clicks / {tr.n_sessions:,} sessions / {tr.n_items:,} items",
+        on = f" ({ranks} ranks)" if ranks > 1 else ""
+        typer.echo(f"training {model} on {tr.n_events:,} clicks / {tr.n_sessions:,} sessions / {tr.n_items:,} items{on}",
                    err=True)
     rec.fit(tr, va)
     if main:
@@ -508,6 +508,10 @@ def serve(
     body_timeout: Annotated[
         float, typer.Option(help="Seconds a client may take to send a request body (then 408).")
     ] = 10.0,
+    models_dir: Annotated[
+        Optional[Path], typer.Option(help="POST /admin/reload loads only artifacts under this directory "
+                                          "(default: MODEL_DIR's parent).")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Serve next-click recommendations over HTTP (FastAPI/uvicorn; OpenAPI at /docs)."""
@@ -531,6 +535,7 @@ def serve(
         model_worker=model_worker.value,
         admin_token=os.environ.get(admin_token_env) or None,
         body_timeout=body_timeout,
+        models_dir=str(models_dir) if models_dir is not None else None,
     )
     uvicorn.run(
         create_app(settings),

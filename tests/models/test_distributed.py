@@ -145,7 +145,7 @@ def test_cli_trains_on_two_ranks_and_rank0_writes(launch: tuple[Path, subprocess
     from nextclick.models.base import Recommender
 
     out, res = launch
-    assert res.stdout.count("trained sasrec") == 1 and "on 2 ranks" in res.stderr  # rank 0 alone prints
+    assert res.stdout.count("trained sasrec") == 1 and "items (2 ranks)" in res.stderr  # rank 0 alone prints
     items, scores = Recommender.load(out / "m").recommend([1001, 1004], k=5)
     assert len(items) == 5 and np.all(np.diff(scores) <= 0)
 

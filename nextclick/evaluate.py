@@ -53,6 +53,7 @@ CUTOFFS = (1, 5, 10, 20)
 LENGTH_BUCKETS = ((2, 2), (3, 3), (4, 4), (5, 6), (7, 9), (10, 19), (20, 10**9))
 #: Default ``chunk_items``: catalogue columns scored at once (a 512-row block of them is 64 MB).
 CHUNK_ITEMS = 32768
+_MIN_ROWS = 16  # rows of a matrix product formed again for rows a tie decides
 SUBSET_PROTOCOL = "random subset of test SESSIONS; each prediction ranks the full catalogue (NOT sampled negatives)"
 
 
@@ -314,8 +315,8 @@ def rank_in_chunks(
     kept ones are compared with it. A row whose exact target score falls outside its window (a
     non-finite score) is counted again against it in a second pass over the same products. The
     top-k lists are merged chunk by chunk (:class:`_RunningTop`); a row whose list a tie decides
-    takes :func:`top_k_rows` of its whole row, assembled in another pass, so ties are broken as
-    they are on whole rows.
+    takes :func:`top_k_rows` of its whole row, formed again (:func:`_top_of_whole_rows`), so ties
+    are broken as they are on whole rows.
     """
     B = targets.size
     q = q.to(device=W.device, dtype=W.dtype)
@@ -342,7 +343,9 @@ def rank_in_chunks(
         rank[redo] = _count_at_least(q, W, b, t, bounds, redo) - 1
     tied = np.flatnonzero(top.decided_by_ties())
     if tied.size:
-        top.items[tied] = _top_of_whole_rows(q, W, b, bounds, tied, k)
+        cols = np.concatenate([top.items[tied], targets[tied, None]], axis=1)
+        vals = np.concatenate([top.vals[tied], t[tied, None]], axis=1)
+        top.items[tied] = _top_of_whole_rows(q, W, b, bounds, tied, k, cols, vals)
     return ChunkRanks(rank, top.items, t, ev)
 
 
@@ -458,15 +461,24 @@ class _RunningTop:
         return self.tied | (self.vals[:, 1:] == self.vals[:, :-1]).any(axis=1)
 
 
-def _top_of_whole_rows(q: Any, W: Any, b: Any | None, bounds: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """:func:`top_k_rows` of the whole score rows ``rows`` (indices) of the batch, assembled from
-    the products of the first pass (the same batch, the same chunks), a few rows at a time so
-    they hold no more scores than the batch's chunks."""
+def _top_of_whole_rows(
+    q: Any, W: Any, b: Any | None, bounds: np.ndarray, rows: np.ndarray, k: int, cols: np.ndarray, vals: np.ndarray
+) -> np.ndarray:
+    """:func:`top_k_rows` of the whole score rows ``rows`` (indices) of the batch, a few rows at a
+    time so they hold no more scores than the batch's chunks. The rows are formed again from
+    products of those rows alone (at least :data:`_MIN_ROWS` of them, so the product is a matrix
+    product like the first pass's), and checked against the first pass's scores ``vals`` (R, m)
+    of their columns ``cols``; a group that differs is formed from the batch's products instead."""
     n_cols, B = int(bounds[-1]), q.shape[0]
     per = max(1, B * int(np.diff(bounds).max()) // n_cols)
+    spans = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
     out = []
     for g in range(0, rows.size, per):
         rg = rows[g : g + per]
-        whole = np.concatenate([_chunk_scores(q, W, b, a, e)[rg] for a, e in zip(bounds[:-1].tolist(), bounds[1:].tolist())], axis=1)
+        pad = np.concatenate([rg, np.setdiff1d(np.arange(B), rg)[: max(0, _MIN_ROWS - rg.size)]])
+        whole = np.concatenate([_chunk_scores(q[pad], W, b, a, e)[: rg.size] for a, e in spans], axis=1)
+        if not np.array_equal(np.take_along_axis(whole, cols[g : g + per], axis=1), vals[g : g + per]):
+            log.debug("rank_in_chunks: products of %d rows differ from the batch's, forming them from the batch", rg.size)
+            whole = np.concatenate([_chunk_scores(q, W, b, a, e)[rg] for a, e in spans], axis=1)
         out.append(top_k_rows(whole, k)[0])
     return np.concatenate(out)

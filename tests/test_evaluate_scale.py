@@ -19,7 +19,7 @@ import torch
 from nextclick.data.sessions import Sessions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
-from nextclick.evaluate import _chunk_scores, chunk_bounds, evaluate, rank_in_chunks, session_subset
+from nextclick.evaluate import _chunk_scores, _top_of_whole_rows, chunk_bounds, evaluate, rank_in_chunks, session_subset
 from nextclick.models.base import Recommender
 from nextclick.models.live import LiveSessions
 from nextclick.ranking import conservative_rank, top_k_rows
@@ -177,6 +177,22 @@ def test_rank_in_chunks_equals_whole_rows_of_the_same_products() -> None:
         np.testing.assert_array_equal(r.target, whole[np.arange(B), targets])
         np.testing.assert_array_equal(r.extra, np.take_along_axis(whole, extra, axis=1))
         assert r.rank[2] == r.rank[3] == V - 1  # -inf and NaN targets rank last
+
+
+@pytest.mark.parametrize("differ", [False, True])
+def test_rows_a_tie_decides_get_the_top_k_of_their_whole_rows(differ: bool) -> None:
+    """Formed again from their own products, or from the batch's when those differ from the
+    first pass's scores (here: first-pass scores made up)."""
+    rng = np.random.default_rng(1)
+    V, d, B, k = 300, 8, 24, 5
+    W = torch.from_numpy((rng.integers(-2, 3, size=(V, d)) / 2).astype(np.float32))
+    q = torch.from_numpy((rng.integers(-2, 3, size=(B, d)) / 2).astype(np.float32))
+    bounds = chunk_bounds(V, 64)
+    whole = np.concatenate([_chunk_scores(q, W, None, a, e) for a, e in zip(bounds[:-1], bounds[1:])], axis=1)
+    top, vals = top_k_rows(whole, k)
+    rows = np.array([2, 5, 6, 20])
+    cols, vals = top[rows], vals[rows] + (1.0 if differ else 0.0)
+    np.testing.assert_array_equal(_top_of_whole_rows(q, W, None, bounds, rows, k, cols, vals), top[rows])
 
 
 def test_chunk_bounds_cover_the_catalogue_in_even_chunks() -> None:

@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nextclick.serve import service
 from nextclick.serve.metrics import Metrics
-from nextclick.serve.middleware import FastClicks, GuardMiddleware
+from nextclick.serve.middleware import FastClicks, GuardMiddleware, internal_error
 from nextclick.serve.schemas import ReloadBody, build_schemas, error_responses
 from nextclick.serve.service import Runtime, ServiceError
 from nextclick.serve.settings import Settings
@@ -98,6 +98,10 @@ def create_app(settings: Settings, store: SessionStore | None = None) -> FastAPI
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
         return _json({"detail": errors}, 422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        return _json(internal_error(exc), 500)
 
     @app.exception_handler(ServiceError)
     async def _refused(request: Request, exc: ServiceError) -> Response:
@@ -195,6 +199,8 @@ def _ops_routes(app: FastAPI, s: Settings) -> None:
             raise HTTPException(403, "reload is disabled: no admin token configured")
         if not token_ok(authorization, s.admin_token):
             raise HTTPException(401, "missing or wrong admin token")
+        if body is not None and body.model_dir is not None and not s.reloadable(body.model_dir):
+            raise HTTPException(403, f"model_dir must lie under the models directory {s.models_dir}")
         try:
             loaded = await service.reload_model(rt, body.model_dir if body else None)
         except Exception as e:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+import uuid
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -76,6 +77,14 @@ class FastClicks:
         if len(session_id) > self.settings.max_session_id_length:
             return None
         return self.parse(raw)
+
+
+def internal_error(exc: BaseException | None = None) -> dict[str, str]:
+    """Log an unexpected error, with its traceback, under a new request id; return the body of
+    the 500 answer: the id to quote, and no trace of the internals."""
+    rid = uuid.uuid4().hex[:16]
+    log.error("internal error; request id %s", rid, exc_info=exc if exc is not None else True)
+    return {"detail": "internal error", "request_id": rid}
 
 
 async def send_json(send: Any, status: int, body: Any, close: bool = False) -> None:
@@ -141,12 +150,14 @@ class GuardMiddleware:
         label = endpoint_label(path)
         status = [500]
         refused = [False]
+        started = [False]
 
         async def send_wrapper(message: dict) -> None:
             if refused[0]:  # we already answered; drop whatever the app still sends
                 return
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                started[0] = True
             await send(message)
 
         async def refuse(code: int, detail: str) -> None:
@@ -200,10 +211,10 @@ class GuardMiddleware:
             downstream = _replay(raw, receive)
         try:
             await self.app(scope, downstream, send_wrapper)
-        except Exception:
-            if not refused[0]:
-                self._record(label, 500, t0)
-                raise
+        except Exception as e:  # the app's handler answered (and logged) it, or nobody did
+            if not started[0] and not refused[0]:
+                await send_json(send, 500, internal_error(e))
+            status[0] = 500 if not refused[0] else status[0]
         self._record(label, status[0], t0)
 
     async def _fast_click(self, fast: FastClicks, sid: str, raw: bytes, send: Any, t0: float) -> bool:
@@ -215,11 +226,10 @@ class GuardMiddleware:
             result = await append_click(fast.rt, sid, *args)  # type: ignore[arg-type]
         except Exception as e:  # outside FastAPI's error middleware: answer here
             if isinstance(e, ServiceError):  # e.g. 503 while the model process restarts
-                code, detail = e.status, e.detail
+                code, body = e.status, {"detail": e.detail}
             else:
-                log.exception("click failed")
-                code, detail = 500, "internal error"
-            await send_json(send, code, {"detail": detail})
+                code, body = 500, internal_error(e)
+            await send_json(send, code, body)
             self._record("clicks", code, t0)
             return True
         await send_json(send, 200, result)

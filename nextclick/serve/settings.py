@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integer item ids are int64
@@ -27,9 +28,21 @@ class Settings:
     body_timeout: float = 10.0  # seconds a client may take to send a request body (then 408)
     max_batch: int = 64  # requests scored together at most
     admin_token: str | None = None  # POST /admin/reload is disabled without one
+    models_dir: str | None = None  # a reload loads only artifacts under it (default: model_dir's parent)
     torch_threads: int = 1
     scoring: Literal["auto", "exact", "fp16"] = "auto"  # top-k of dot-product models: see nextclick.ranking.bounded
     model_worker: Literal["process", "thread"] = "process"  # where the model runs: see nextclick.serve.worker
+
+    def __post_init__(self) -> None:
+        if self.models_dir is None:  # fixed at start-up, whatever a reload later serves
+            self.models_dir = str(Path(self.model_dir).resolve().parent)
+
+    def reloadable(self, model_dir: str) -> bool:
+        """Whether a reload may load ``model_dir``: it lies under ``models_dir`` once links and
+        ``..`` are resolved (a request body never names an arbitrary path on this machine)."""
+        root = Path(self.models_dir or "/").resolve()
+        target = Path(model_dir).resolve()
+        return target == root or root in target.parents
 
     def item_id_ok(self, x: Any) -> bool:
         """Whether ``x`` is an item id a request may carry: an int64 (not a bool) or a string of

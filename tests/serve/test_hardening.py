@@ -15,6 +15,7 @@ from nextclick.data.preprocess import PrepareOptions, prepare
 from nextclick.data.synthetic import ShopConfig, generate_shop
 from nextclick.models import create_model
 from nextclick.serve import app as app_module
+from nextclick.serve.store import MemoryStore
 from tests.serve.servers import start_service, stop
 
 
@@ -106,3 +107,32 @@ def test_admin_token_is_compared_in_constant_time(served, monkeypatch: pytest.Mo
     assert app_module.token_ok("Bearer s3cret", "s3cret") and not app_module.token_ok("Bearer s3cre", "s3cret")
     assert not app_module.token_ok(None, "s3cret") and not app_module.token_ok("Bearer s3cr\udcffet", "s3cret")
     assert len(calls) == 4
+
+
+class _BrokenStore(MemoryStore):
+    """A store that fails the way a bug would: an unexpected exception with internals in its text."""
+
+    async def get(self, session_id: str):  # type: ignore[override]
+        raise RuntimeError("secret internals at 0xdeadbeef")
+
+
+def test_an_unexpected_error_is_a_json_500_with_a_request_id(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    from fastapi.testclient import TestClient
+
+    shop = generate_shop(ShopConfig(n_sessions=600, n_items=80, n_categories=4, seed=9))
+    train, _ = prepare(shop.clicks.drop("UserId"), tmp_path / "data", PrepareOptions()).sessions("train")
+    model_dir = create_model("pop").fit(train).save(tmp_path / "pop")
+    settings = app_module.Settings(model_dir=str(model_dir), model_worker="thread")
+    item = int(train.vocab.decode(train.items[:1])[0])
+    with TestClient(app_module.create_app(settings, store=_BrokenStore()), raise_server_exceptions=False) as c:
+        for send in (lambda: c.post("/v1/sessions/s/clicks", json={"item": item}),  # the fast path
+                     lambda: c.get("/v1/sessions/s/recommendations")):  # the FastAPI route
+            caplog.clear()
+            r = send()
+            assert r.status_code == 500 and r.headers["content-type"] == "application/json", r.text
+            body = r.json()
+            assert body["detail"] == "internal error" and len(body["request_id"]) == 16
+            assert "secret" not in r.text and "Traceback" not in r.text
+            logged = [rec for rec in caplog.records if body["request_id"] in rec.getMessage()]
+            assert len(logged) == 1 and "secret internals" in str(logged[0].exc_info[1])
+        assert 'nextclick_requests_total{endpoint="clicks",status="500"}' in c.get("/metrics").text

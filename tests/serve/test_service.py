@@ -190,8 +190,13 @@ def test_hot_reload_needs_token_and_drops_nothing(svc, shop_models) -> None:
         assert set(codes) == {200}
         after = c.get("/readyz").json()
         assert after["model"] == "vsknn" and after["model_id"] != before
-        bad = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}, json={"model_dir": "/nonexistent"})
+        missing = str(shop_models["dirs"]["sr"].parent / "nonexistent")
+        bad = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}, json={"model_dir": missing})
         assert bad.status_code == 400 and c.get("/readyz").json()["model"] == "vsknn"
+        for outside in ("/nonexistent", "/etc", str(shop_models["dirs"]["sr"].parent / ".." / "elsewhere")):
+            bad = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}, json={"model_dir": outside})
+            assert bad.status_code == 403 and "models directory" in bad.json()["detail"], bad.text
+        assert c.get("/readyz").json()["model"] == "vsknn"
         r = c.post(
             "/admin/reload", headers={"Authorization": "Bearer s3cret"}, json={"model_dir": str(shop_models["dirs"]["sr"])}
         )

@@ -123,6 +123,11 @@ class GRU4Rec(Recommender):
     needs_torch = True
     presets = PRESETS
 
+    @property
+    def data_parallel(self) -> bool:
+        """Whether this config fits under torchrun, one rank per process: the torch engine does."""
+        return self.config.engine == "torch"
+
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: Sessions, valid: Sessions | None) -> None:
         from nextclick.models.gru4rec.fit import epochs  # numba: imported (and its loops loaded) only when training

@@ -153,7 +153,7 @@ def train(
     """Train MODEL and save it as an artifact directory (JSON config + vocab, safetensors weights).
 
     Under ``torchrun`` (several processes, on one machine or several) a model that trains
-    data-parallel (sasrec) runs one rank per process; each rank reads the data, trains on its
+    data-parallel (sasrec; gru4rec with engine=torch) runs one rank per process; each rank reads the data, trains on its
     share of every batch, and rank 0 alone validates, prints and writes ``--out``."""
     import os
 

@@ -37,7 +37,7 @@ from nextclick.serve.middleware import FastClicks, GuardMiddleware, internal_err
 from nextclick.serve.schemas import ReloadBody, build_schemas, error_responses
 from nextclick.serve.service import Runtime, ServiceError
 from nextclick.serve.settings import Settings
-from nextclick.serve.store import SessionStore
+from nextclick.serve.store import SessionStore, StoreUnavailable
 
 __all__ = ["Settings", "create_app"]
 
@@ -185,7 +185,8 @@ def _ops_routes(app: FastAPI, s: Settings) -> None:
     @app.get("/metrics", tags=["ops"])
     async def metrics_endpoint(rt: Runtime = Depends(_rt)) -> Response:
         """Prometheus metrics."""
-        rt.metrics.sessions.set(await rt.store.size())
+        with contextlib.suppress(StoreUnavailable):  # the gauge keeps its last value meanwhile
+            rt.metrics.sessions.set(await rt.store.size())
         rt.metrics.topk_rows.set(rt.stats.topk_rows)
         rt.metrics.topk_fallbacks.set(rt.stats.topk_fallbacks)
         return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)

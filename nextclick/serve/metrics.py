@@ -43,6 +43,9 @@ class Metrics:
         self.unknown = Counter("nextclick_unknown_items_total", "Item ids unknown to the model (ignored)", registry=r)
         self.clicks = Counter("nextclick_clicks_total", "Clicks received", registry=r)
         self.reloads = Counter("nextclick_reloads_total", "Model reloads", ["result"], registry=r)
+        self.store_errors = Counter(
+            "nextclick_store_unavailable_total", "Requests answered 503 because the session store was unreachable", registry=r
+        )
 
 
 def endpoint_label(path: str) -> str:

@@ -24,7 +24,7 @@ from nextclick.serve.jobs import Job, popular
 from nextclick.serve.metrics import Metrics, Stats
 from nextclick.serve.process import ProcessWorker
 from nextclick.serve.settings import Settings
-from nextclick.serve.store import MemoryStore, RedisStore, SessionRecord, SessionStore
+from nextclick.serve.store import MemoryStore, RedisStore, SessionRecord, SessionStore, StoreUnavailable
 from nextclick.serve.worker import ModelWorker, ThreadWorker, WorkerDied
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,15 @@ async def recommend(
     return out, new_state
 
 
+async def stored(rt: Runtime, call: Any) -> Any:
+    """Await a session-store call; an unreachable store is a 503 (counted), not a 500."""
+    try:
+        return await call
+    except StoreUnavailable as e:
+        rt.metrics.store_errors.inc()
+        raise ServiceError(503, f"the session store is unavailable ({e}); retry shortly") from None
+
+
 async def append_click(
     rt: Runtime, session_id: str, item: Any, k: int, exclude_seen: bool = False,
     allow: list | None = None, deny: list | None = None,
@@ -170,7 +179,7 @@ async def append_click(
     The clicks of one session are handled one at a time."""
     rt.metrics.clicks.inc()
     async with rt.lock(session_id):
-        rec = await rt.store.get(session_id)
+        rec = await stored(rt, rt.store.get(session_id))
         if rec is None:
             rec = SessionRecord()
         keep = max(rt.loaded.live.max_clicks, 1)
@@ -181,13 +190,13 @@ async def append_click(
         rec.n_unknown += len(out["unknown_items"])
         rec.state = new_state
         rec.model_id = out["model"]
-        await rt.store.put(session_id, rec)
+        await stored(rt, rt.store.put(session_id, rec))
     return {"session_id": session_id, "n_clicks": rec.n_clicks, **out}
 
 
 async def session_recommendations(rt: Runtime, session_id: str, k: int, exclude_seen: bool = False) -> dict:
     """Recommendations for a session as it stands (popularity for an unknown session)."""
-    rec = await rt.store.get(session_id)
+    rec = await stored(rt, rt.store.get(session_id))
     items = rec.items if rec is not None else []
     out, _ = await recommend(rt, items, None, rec, k, exclude_seen)
     out["unknown_items"] = []
@@ -204,7 +213,7 @@ async def stateless_recommendations(
 
 async def delete_session(rt: Runtime, session_id: str) -> None:
     """Forget a session (404 when there is none)."""
-    if not await rt.store.delete(session_id):
+    if not await stored(rt, rt.store.delete(session_id)):
         raise ServiceError(404, f"no session {session_id!r}")
 
 

@@ -100,32 +100,51 @@ class MemoryStore:
         self._data.clear()
 
 
+class StoreUnavailable(Exception):
+    """The session store cannot be reached now (the service answers 503, and retries by itself:
+    the next request reconnects)."""
+
+
 class RedisStore:
     """Records in Redis under ``prefix + session_id`` with a TTL (``SET ... EX``), so several
     service replicas share sessions. Size is bounded by Redis' own ``maxmemory`` policy."""
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", ttl: float = 1800.0, prefix: str = "nextclick:s:") -> None:
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", ttl: float = 1800.0, prefix: str = "nextclick:s:", timeout: float = 1.0
+    ) -> None:
         import redis.asyncio as aioredis
+        import redis.exceptions
 
         self.ttl = ttl
         self.prefix = prefix
-        self._r = aioredis.from_url(url)
+        # short timeouts: while Redis is away, requests fail fast (503) instead of hanging
+        self._r = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        self._down = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except self._down as e:
+            raise StoreUnavailable(f"redis {what}: {type(e).__name__}") from None
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        raw = await self._r.get(self.prefix + session_id)
+        raw = await self._call("get", self._r.get(self.prefix + session_id))
         return None if raw is None else SessionRecord.from_bytes(raw)
 
     async def put(self, session_id: str, record: SessionRecord) -> None:
-        await self._r.set(self.prefix + session_id, record.to_bytes(), px=int(self.ttl * 1000))
+        await self._call("set", self._r.set(self.prefix + session_id, record.to_bytes(), px=int(self.ttl * 1000)))
 
     async def delete(self, session_id: str) -> bool:
-        return bool(await self._r.delete(self.prefix + session_id))
+        return bool(await self._call("delete", self._r.delete(self.prefix + session_id)))
 
-    async def size(self) -> int:
+    async def _count(self) -> int:
         n = 0
         async for _ in self._r.scan_iter(match=self.prefix + "*", count=1000):
             n += 1
         return n
+
+    async def size(self) -> int:
+        return await self._call("scan", self._count())
 
     async def ping(self) -> bool:
         try:

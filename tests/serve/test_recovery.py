@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from nextclick.data.preprocess import PrepareOptions, prepare
 from nextclick.data.synthetic import ShopConfig, generate_shop
 from nextclick.models import create_model
-from tests.serve.servers import start_service, stop
+from tests.serve.servers import free_port, start_service, stop, wait_port
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,45 @@ def test_a_reload_brings_back_a_model_process_that_cannot_restart(two_artifacts,
             assert r.status_code == 200 and not r.json()["fallback"], r.text
     finally:
         stop(proc)
+
+
+def _redis(port: int, workdir: Path) -> subprocess.Popen:
+    exe = shutil.which("redis-server")
+    p = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                          "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, p)
+    return p
+
+
+def test_a_redis_restart_gives_fast_503s_and_the_service_recovers_by_itself(two_artifacts, tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; .ci/run installs it")
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    redis = _redis(port, tmp_path)
+    proc, url = start_service(two_artifacts["a"], "--store", "redis", "--redis-url", f"redis://127.0.0.1:{port}/0")
+    item = two_artifacts["a_items"][0]
+    try:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.post("/v1/sessions/r1/clicks", json={"item": item}).status_code == 200
+            redis.kill()
+            redis.wait()
+            for path in ("/v1/sessions/r1/clicks", "/v1/sessions/r2/clicks"):
+                t0 = time.monotonic()
+                r = c.post(path, json={"item": item})
+                assert r.status_code == 503 and "session store is unavailable" in r.json()["detail"], r.text
+                assert time.monotonic() - t0 < 3, "a request hung while Redis was away"
+            assert c.get("/v1/sessions/r1/recommendations").status_code == 503
+            assert c.get("/readyz").status_code == 503
+            assert "nextclick_store_unavailable_total 3.0" in c.get("/metrics").text
+            redis = _redis(port, tmp_path)  # back (empty: no persistence), no service restart
+            t0 = time.monotonic()
+            while c.post("/v1/sessions/r3/clicks", json={"item": item}).status_code != 200:
+                assert time.monotonic() - t0 < 10, "the service did not recover after Redis came back"
+                time.sleep(0.1)
+            assert c.get("/readyz").status_code == 200
+    finally:
+        stop(proc)
+        redis.kill()
+        redis.wait()

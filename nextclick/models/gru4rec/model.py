@@ -212,29 +212,11 @@ class GRU4Rec(Recommender):
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Every test session runs once from a zero state (all sessions together, packed by
         length); the states after each click are then scored ``batch_size`` prefixes at a time."""
-        self._check_fitted()
-        sess, plen, targets = sessions.prefixes()
-        if sess.size == 0:
-            return
-        lengths = sessions.lengths
-        # groups of whole sessions (prefixes come session by session) of about 2^16 predictions,
-        # so the stored states of one GRU pass stay small
-        run_start = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])
-        cut = np.searchsorted(run_start, np.arange(0, sess.size, 1 << 16), side="left")
-        bounds = np.unique(np.r_[run_start[cut[cut < run_start.size]], sess.size])
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            g_sess = np.unique(sess[a:b])  # sorted session ids of the group
-            n_in = lengths[g_sess] - 1  # the last click is never an input
+        for queries, targets, sess, plen in self.iter_queries(sessions, batch_size):
             with _one_thread():
-                allh = self._run(sessions.items, sessions.offsets[g_sess], n_in, every=True)
-            first = np.concatenate([[0], np.cumsum(n_in)])[:-1]
-            pos = torch.from_numpy(first[np.searchsorted(g_sess, sess[a:b])] + plen[a:b] - 1)
-            for c in range(a, b, batch_size):
-                sl = slice(c, min(c + batch_size, b))
-                with _one_thread():
-                    scores = self.net_.scores(allh.index_select(0, pos[c - a : sl.stop - a])).numpy()
-                scores[:, 0] = -np.inf
-                yield scores, targets[sl], sess[sl], plen[sl]
+                scores = self.net_.scores(queries).numpy()
+            scores[:, 0] = -np.inf
+            yield scores, targets, sess, plen
 
     # ------------------------------------------------------------------ live sessions
     def _output_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,7 +251,9 @@ class GRU4Rec(Recommender):
         if sess.size == 0:
             return
         lengths = sessions.lengths
-        run_start = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])  # groups of whole sessions, as iter_scores
+        # groups of whole sessions (prefixes come session by session) of about 2^16 predictions,
+        # so the stored states of one GRU pass stay small
+        run_start = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])
         cut = np.searchsorted(run_start, np.arange(0, sess.size, 1 << 16), side="left")
         bounds = np.unique(np.r_[run_start[cut[cut < run_start.size]], sess.size])
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):

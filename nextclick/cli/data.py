@@ -1,0 +1,152 @@
+"""Data commands: prepare a raw click log, generate the synthetic shop, the quickstart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nextclick.cli.choices import Fmt, Split, SplitBy, TimeFmt
+from nextclick.data.options import PrepareOptions, ReadOptions
+from nextclick.errors import NextclickError
+
+
+def _read_options(session_col: str, item_col: str, time_col: str, user_col: str, fmt: Fmt, time_format: TimeFmt, names: str):
+    return ReadOptions(
+        session_col=session_col or None,
+        item_col=item_col,
+        time_col=time_col or None,
+        user_col=user_col or None,
+        format=fmt.value,
+        time_format=time_format.value,
+        names=[n.strip() for n in names.split(",")] if names else None,
+    )
+
+
+def prepare(
+    input: Annotated[Path, typer.Argument(help="Click log: CSV, TSV, Parquet or whitespace `user item [time]` file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the prepared dataset.")],
+    session_col: Annotated[
+        str, typer.Option(help="Session id column; '' = none (build sessions from --user-col).")
+    ] = "SessionId",
+    item_col: Annotated[str, typer.Option(help="Item id column.")] = "ItemId",
+    time_col: Annotated[str, typer.Option(help="Timestamp column; '' = none (line order is time order).")] = "Time",
+    user_col: Annotated[str, typer.Option(help="User id column (optional; needed to build sessions or for --split loo).")] = "",
+    format: Annotated[Fmt, typer.Option("--format", help="Input format; auto = from the file extension.")] = Fmt.auto,
+    time_format: Annotated[
+        TimeFmt, typer.Option(help="Timestamps: unix seconds, milliseconds, ISO-8601, or auto-detect.")
+    ] = TimeFmt.auto,
+    names: Annotated[str, typer.Option(help="Comma-separated column names for a file without a header row.")] = "",
+    session_gap: Annotated[
+        float, typer.Option(help="Inactivity gap in minutes that starts a new session (no session column).")
+    ] = 30.0,
+    drop_repeats: Annotated[
+        bool, typer.Option("--drop-repeats/--keep-repeats", help="Drop consecutive clicks on the same item.")
+    ] = True,
+    min_session_length: Annotated[
+        int, typer.Option(help="Remove sessions shorter than this (iterated with --min-item-support).")
+    ] = 2,
+    min_item_support: Annotated[int, typer.Option(help="Remove items with fewer clicks than this (iterated until stable).")] = 5,
+    split: Annotated[
+        Split, typer.Option(help="time: test = sessions starting in the last --test-days; loo: leave-one-out per user; none.")
+    ] = Split.time,
+    test_days: Annotated[float, typer.Option(help="Days at the end of the log that form the test set (time split).")] = 1.0,
+    valid_days: Annotated[
+        Optional[float], typer.Option(help="Days at the end of train that form `valid` (default: --test-days).")
+    ] = None,
+    split_by: Annotated[SplitBy, typer.Option(help="Assign a session to test by its start or end time.")] = SplitBy.start,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a non-empty --out that is not a nextclick dataset.")
+    ] = False,
+) -> None:
+    """Read a raw click log, build sessions, filter, split, and write a prepared dataset.
+
+    Never writes over its input; a non-empty --out must be a dataset nextclick wrote, or --overwrite.
+    """
+    from nextclick.data.preprocess import prepare as run_prepare
+
+    opts = PrepareOptions(
+        read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names),
+        session_gap=session_gap * 60.0,
+        drop_repeats=drop_repeats,
+        min_session_length=min_session_length,
+        min_item_support=min_item_support,
+        split=split.value,
+        test_days=test_days,
+        valid_days=valid_days,
+        split_by=split_by.value,
+    )
+    ds = run_prepare(input, out, opts, overwrite=overwrite)
+    for r in ds.meta["report"]:
+        extra = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k != "cut_time")
+        typer.echo(f"{r['step']:<16} removed {r['removed_events']:>10,} events {r['removed_sessions']:>9,} sessions  {extra}")
+    for role, st in ds.meta["stats"].items():
+        typer.echo(f"{role:<9} {st['events']:>11,} events {st['sessions']:>10,} sessions {st['items']:>8,} items")
+    typer.echo(f"catalogue {len(ds.meta['vocab']['ids']):,} items (index 0 = padding); written to {out}")
+
+
+def generate(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output click file (.parquet, .csv or .tsv), or a directory for Parquet parts.")
+    ],
+    size: Annotated[
+        str, typer.Option(help="Named size: small (the default shop), otto (OTTO's size), otto-tenth; written as parts.")
+    ] = "",
+    n_sessions: Annotated[Optional[int], typer.Option(help="Sessions to generate (default: the size's).")] = None,
+    n_items: Annotated[Optional[int], typer.Option(help="Catalogue size (default: the size's).")] = None,
+    n_categories: Annotated[Optional[int], typer.Option(help="Categories (default: the size's).")] = None,
+    days: Annotated[Optional[float], typer.Option(help="Days the log spans (default: the size's).")] = None,
+    chunk_sessions: Annotated[int, typer.Option(help="Sessions per Parquet part (directory output).")] = 250_000,
+    with_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--with-sessions/--users-only",
+            help="Write SessionId (else only UserId; sessions are rebuilt by `prepare --session-col ''`).",
+        ),
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic shop's click log (the built-in default data).
+
+    A file name writes one file from memory; a directory (or --size) writes the log chunk by chunk
+    as DIR/clicks/part-NNNNN.parquet with the item table in DIR/items.parquet."""
+    from nextclick.data.synthetic import generate_shop, shop_size, write_shop
+
+    given = {"n_sessions": n_sessions, "n_items": n_items, "n_categories": n_categories, "days": days}
+    cfg = shop_size(size or "small", seed=seed, **{k: v for k, v in given.items() if v is not None})
+    suffix = out.suffix.lower()
+    if size or not suffix:
+        counts = write_shop(cfg, out, chunk_sessions=chunk_sessions, with_sessions=with_sessions)
+        typer.echo(
+            f"wrote {counts['clicks']:,} clicks ({counts['sessions']:,} sessions, {counts['items']:,} items) "
+            f"in {counts['parts']} parts to {out / 'clicks'}; items in {out / 'items.parquet'}"
+        )
+        return
+    shop = generate_shop(cfg)
+    df = shop.clicks if with_sessions else shop.clicks.drop("SessionId")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        df.write_parquet(out)
+    elif suffix in (".csv", ".tsv"):
+        df.write_csv(out, separator="," if suffix == ".csv" else "\t")
+    else:
+        raise NextclickError(f"--out {out}: use a .parquet, .csv or .tsv file name, or a directory")
+    typer.echo(f"wrote {df.height:,} clicks to {out}")
+
+
+def quickstart(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Working directory for data and models.")] = Path("runs/quickstart"),
+    n_sessions: Annotated[int, typer.Option(help="Sessions in the synthetic shop.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Random seed of the shop.")] = 0,
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", "-m", help="Only these models (repeatable); default: all.")
+    ] = None,
+) -> None:
+    """Main job on built-in data: synthetic shop -> prepare -> train every model -> leaderboard -> replay."""
+    from nextclick.data.synthetic import ShopConfig
+    from nextclick.quickstart import run_quickstart
+
+    run_quickstart(out, ShopConfig(n_sessions=n_sessions, seed=seed), models=model or None, echo=typer.echo)
+
+

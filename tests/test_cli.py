@@ -179,6 +179,16 @@ def test_user_errors_are_clear_without_traceback(tmp_path: Path, vsknn_dir: Path
     assert_user_error(run("recommend", str(vsknn_dir), "1", "--k", "0", ok=False), "--k")
 
 
+def test_evaluate_refuses_bad_numbers_and_an_empty_test_set(tmp_path: Path, vsknn_dir: Path, rsc15: Path) -> None:
+    test = str(rsc15 / "test.tsv")
+    for args, needle in ((["--batch-size", "0"], "--batch-size"), (["--batch-size", "-5"], "--batch-size"),
+                         (["--sampled", "-3"], "--sampled"), (["--max-sessions", "0"], "--max-sessions")):
+        assert_user_error(run("evaluate", str(vsknn_dir), "--test", test, *args, ok=False), needle)
+    empty = tmp_path / "unknown.tsv"  # every click on an item the model does not know
+    empty.write_text("SessionId\tItemId\tTime\n1\t1\t1\n1\t2\t2\n")
+    assert_user_error(run("evaluate", str(vsknn_dir), "--test", str(empty), "--json", ok=False), "no next-click prediction")
+
+
 def test_prepare_refuses_to_write_over_its_input(tmp_path: Path) -> None:
     clicks = tmp_path / "dl" / "train.parquet"
     run("generate", "--out", str(clicks), "--n-sessions", "2000", "--n-items", "200")

@@ -204,6 +204,10 @@ def evaluate(
         raise NextclickError("--cutoffs: every K must be >= 1")
     if batch_size < 1:
         raise NextclickError(f"--batch-size must be >= 1, got {batch_size}")
+    if sampled < 0:
+        raise NextclickError(f"--sampled must be >= 0 (0: no sampled metrics), got {sampled}")
+    if te.n_predictions() == 0:
+        raise NextclickError(f"{test}: no next-click prediction to evaluate (no session has two clicks the model knows)")
     if max_sessions is not None and max_sessions < 1:
         raise NextclickError(f"--max-sessions must be >= 1, got {max_sessions}")
     if chunk_items is not None and chunk_items < 0:
@@ -223,10 +227,21 @@ def evaluate(
     )
     if as_json:
         out = {"model": rec.name, **res.as_dict(), **{f"filtered_{k}": v for k, v in rep.as_dict().items()}}
-        typer.echo(json.dumps(out))
+        typer.echo(json.dumps(_json_safe(out), allow_nan=False))
     else:
         typer.echo(f"model {rec.name} ({model_dir})")
         typer.echo(res.table(ks))
+
+
+def _json_safe(x):  # type: ignore[no-untyped-def]
+    """``x`` with every non-finite float as None: JSON has no NaN or Infinity."""
+    if isinstance(x, float):
+        return x if x == x and abs(x) != float("inf") else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 def recommend(

@@ -140,6 +140,36 @@ class GuardMiddleware:
         self.body_timeout = settings.body_timeout
         self.fast = fast
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._reading: dict[int, list] = {}  # body reads in progress: [deadline, task, timed out]
+        self._sweeping = False
+
+    def _sweep(self) -> None:
+        """Every half timeout, cancel the body reads past their deadline (one timer for the
+        service, not one per request: a timeout context per request costs the fast path)."""
+        now = time.monotonic()
+        for entry in list(self._reading.values()):
+            if entry[0] < now and not entry[2]:
+                entry[2] = True
+                entry[1].cancel()
+        asyncio.get_running_loop().call_later(min(1.0, self.body_timeout / 2), self._sweep)
+
+    async def _receive_in_time(self, receive: Any) -> dict | None:
+        """The next ASGI message, or None when it did not arrive within ``body_timeout``."""
+        if not self._sweeping:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(min(1.0, self.body_timeout / 2), self._sweep)
+        task = asyncio.current_task()
+        entry = [time.monotonic() + self.body_timeout, task, False]
+        self._reading[id(entry)] = entry
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if not entry[2]:  # cancelled for another reason (shutdown, client gone)
+                raise
+            task.uncancel()  # type: ignore[union-attr]
+            return None
+        finally:
+            del self._reading[id(entry)]
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -181,10 +211,8 @@ class GuardMiddleware:
                 return {"type": "http.disconnect"}
             if body_done:  # after the body: only a disconnect can come, whenever it comes
                 return await receive()
-            try:
-                async with asyncio.timeout(self.body_timeout):  # no extra task, unlike wait_for
-                    message = await receive()
-            except TimeoutError:  # a stalled upload holds no connection for ever
+            message = await self._receive_in_time(receive)
+            if message is None:  # a stalled upload holds no connection for ever
                 await refuse(408, f"request body not received within {self.body_timeout:g} s")
                 return {"type": "http.disconnect"}
             if message["type"] == "http.request":

@@ -29,34 +29,8 @@ print(json.dumps({"seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSA
                   "stats": ds.meta["stats"], "report": [(r["step"], r["removed_events"], r["removed_sessions"]) for r in ds.meta["report"]]}))
 """
 
-CHILD_PANDAS = r"""
-import json, resource, sys, time
-import pandas as pd
-t = time.perf_counter()
-df = pd.read_parquet(sys.argv[1])
-df = df.sort_values(["UserId", "Time"], kind="stable")
-new = (df.UserId.values[1:] != df.UserId.values[:-1]) | (df.Time.values[1:] - df.Time.values[:-1] > 1800)
-import numpy as np
-df["SessionId"] = np.concatenate([[0], np.cumsum(new)])
-rep = (df.SessionId.values[1:] == df.SessionId.values[:-1]) & (df.ItemId.values[1:] == df.ItemId.values[:-1])
-df = df[~np.concatenate([[False], rep])]
-while True:
-    n = len(df)
-    df = df[df.groupby("SessionId").ItemId.transform("size") >= 2]
-    df = df[df.groupby("ItemId").ItemId.transform("size") >= 5]
-    if len(df) == n:
-        break
-start = df.groupby("SessionId").Time.transform("min")
-cut = df.Time.max() - 86400
-train, test = df[start < cut], df[start >= cut]
-test = test[test.ItemId.isin(train.ItemId.unique())]
-test = test[test.groupby("SessionId").ItemId.transform("size") >= 2]
-out = sys.argv[2]
-train.to_parquet(out + "/train.parquet"); test.to_parquet(out + "/test.parquet")
-dt = time.perf_counter() - t
-print(json.dumps({"seconds": dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "train_events": len(train), "test_events": len(test)}))
-"""
+# the same steps in pandas: scale_prepare's reference, sessionizing ("1"), on the one file
+from scale_prepare import CHILD_PANDAS  # noqa: E402
 
 
 def run_child(code: str, *args: str) -> dict:
@@ -92,7 +66,7 @@ def main() -> None:
             print(f"  {role:<9} {st['events']:>11,} events {st['sessions']:>10,} sessions {st['items']:>8,} items")
         if not args.skip_pandas:
             (Path(tmp) / "pandas").mkdir()
-            res = run_child(CHILD_PANDAS, str(src), str(Path(tmp) / "pandas"))
+            res = run_child(CHILD_PANDAS, str(Path(tmp) / "pandas"), "1", str(src))
             rows.append(("same steps in pandas+pyarrow", res["seconds"], res["peak_rss_mb"]))
     print(f"\nmachine: {platform.machine()}, {__import__('os').cpu_count()} cores, python {platform.python_version()}")
     print(

@@ -44,7 +44,7 @@ t = time.perf_counter()
 files = sys.argv[3:]
 df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 if sys.argv[2] == "1":
-    df = df.drop(columns="SessionId").sort_values(["UserId", "Time"], kind="stable")
+    df = df.drop(columns="SessionId", errors="ignore").sort_values(["UserId", "Time"], kind="stable")
     new = (df.UserId.values[1:] != df.UserId.values[:-1]) | (df.Time.values[1:] - df.Time.values[:-1] > 1800)
     df["SessionId"] = np.concatenate([[0], np.cumsum(new)])
 else:

@@ -23,6 +23,7 @@ def _choices(name: str, owner: Any, field: str) -> type[Enum]:
 
 Fmt = _choices("Fmt", ReadOptions, "format")
 TimeFmt = _choices("TimeFmt", ReadOptions, "time_format")
+IdKind = _choices("IdKind", ReadOptions, "item_type")
 Split = _choices("Split", PrepareOptions, "split")
 SplitBy = _choices("SplitBy", PrepareOptions, "split_by")
 Direction = Enum("Direction", [(v, v) for v in typing.get_args(_Direction)], type=str, module=__name__)

@@ -7,13 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from nextclick.cli.choices import Fmt, Split, SplitBy, TimeFmt
+from nextclick.cli.choices import Fmt, IdKind, Split, SplitBy, TimeFmt
 from nextclick.data.options import PrepareOptions, ReadOptions
 from nextclick.errors import NextclickError
 
 
-def _read_options(session_col: str, item_col: str, time_col: str, user_col: str, fmt: Fmt, time_format: TimeFmt, names: str):
+def _read_options(session_col: str, item_col: str, time_col: str, user_col: str, fmt: Fmt, time_format: TimeFmt, names: str,
+                  item_ids: IdKind | None = None):
     return ReadOptions(
+        item_type=item_ids.value if item_ids is not None else "auto",
         session_col=session_col or None,
         item_col=item_col,
         time_col=time_col or None,
@@ -38,6 +40,10 @@ def prepare(
         TimeFmt, typer.Option(help="Timestamps: unix seconds, milliseconds, ISO-8601, or auto-detect.")
     ] = TimeFmt.auto,
     names: Annotated[str, typer.Option(help="Comma-separated column names for a file without a header row.")] = "",
+    item_ids: Annotated[
+        IdKind, typer.Option("--item-ids", help="Item ids: int, str (kept as written), or auto (a column of text ids is "
+                                                 "read as text; integers mixed with text are an error).")
+    ] = IdKind.auto,
     session_gap: Annotated[
         float, typer.Option(help="Inactivity gap in minutes that starts a new session (no session column).")
     ] = 30.0,
@@ -67,7 +73,7 @@ def prepare(
     from nextclick.data.preprocess import prepare as run_prepare
 
     opts = PrepareOptions(
-        read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names),
+        read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names, item_ids),
         session_gap=session_gap * 60.0,
         drop_repeats=drop_repeats,
         min_session_length=min_session_length,

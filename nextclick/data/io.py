@@ -211,7 +211,7 @@ def _read_file(path: Path, opts: ReadOptions | None, keys: dict[str, str] | None
     if fmt == "whitespace" and names is None:
         names = None  # defaults applied in _read_raw
     try:
-        str_cols = (opts.item_col,) if opts.item_type == "str" else ()
+        str_cols = (opts.item_col,)  # read as written: the id policy of _id_column decides, and "007" stays visible
         df, has_header = _read_raw(path, fmt, names, all_str=False, str_cols=str_cols)
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError):
         # schema inference failed somewhere deep in the file: re-read as text and locate the row
@@ -250,7 +250,7 @@ def _read_file(path: Path, opts: ReadOptions | None, keys: dict[str, str] | None
         out["SessionId"] = _id_column(df, session_col, "auto", path, fmt, has_header)
     if opts.user_col is not None:
         out["UserId"] = _id_column(df, opts.user_col, "auto", path, fmt, has_header)
-    out["ItemId"] = _id_column(df, opts.item_col, opts.item_type, path, fmt, has_header)
+    out["ItemId"] = _id_column(df, opts.item_col, opts.item_type, path, fmt, has_header, strict=True)
     if opts.time_col is not None:
         out["Time"] = _time_column(df, opts.time_col, opts.time_format, path, fmt, has_header)
     else:
@@ -262,34 +262,64 @@ def _first_bad(mask: pl.Series) -> int:
     return int(mask.arg_true()[0])
 
 
-def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str, has_header: bool) -> pl.Series:
+_INT64_MAX = 2**63 - 1
+
+
+def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str, has_header: bool,
+               strict: bool = False) -> pl.Series:
+    """The id column as Int64 or String. Item ids (``strict``) follow one policy: integers unless
+    ``id_type`` is ``"str"``; ``"auto"`` takes a column of text ids as strings, but a column of
+    integers with one text id, ids with leading zeros (``007`` would merge with ``7``) or
+    integers outside int64 are errors naming the row, never a silent change of type."""
     s = df.get_column(col)
+    where = lambda row: f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}"  # noqa: E731
     if s.null_count():
-        row = _first_bad(s.is_null())
-        raise NextclickError(f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: empty id (expected an id)")
+        raise NextclickError(f"{where(_first_bad(s.is_null()))}: empty id (expected an id)")
     if s.dtype.is_integer():
+        out_of_range = None
+        if s.dtype == pl.UInt64:
+            out_of_range = s > _INT64_MAX
+        elif s.dtype == pl.Int128:
+            out_of_range = (s > _INT64_MAX) | (s < -_INT64_MAX - 1)
+        if out_of_range is not None and out_of_range.any():
+            row = _first_bad(out_of_range)
+            if not strict:
+                return s.cast(pl.String).alias(col)
+            raise NextclickError(f"{where(row)}: id {s[row]} is beyond int64; pass --item-ids str to read ids as text")
         return s.cast(pl.String if id_type == "str" else pl.Int64).alias(col)
     if s.dtype.is_float():
-        bad = s != s.round(0)
+        bad = (s != s.round(0)) | ~s.is_finite() | (s.abs() > 2**53)
         if bad.any():
             row = _first_bad(bad)
-            raise NextclickError(f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: {s[row]!r} is not an integer id")
+            raise NextclickError(f"{where(row)}: {s[row]!r} is not an integer id")
         return s.cast(pl.Int64).alias(col)
     if s.dtype == pl.String:
         s = s.str.strip_chars()
-        as_int = s.cast(pl.Int64, strict=False)
         if id_type == "str":
             return s.alias(col)
-        if as_int.null_count() == 0:
-            return as_int.alias(col)
-        if id_type == "int":
+        digits = s.str.contains(r"^[+-]?[0-9]+$")
+        as_int = s.cast(pl.Int64, strict=False)
+        if not strict:
+            return as_int.alias(col) if as_int.null_count() == 0 else s.alias(col)
+        if id_type == "auto" and not digits.any():
+            return s.alias(col)  # a catalogue of text ids (sku-1, ...)
+        if not digits.all():
+            row = _first_bad(~digits)
+            raise NextclickError(f"{where(row)}: {s[row]!r} is not an integer id among integer ids; "
+                                 "pass --item-ids str to read every id as text")
+        if as_int.null_count():
             row = _first_bad(as_int.is_null())
-            raise NextclickError(
-                f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}: {s[row]!r} is not a number "
-                "(integer ids are required here)"
-            )
-        return s.alias(col)
+            raise NextclickError(f"{where(row)}: id {s[row]} is beyond int64; pass --item-ids str to read ids as text")
+        padded = s.str.contains(r"^[+-]?0[0-9]")
+        if padded.any():
+            row = _first_bad(padded)
+            raise NextclickError(f"{where(row)}: id {s[row]!r} has leading zeros, so it would merge with "
+                                 f"{int(s[row])}; pass --item-ids str to keep ids as written")
+        return as_int.alias(col)
     raise NextclickError(f"{path}: column {col!r} has type {s.dtype}; expected integer or string ids")
+
+
+_MAX_SECONDS = 7.3e9  # the year 2200 in unix seconds
 
 
 def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: str, has_header: bool) -> pl.Series:
@@ -334,8 +364,19 @@ def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: st
     s = s.cast(pl.Float64)
     if tf == "iso":
         raise NextclickError(f"{path}: column {col!r} is numeric but --time-format iso was given")
+    if not s.is_finite().all():
+        row = _first_bad(~s.is_finite())
+        raise NextclickError(f"{where(row)}: timestamp {s[row]} is not a finite number")
     unit = tf
     if tf == "auto":
         unit = "ms" if float(s.abs().median() or 0.0) > 1e11 else "s"
         log.info("%s: column %r read as unix %s", path, col, "milliseconds" if unit == "ms" else "seconds")
-    return (s / 1000.0 if unit == "ms" else s).alias("Time")
+    seconds = s / 1000.0 if unit == "ms" else s
+    off = seconds.abs() > _MAX_SECONDS
+    if off.any():  # e.g. milliseconds among seconds: the test day would land in train
+        row = _first_bad(off)
+        raise NextclickError(
+            f"{where(row)}: timestamp {s[row]:.0f} is out of range for unix {'milliseconds' if unit == 'ms' else 'seconds'} "
+            f"like the rest of the column (beyond the year 2200); fix the row or pass --time-format"
+        )
+    return seconds.alias("Time")

@@ -131,8 +131,9 @@ def time_split(
 
     Test clicks on items unseen in training are removed, then test sessions left shorter than 2.
     """
-    if days <= 0:
-        raise NextclickError(f"--test-days must be positive, got {days}")
+    if not (0 < days < float("inf")):
+        flag = "--test-days" if name == "time_split" else "--valid-days"
+        raise NextclickError(f"{flag} must be a positive number of days, got {days}")
     df = sort_clicks(df)
     times = df.get_column("Time").to_numpy()
     sid = df.get_column("SessionId").to_numpy()
@@ -164,6 +165,13 @@ def time_split(
             "short_sessions_removed": _n_sessions(test2) - _n_sessions(test3),
         },
     )
+    if test3.height == 0:
+        part = "test" if name == "time_split" else "valid"
+        raise NextclickError(
+            f"{name}: the {part} split is empty: no session of two or more known clicks "
+            f"{'starts' if by == 'start' else 'ends'} in the last {days:g} day(s) of the log; "
+            f"check the log's time range and --{part}-days"
+        )
     return train, test3, rep
 
 

@@ -283,3 +283,60 @@ def test_reads_amazon_games_user_item_lines(shared_data: Path) -> None:
     df = read_clicks(shared_data / "amazon-games" / "sequences.txt")
     assert (df.height, df.get_column("UserId").n_unique(), df.get_column("ItemId").n_unique()) == (287_107, 31_013, 23_715)
     assert df.get_column("Time").to_list()[:3] == [0.0, 1.0, 2.0]  # line order
+
+
+# ---------------------------------------------------------------- one id policy, checked times
+def _log(tmp_path: Path, items: list[str], times: list[str] | None = None, name: str = "log.csv") -> Path:
+    times = times or [str(1_400_000_000 + 60 * i) for i in range(len(items))]
+    p = tmp_path / name
+    p.write_text("SessionId,ItemId,Time\n" + "".join(f"{i // 3},{it},{t}\n" for i, (it, t) in enumerate(zip(items, times))))
+    return p
+
+
+def test_one_text_id_among_integers_is_an_error_not_a_catalogue_of_strings(tmp_path: Path) -> None:
+    p = _log(tmp_path, ["10", "11", "abc", "12"])
+    with pytest.raises(NextclickError, match=r"line 4, column 'ItemId': 'abc' is not an integer id.*--item-ids str"):
+        read_clicks(p)
+    df = read_clicks(p, ReadOptions(item_type="str"))
+    assert df.get_column("ItemId").to_list() == ["10", "11", "abc", "12"]
+    only_text = read_clicks(_log(tmp_path, ["sku-1", "sku-2", "sku-1"], name="t.csv"))
+    assert only_text.get_column("ItemId").dtype == pl.String  # a catalogue of text ids stays text
+
+
+def test_ids_with_leading_zeros_never_merge_silently(tmp_path: Path) -> None:
+    p = _log(tmp_path, ["7", "007", "0007"])
+    with pytest.raises(NextclickError, match=r"line 3, column 'ItemId': id '007' has leading zeros"):
+        read_clicks(p)
+    assert read_clicks(p, ReadOptions(item_type="str")).get_column("ItemId").n_unique() == 3
+
+
+def test_ids_beyond_int64_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(NextclickError, match=r"line 3, column 'ItemId': id 9223372036854775808 is beyond int64"):
+        read_clicks(_log(tmp_path, ["1", "9223372036854775808"]))
+    with pytest.raises(NextclickError, match="beyond int64"):
+        read_clicks(_log(tmp_path, ["1", str(2**130)], name="huge.csv"))
+    pq = tmp_path / "u64.parquet"
+    pl.DataFrame({"SessionId": [1, 1], "ItemId": pl.Series([5, 2**64 - 1], dtype=pl.UInt64), "Time": [1.0, 2.0]}).write_parquet(pq)
+    with pytest.raises(NextclickError, match=r"u64.parquet: row 2, column 'ItemId': id 18446744073709551615 is beyond int64"):
+        read_clicks(pq)
+    ok = tmp_path / "u64ok.parquet"
+    pl.DataFrame({"SessionId": [1, 1], "ItemId": pl.Series([5, 6], dtype=pl.UInt64), "Time": [1.0, 2.0]}).write_parquet(ok)
+    assert read_clicks(ok).get_column("ItemId").dtype == pl.Int64
+
+
+@pytest.mark.parametrize("bad,needle", [("nan", "not a finite number"), ("inf", "not a finite number"),
+                                        ("1500000000000", "out of range for unix seconds")])
+def test_non_finite_and_out_of_range_times_name_the_row(tmp_path: Path, bad: str, needle: str) -> None:
+    times = [str(1_400_000_000 + 60 * i) for i in range(9)]
+    times[4] = bad
+    with pytest.raises(NextclickError, match=rf"line 6, column 'Time': .*{needle}"):
+        read_clicks(_log(tmp_path, [str(10 + i) for i in range(9)], times))
+
+
+def test_two_percent_of_rows_in_milliseconds_is_an_error(tmp_path: Path) -> None:
+    n = 100
+    times = [str(1_400_000_000 + 60 * i) for i in range(n)]
+    times[50] = str(int(times[50]) * 1000)
+    times[77] = str(int(times[77]) * 1000)
+    with pytest.raises(NextclickError, match=r"line 52, column 'Time'.*out of range"):
+        read_clicks(_log(tmp_path, [str(10 + i % 7) for i in range(n)], times))

@@ -352,3 +352,12 @@ def test_stable_sort_keeps_file_order_of_ties() -> None:
     df = pl.DataFrame({"SessionId": [2, 1, 2, 1, 2, 1], "Time": [5.0, 3.0, 5.0, 1.0, 4.0, 3.0], "ItemId": [1, 2, 3, 4, 5, 6]})
     out = stable_sort(df, ["SessionId", "Time"])
     assert out.get_column("ItemId").to_list() == [4, 2, 6, 5, 1, 3]
+
+
+def test_a_split_that_would_be_empty_or_a_nan_day_count_is_an_error(tmp_path: Path) -> None:
+    for days in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(NextclickError, match="--test-days must be a positive number of days"):
+            prepare(shop_log(), tmp_path / "ds", PrepareOptions(min_item_support=3, test_days=days))
+    # every session starts long before the last minute of the log: no test session, said so
+    with pytest.raises(NextclickError, match="test split is empty"):
+        prepare(shop_log(), tmp_path / "ds2", PrepareOptions(min_item_support=3, test_days=1e-6))

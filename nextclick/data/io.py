@@ -297,23 +297,24 @@ def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str
         s = s.str.strip_chars()
         if id_type == "str":
             return s.alias(col)
-        digits = s.str.contains(r"^[+-]?[0-9]+$")
         as_int = s.cast(pl.Int64, strict=False)
         if not strict:
             return as_int.alias(col) if as_int.null_count() == 0 else s.alias(col)
-        if id_type == "auto" and not digits.any():
-            return s.alias(col)  # a catalogue of text ids (sku-1, ...)
-        if not digits.all():
-            row = _first_bad(~digits)
-            raise NextclickError(f"{where(row)}: {s[row]!r} is not an integer id among integer ids; "
-                                 "pass --item-ids str to read every id as text")
-        if as_int.null_count():
+        if as_int.null_count():  # the rare path: text ids, or integers beyond int64
+            digits = s.str.contains(r"^[+-]?[0-9]+$")
+            if id_type == "auto" and not digits.any():
+                return s.alias(col)  # a catalogue of text ids (sku-1, ...)
+            if not digits.all():
+                row = _first_bad(~digits)
+                raise NextclickError(f"{where(row)}: {s[row]!r} is not an integer id among integer ids; "
+                                     "pass --item-ids str to read every id as text")
             row = _first_bad(as_int.is_null())
             raise NextclickError(f"{where(row)}: id {s[row]} is beyond int64; pass --item-ids str to read ids as text")
-        padded = s.str.contains(r"^[+-]?0[0-9]")
+        # written otherwise than its integer ("007", "+7", "-07"): it would merge with another id
+        padded = (s.str.len_bytes() > 1) & (s.str.starts_with("0") | s.str.starts_with("+") | s.str.starts_with("-0"))
         if padded.any():
             row = _first_bad(padded)
-            raise NextclickError(f"{where(row)}: id {s[row]!r} has leading zeros, so it would merge with "
+            raise NextclickError(f"{where(row)}: id {s[row]!r} is written with leading zeros or a sign, so it would merge with "
                                  f"{int(s[row])}; pass --item-ids str to keep ids as written")
         return as_int.alias(col)
     raise NextclickError(f"{path}: column {col!r} has type {s.dtype}; expected integer or string ids")

@@ -305,7 +305,7 @@ def test_one_text_id_among_integers_is_an_error_not_a_catalogue_of_strings(tmp_p
 
 def test_ids_with_leading_zeros_never_merge_silently(tmp_path: Path) -> None:
     p = _log(tmp_path, ["7", "007", "0007"])
-    with pytest.raises(NextclickError, match=r"line 3, column 'ItemId': id '007' has leading zeros"):
+    with pytest.raises(NextclickError, match=r"line 3, column 'ItemId': id .007. is written with leading zeros"):
         read_clicks(p)
     assert read_clicks(p, ReadOptions(item_type="str")).get_column("ItemId").n_unique() == 3
 

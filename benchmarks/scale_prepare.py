@@ -61,7 +61,8 @@ while True:
 def split(df):
     start = df.groupby("SessionId").Time.transform("min")
     cut = df.Time.max() - 86400
-    train, test = df[start < cut], df[start >= cut]
+    train, test = df[df.Time < cut], df[start >= cut]  # strict: train keeps only clicks before the cut
+    train = train[train.groupby("SessionId").ItemId.transform("size") >= 2]
     test = test[test.ItemId.isin(train.ItemId.unique())]
     return train, test[test.groupby("SessionId").ItemId.transform("size") >= 2]
 

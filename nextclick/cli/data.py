@@ -13,8 +13,12 @@ from nextclick.errors import NextclickError
 
 
 def _read_options(session_col: str, item_col: str, time_col: str, user_col: str, fmt: Fmt, time_format: TimeFmt, names: str,
-                  item_ids: IdKind | None = None):
+                  item_ids: IdKind | None = None, sep: str = ""):
+    sep = {"tab": "\t", "\\t": "\t", "space": " "}.get(sep, sep)
+    if len(sep) > 1:
+        raise NextclickError(f"--sep must be one character (or 'tab'), got {sep!r}")
     return ReadOptions(
+        sep=sep or None,
         item_type=item_ids.value if item_ids is not None else "auto",
         session_col=session_col or None,
         item_col=item_col,
@@ -40,6 +44,10 @@ def prepare(
         TimeFmt, typer.Option(help="Timestamps: unix seconds, milliseconds, ISO-8601, or auto-detect.")
     ] = TimeFmt.auto,
     names: Annotated[str, typer.Option(help="Comma-separated column names for a file without a header row.")] = "",
+    sep: Annotated[
+        str, typer.Option(help="Delimiter of a CSV/TSV file: one character or 'tab'; default: sniffed from the first "
+                               "line (, ; TAB |).")
+    ] = "",
     item_ids: Annotated[
         IdKind, typer.Option("--item-ids", help="Item ids: int, str (kept as written), or auto (a column of text ids is "
                                                  "read as text; integers mixed with text are an error).")
@@ -54,14 +62,22 @@ def prepare(
         int, typer.Option(help="Remove sessions shorter than this (iterated with --min-item-support).")
     ] = 2,
     min_item_support: Annotated[int, typer.Option(help="Remove items with fewer clicks than this (iterated until stable).")] = 5,
+    support_rounds: Annotated[
+        int, typer.Option(help="Rounds of the session/item filters: 0 = until stable; 1 = one round, then sessions "
+                               "once more (GRU4Rec's rsc15 script).")
+    ] = 0,
     split: Annotated[
-        Split, typer.Option(help="time: test = sessions starting in the last --test-days; loo: leave-one-out per user; none.")
+        Split, typer.Option(help="time: split at the last --test-days (see --split-by); loo: leave-one-out per user; none.")
     ] = Split.time,
     test_days: Annotated[float, typer.Option(help="Days at the end of the log that form the test set (time split).")] = 1.0,
     valid_days: Annotated[
         Optional[float], typer.Option(help="Days at the end of train that form `valid` (default: --test-days).")
     ] = None,
-    split_by: Annotated[SplitBy, typer.Option(help="Assign a session to test by its start or end time.")] = SplitBy.start,
+    split_by: Annotated[
+        SplitBy,
+        typer.Option(help="strict: test = sessions starting after the cut, train = clicks before it (no leak); "
+                     "end: whole sessions by their last click (GRU4Rec's original rsc15 script)."),
+    ] = SplitBy.strict,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Write into a non-empty --out that is not a nextclick dataset.")
     ] = False,
@@ -73,11 +89,12 @@ def prepare(
     from nextclick.data.preprocess import prepare as run_prepare
 
     opts = PrepareOptions(
-        read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names, item_ids),
+        read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names, item_ids, sep),
         session_gap=session_gap * 60.0,
         drop_repeats=drop_repeats,
         min_session_length=min_session_length,
         min_item_support=min_item_support,
+        support_rounds=support_rounds,
         split=split.value,
         test_days=test_days,
         valid_days=valid_days,

@@ -42,7 +42,25 @@ def _row_label(fmt: str, row: int, has_header: bool) -> str:
     return f"line {row + 1 + int(has_header)}"
 
 
-def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool, str_cols: tuple[str, ...] = ()) -> tuple[pl.DataFrame, bool]:
+SEPARATORS = (",", ";", "\t", "|")
+
+
+def sniff_separator(path: Path, default: str) -> str:
+    """The delimiter of a delimited text file: of ``, ; TAB |``, the one its first line holds most
+    often (``default`` on a tie or when the line holds none of them)."""
+    with open(path, "rb") as f:
+        line = f.readline(1 << 16).decode("utf-8", errors="replace")
+    counts = {c: line.count(c) for c in SEPARATORS}
+    best = max(counts, key=lambda c: (counts[c], c == default))
+    if counts[best] > counts[default]:
+        log.info("%s: the first line is delimited by %r; reading with that separator (--sep to choose)", path, best)
+        return best
+    return default
+
+
+def _read_raw(
+    path: Path, fmt: str, names: list[str] | None, all_str: bool, str_cols: tuple[str, ...] = (), sep: str | None = None
+) -> tuple[pl.DataFrame, bool]:
     if fmt == "parquet":
         try:
             return pl.read_parquet(path), True
@@ -50,7 +68,7 @@ def _read_raw(path: Path, fmt: str, names: list[str] | None, all_str: bool, str_
             raise NextclickError(f"{path}: not a readable Parquet file ({e.__class__.__name__}: {e})") from None
     if fmt == "whitespace":
         return _read_whitespace(path, names), False
-    sep = {"csv": ",", "tsv": "\t"}[fmt]
+    sep = sep or sniff_separator(path, {"csv": ",", "tsv": "\t"}[fmt])
     has_header = names is None
     kw: dict = {"separator": sep, "has_header": has_header, "infer_schema_length": 10_000}
     if all_str:
@@ -212,10 +230,10 @@ def _read_file(path: Path, opts: ReadOptions | None, keys: dict[str, str] | None
         names = None  # defaults applied in _read_raw
     try:
         str_cols = (opts.item_col,)  # read as written: the id policy of _id_column decides, and "007" stays visible
-        df, has_header = _read_raw(path, fmt, names, all_str=False, str_cols=str_cols)
+        df, has_header = _read_raw(path, fmt, names, all_str=False, str_cols=str_cols, sep=opts.sep)
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError):
         # schema inference failed somewhere deep in the file: re-read as text and locate the row
-        df, has_header = _read_raw(path, fmt, names, all_str=True)
+        df, has_header = _read_raw(path, fmt, names, all_str=True, sep=opts.sep)
     if keys:
         df = df.with_columns(pl.lit(v, dtype=pl.String).alias(k) for k, v in keys.items() if k not in df.columns)
     if df.height == 0:

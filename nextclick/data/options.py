@@ -9,6 +9,8 @@ from typing import Literal
 Format = Literal["auto", "csv", "tsv", "parquet", "whitespace"]
 TimeFormat = Literal["auto", "s", "ms", "iso"]
 IdType = Literal["auto", "int", "str"]
+#: How the time split assigns clicks (see :func:`nextclick.data.preprocess.time_split`).
+SplitBy = Literal["strict", "end"]
 
 
 @dataclass
@@ -18,7 +20,8 @@ class ReadOptions:
     ``session_col=None`` (or a session column absent from a file that has ``user_col``) means
     sessions are built later from each user's clicks; ``time_col=None`` means line order is
     time order. ``names`` gives column names to a file without a header row (whitespace files
-    default to ``UserId ItemId [Time]``).
+    default to ``UserId ItemId [Time]``). ``sep`` is the delimiter of a CSV/TSV file (``None``:
+    the one of ``, ; TAB |`` its first line holds most often).
     """
 
     session_col: str | None = "SessionId"
@@ -29,6 +32,7 @@ class ReadOptions:
     time_format: TimeFormat = "auto"
     item_type: IdType = "auto"
     names: list[str] | None = None
+    sep: str | None = None  # delimiter of CSV/TSV files; None: sniffed from the first line
 
 
 @dataclass
@@ -40,7 +44,8 @@ class PrepareOptions:
     drop_repeats: bool = True
     min_session_length: int = 2
     min_item_support: int = 5
+    support_rounds: int = 0  # 0: filter until stable; n: n rounds, then sessions once more
     split: Literal["time", "loo", "none"] = "time"
     test_days: float = 1.0
     valid_days: float | None = None  # defaults to test_days
-    split_by: Literal["start", "end"] = "start"
+    split_by: SplitBy = "strict"

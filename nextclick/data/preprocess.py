@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from nextclick.data.dataset import Dataset, check_output_dir, sort_clicks, stable_sort, write_dataset
 from nextclick.data.io import IdCodes, read_compact
-from nextclick.data.options import PrepareOptions
+from nextclick.data.options import PrepareOptions, SplitBy
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
 
@@ -89,9 +89,13 @@ def _dense_codes(ids: pl.Series) -> np.ndarray:
     return ids.rank("dense").to_numpy().astype(np.int64) - 1
 
 
-def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support: int = 5) -> tuple[pl.DataFrame, StepReport]:
+def min_support(
+    df: pl.DataFrame, min_session_length: int = 2, min_item_support: int = 5, rounds: int = 0
+) -> tuple[pl.DataFrame, StepReport]:
     """Iteratively remove sessions shorter than ``min_session_length`` and items with fewer than
-    ``min_item_support`` clicks until nothing changes.
+    ``min_item_support`` clicks until nothing changes; or, with ``rounds`` > 0, for that many
+    rounds (sessions, then items) followed by one last pass over sessions, as GRU4Rec's rsc15
+    script does with one round: sessions may then hold items with fewer clicks than the minimum.
 
     Vectorized: sessions and items get dense codes once; each round is two ``bincount`` calls over
     the rows still alive, and the frame is filtered once at the end."""
@@ -99,10 +103,12 @@ def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support:
     df = sort_clicks(df)
     sess = _dense_codes(df.get_column("SessionId"))  # sessions are contiguous: one code per session
     item = _dense_codes(df.get_column("ItemId"))
+    if rounds < 0:
+        raise NextclickError(f"--support-rounds must be 0 (until stable) or positive, got {rounds}")
     alive = np.ones(df.height, dtype=bool)
-    rounds = 0
+    n_rounds = 0
     while True:
-        rounds += 1
+        n_rounds += 1
         before = int(alive.sum())
         if min_session_length > 1:
             n_sess = np.bincount(sess[alive], minlength=int(sess.max()) + 1 if sess.size else 0)
@@ -112,6 +118,11 @@ def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support:
             alive &= (n_item >= min_item_support)[item]
         if int(alive.sum()) == before:
             break
+        if rounds and n_rounds == rounds:
+            if min_session_length > 1:
+                n_sess = np.bincount(sess[alive], minlength=int(sess.max()) + 1 if sess.size else 0)
+                alive &= (n_sess >= min_session_length)[sess]
+            break
     del sess, item
     if not alive.all():
         df = df.filter(pl.Series(alive))
@@ -119,18 +130,34 @@ def min_support(df: pl.DataFrame, min_session_length: int = 2, min_item_support:
         "min_support",
         removed_events=n0 - df.height,
         removed_sessions=s0 - _n_sessions(df),
-        details={"min_session_length": min_session_length, "min_item_support": min_item_support, "rounds": rounds},
+        details={"min_session_length": min_session_length, "min_item_support": min_item_support, "rounds": n_rounds},
     )
     return df, rep
 
 
-def time_split(
-    df: pl.DataFrame, days: float = 1.0, by: Literal["start", "end"] = "start", name: str = "time_split"
-) -> tuple[pl.DataFrame, pl.DataFrame, StepReport]:
-    """Test = sessions that start (or end) in the last ``days`` days of the log.
+SPLIT_PROTOCOLS = {
+    "strict": "test: sessions starting at or after the cut; train: only clicks before the cut (sessions "
+    "that straddle the cut lose their tail) [Hidasi & Czapp, 2023]",
+    "end": "test: sessions whose last click is at or after the cut; train: the other sessions, whole "
+    "[GRU4Rec's rsc15 preprocessing, Hidasi et al., 2016]",
+}
 
-    Test clicks on items unseen in training are removed, then test sessions left shorter than 2.
+
+def time_split(
+    df: pl.DataFrame, days: float = 1.0, by: SplitBy = "strict", name: str = "time_split"
+) -> tuple[pl.DataFrame, pl.DataFrame, StepReport]:
+    """Split at ``cut`` = the last click's time minus ``days`` days.
+
+    ``by="strict"`` (the default) leaks nothing across the cut: test holds the sessions that start
+    at or after it, train holds only the clicks before it, so a session that straddles the cut
+    loses its tail (its clicks at or after the cut are in neither split), and a train session
+    left with one click is removed. ``by="end"`` assigns whole sessions by their last click, as
+    GRU4Rec's original rsc15 script does; a session that ends after the cut but starts before it
+    is then in test, and its early clicks precede training clicks. Either way, test clicks on
+    items unseen in train are removed, then test sessions left shorter than 2.
     """
+    if by not in SPLIT_PROTOCOLS:
+        raise NextclickError(f"--split-by must be one of {', '.join(SPLIT_PROTOCOLS)}, got {by!r}")
     if not (0 < days < float("inf")):
         flag = "--test-days" if name == "time_split" else "--valid-days"
         raise NextclickError(f"{flag} must be a positive number of days, got {days}")
@@ -140,11 +167,27 @@ def time_split(
     # sessions are contiguous and time-ordered: the start is the first click, the end the last
     first = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if sid.size else np.zeros(0, np.int64)
     ends = np.r_[first[1:], sid.size]
-    bound = times[first] if by == "start" else times[ends - 1]
     cut = float(times.max()) - days * DAY
-    in_test = pl.Series(np.repeat(bound >= cut, ends - first))
-    train = df.filter(~in_test)
-    test = df.filter(in_test)
+    details: dict[str, Any] = {"days": days, "by": by, "cut_time": cut}
+    if by == "end":
+        in_test = np.repeat(times[ends - 1] >= cut, ends - first)
+        train, test = df.filter(pl.Series(~in_test)), df.filter(pl.Series(in_test))
+    else:
+        starts_after = times[first] >= cut
+        in_test = np.repeat(starts_after, ends - first)
+        before = times < cut
+        straddle = ~starts_after & (times[ends - 1] >= cut)
+        test = df.filter(pl.Series(in_test))
+        train = df.filter(pl.Series(before))
+        n_train = np.bincount(np.repeat(np.arange(first.size), ends - first), weights=before, minlength=first.size)
+        short = (n_train == 1) & straddle  # sessions the cut leaves with one click
+        if short.any():
+            train = train.filter(~pl.Series(np.repeat(short, ends - first)[before]))
+        details |= {
+            "straddling_sessions_cut": int(straddle.sum()),
+            "tail_events_removed": int((~before & ~in_test).sum()),
+            "short_train_sessions_removed": int(short.sum()),
+        }
     if train.height == 0:
         raise NextclickError(f"{name}: every session falls in the last {days} day(s); nothing left to train on")
     n_test_events, n_test_sessions = test.height, _n_sessions(test)
@@ -152,14 +195,14 @@ def time_split(
     test2 = test.filter(pl.col("ItemId").is_in(known.implode()))
     unseen = test.height - test2.height
     test3 = test2.filter(pl.len().over("SessionId") >= 2)
+    removed_train = df.height - train.height - n_test_events
     rep = StepReport(
         name,
-        removed_events=n_test_events - test3.height,
-        removed_sessions=n_test_sessions - _n_sessions(test3),
-        details={
-            "days": days,
-            "by": by,
-            "cut_time": cut,
+        removed_events=removed_train + n_test_events - test3.height,
+        removed_sessions=_n_sessions(df) - _n_sessions(train) - _n_sessions(test3),
+        details=details
+        | {
+            "protocol": SPLIT_PROTOCOLS[by],
             "test_sessions_before": n_test_sessions,
             "unseen_item_events_removed": unseen,
             "short_sessions_removed": _n_sessions(test2) - _n_sessions(test3),
@@ -169,7 +212,7 @@ def time_split(
         part = "test" if name == "time_split" else "valid"
         raise NextclickError(
             f"{name}: the {part} split is empty: no session of two or more known clicks "
-            f"{'starts' if by == 'start' else 'ends'} in the last {days:g} day(s) of the log; "
+            f"{'starts' if by == 'strict' else 'ends'} in the last {days:g} day(s) of the log; "
             f"check the log's time range and --{part}-days"
         )
     return train, test3, rep
@@ -217,7 +260,7 @@ def prepare_frame(df: pl.DataFrame, opts: PrepareOptions) -> tuple[dict[str, pl.
         df, rep = drop_repeats(df)
         reports.append(rep)
     if opts.min_session_length > 1 or opts.min_item_support > 1:
-        df, rep = min_support(df, opts.min_session_length, opts.min_item_support)
+        df, rep = min_support(df, opts.min_session_length, opts.min_item_support, opts.support_rounds)
         reports.append(rep)
     if df.height == 0:
         raise NextclickError("no clicks left after filtering; lower --min-item-support / --min-session-length")

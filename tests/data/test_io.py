@@ -42,6 +42,20 @@ def test_tsv(tmp_path: Path) -> None:
     assert_canonical(read_clicks(write(tmp_path / "clicks.tsv", delimited("\t"))))
 
 
+@pytest.mark.parametrize("sep", [";", "|", "\t"])
+def test_delimiter_is_sniffed_from_the_first_line(tmp_path: Path, sep: str) -> None:
+    assert_canonical(read_clicks(write(tmp_path / "clicks.csv", delimited(sep))))
+
+
+def test_explicit_separator_wins_over_the_sniffed_one(tmp_path: Path) -> None:
+    # a header with more commas than semicolons, in a semicolon file: only --sep reads it right
+    text = "SessionId;ItemId;Time;note,a,b,c\n" + "".join(f"{s};{i};{t};x\n" for s, i, t in CLICKS)
+    path = write(tmp_path / "clicks.csv", text)
+    with pytest.raises(NextclickError):
+        read_clicks(path)
+    assert_canonical(read_clicks(path, ReadOptions(sep=";")))
+
+
 def test_parquet(tmp_path: Path) -> None:
     path = tmp_path / "clicks.parquet"
     pl.DataFrame(CLICKS, schema=["SessionId", "ItemId", "Time"], orient="row").write_parquet(path)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -115,38 +116,101 @@ def split_log() -> pl.DataFrame:
     sessions = [
         ["a", "b", "c"],  # 0: day 0 -> train
         ["b", "c", "d"],  # 1: day 1 -> train
-        ["c", "d", "a"],  # 2: starts before the cut, ends after it -> train (split by start)
+        ["c", "d", "a"],  # 2: straddles the cut (clicks at cut-900, cut-400, cut+100)
         ["a", "new", "b"],  # 3: test; the unseen item is removed, 2 clicks remain
         ["new", "a"],  # 4: test; only one click remains -> dropped
         ["d", "a", "b"],  # 5: test, untouched
+        ["b", "d"],  # 6: straddles the cut with one click before it (cut-200, cut+300)
     ]
-    starts = [0.0, DAY, 2 * DAY + 990, 2 * DAY + 1000, 2 * DAY + 5000, t_end]
+    starts = [0.0, DAY, 2 * DAY + 100, 2 * DAY + 1000, 2 * DAY + 5000, t_end, 2 * DAY + 800]
     df = from_sessions(sessions, starts=starts, step=500.0)
     return df.with_columns(pl.col("Time").clip(upper_bound=t_end + 1000.0))
 
 
-def test_time_split_test_is_sessions_starting_in_last_day() -> None:
-    train, test, rep = time_split(split_log())
-    assert sorted(train.get_column("SessionId").unique().to_list()) == [0, 1, 2]
+def test_time_split_strict_is_the_default_and_leaks_nothing() -> None:
+    df = split_log()
+    train, test, rep = time_split(df)
+    cut = 2 * DAY + 1000
+    d = rep.details
+    assert d["by"] == "strict" and d["cut_time"] == pytest.approx(cut) and "Hidasi & Czapp" in d["protocol"]
+    # no train event at or after the cut; every test session starts at or after it
+    assert train.get_column("Time").max() < cut
+    assert test.group_by("SessionId").agg(pl.col("Time").min()).get_column("Time").min() >= cut
+    # the straddling session keeps its clicks before the cut; the one left with one click goes
+    assert session_lists(train) == [["a", "b", "c"], ["b", "c", "d"], ["c", "d"]]
+    assert d["straddling_sessions_cut"] == 2 and d["tail_events_removed"] == 2 and d["short_train_sessions_removed"] == 1
     assert session_lists(test) == [["a", "b"], ["d", "a", "b"]]
     assert set(test.get_column("ItemId").to_list()) <= set(train.get_column("ItemId").to_list())
-    d = rep.details
-    assert rep.step == "time_split" and d["days"] == 1.0 and d["cut_time"] == pytest.approx(2 * DAY + 1000)
-    assert d["test_sessions_before"] == 3
-    assert d["unseen_item_events_removed"] == 2
-    assert d["short_sessions_removed"] == 1
-    assert rep.removed_events == 3 and rep.removed_sessions == 1
+    assert d["test_sessions_before"] == 3 and d["unseen_item_events_removed"] == 2 and d["short_sessions_removed"] == 1
+    # every event is accounted for: kept in a split or reported removed
+    assert train.height + test.height + rep.removed_events == df.height
+    assert rep.removed_events == 2 + 1 + 3 and rep.removed_sessions == 1 + 1
 
 
-def test_time_split_by_end_and_days() -> None:
+def test_time_split_by_end_assigns_whole_sessions_by_their_last_click() -> None:
     df = split_log()
-    train, test, _ = time_split(df, by="end")
-    assert 2 in test.get_column("SessionId").to_list()  # session 2 ends after the cut
+    train, test, rep = time_split(df, by="end")
+    assert sorted(train.get_column("SessionId").unique().to_list()) == [0, 1]
+    assert session_lists(test) == [["c", "d", "a"], ["a", "b"], ["d", "a", "b"], ["b", "d"]]
+    assert rep.details["by"] == "end" and "GRU4Rec" in rep.details["protocol"]
+    assert train.height + test.height + rep.removed_events == df.height
+
+
+def test_time_split_days_and_bad_arguments() -> None:
+    df = split_log()
     train, test, rep = time_split(df, days=2.5)
     assert train.get_column("SessionId").unique().to_list() == [0]
     assert rep.details["days"] == 2.5
     with pytest.raises(NextclickError, match="positive"):
         time_split(df, days=0)
+    with pytest.raises(NextclickError, match="--split-by must be one of strict, end"):
+        time_split(df, by="start")  # type: ignore[arg-type]
+
+
+def _gru4rec_rsc15_script(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """GRU4Rec's original rsc15 preprocessing, step by step as its paper's repository describes it:
+    sessions of one click out, items of fewer than 5 clicks out, sessions of one click out again
+    (one round), test = sessions whose last click is in the last day, test clicks on items not in
+    train out, test sessions of one click out; the same once more on train for train_tr / valid."""
+    length = data.groupby("SessionId").size()
+    data = data[np.isin(data.SessionId, length[length > 1].index)]
+    support = data.groupby("ItemId").size()
+    data = data[np.isin(data.ItemId, support[support >= 5].index)]
+    length = data.groupby("SessionId").size()
+    data = data[np.isin(data.SessionId, length[length >= 2].index)]
+
+    def split(d: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        tmax = d.Time.max()
+        last = d.groupby("SessionId").Time.max()
+        train = d[np.isin(d.SessionId, last[last < tmax - 86400].index)]
+        test = d[np.isin(d.SessionId, last[last >= tmax - 86400].index)]
+        test = test[np.isin(test.ItemId, train.ItemId)]
+        tlen = test.groupby("SessionId").size()
+        return train, test[np.isin(test.SessionId, tlen[tlen >= 2].index)]
+
+    train, test = split(data)
+    train_tr, valid = split(train)
+    return {"train": train, "test": test, "train_tr": train_tr, "valid": valid}
+
+
+def test_split_by_end_reproduces_gru4rec_rsc15_script(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 6000  # clicks over 5 days, Zipf-like items, repeats kept (the script keeps them)
+    sess = np.sort(rng.integers(0, 1500, n))
+    start = rng.uniform(0, 5 * DAY, 1500)[sess]
+    df = pl.DataFrame(
+        {"SessionId": sess, "ItemId": (rng.zipf(1.4, n) % 400).astype(np.int64), "Time": start + rng.uniform(0, 3000, n)}
+    )
+    ref = _gru4rec_rsc15_script(df.to_pandas())
+    opts = PrepareOptions(drop_repeats=False, support_rounds=1, split_by="end")
+    ds = prepare(df, tmp_path / "ds", opts)
+    for role, want in ref.items():
+        got = ds.frame(role).sort(["SessionId", "Time"]).select("SessionId", "ItemId", "Time").to_pandas()
+        want = want.sort_values(["SessionId", "Time"], kind="stable").reset_index(drop=True)
+        assert len(got) > 0 and got.equals(want[["SessionId", "ItemId", "Time"]]), role
+    # the one-round filter leaves items the iterated filter would remove: the two really differ here
+    iterated = prepare(df, tmp_path / "it", PrepareOptions(drop_repeats=False, split_by="end"))
+    assert iterated.frame("train").height < ds.frame("train").height
 
 
 def test_time_split_with_nothing_left_to_train_on() -> None:

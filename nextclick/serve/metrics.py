@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 
 class Metrics:
@@ -43,8 +44,34 @@ class Metrics:
         self.unknown = Counter("nextclick_unknown_items_total", "Item ids unknown to the model (ignored)", registry=r)
         self.clicks = Counter("nextclick_clicks_total", "Clicks received", registry=r)
         self.reloads = Counter("nextclick_reloads_total", "Model reloads", ["result"], registry=r)
+        self._evictions: _Evictions | None = None
         self.store_errors = Counter(
             "nextclick_store_unavailable_total", "Requests answered 503 because the session store was unreachable", registry=r
+        )
+
+    def watch_store(self, store: Any) -> None:
+        """Report a store's evictions as ``nextclick_sessions_evicted_total``, read from its
+        ``evicted`` count at each scrape (the in-memory store's least recently used sessions,
+        dropped to stay within ``max_sessions``). Redis evicts by its own ``maxmemory`` policy and
+        reports that in its INFO, so a store without the count adds nothing."""
+        if self._evictions is not None:  # a runtime opened again: the new store replaces the old
+            self.registry.unregister(self._evictions)
+            self._evictions = None
+        if hasattr(store, "evicted"):
+            self._evictions = _Evictions(store)
+            self.registry.register(self._evictions)
+
+
+class _Evictions:
+    """A collector reading the store's own eviction count, so the store needs no metrics of its own."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def collect(self) -> Any:
+        yield CounterMetricFamily(
+            "nextclick_sessions_evicted", "Sessions the in-memory store dropped to stay within --max-sessions",
+            value=self.store.evicted,
         )
 
 

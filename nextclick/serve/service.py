@@ -82,7 +82,9 @@ async def open_runtime(settings: Settings, metrics: Metrics | None = None, store
     except BaseException:
         discard(loaded)
         raise
-    return Runtime(settings, loaded, store or make_store(settings), worker, stats, metrics)
+    store = store or make_store(settings)
+    metrics.watch_store(store)
+    return Runtime(settings, loaded, store, worker, stats, metrics)
 
 
 async def close_runtime(rt: Runtime) -> None:

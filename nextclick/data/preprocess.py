@@ -296,16 +296,22 @@ def frame_stats_any(df: pl.DataFrame) -> dict[str, int]:
 
 
 def prepare(
-    inp: str | Path | pl.DataFrame, out: str | Path, opts: PrepareOptions | None = None, overwrite: bool = False
+    inp: str | Path | pl.DataFrame,
+    out: str | Path,
+    opts: PrepareOptions | None = None,
+    overwrite: bool = False,
+    source: str | Path | None = None,
 ) -> Dataset:
     """Read a click log (path or canonical frame), preprocess it and write a prepared dataset.
 
     ``out`` must not hold the input, and must be new, empty or a dataset nextclick wrote, unless
     ``overwrite`` (see :func:`nextclick.data.check_output_dir`); this is checked before reading.
+    For a frame read from a file, ``source`` names that file, so that it is protected too and
+    recorded in ``meta.json``.
     """
     opts = opts or PrepareOptions()
     roles = {"time": ["train", "test", "train_tr", "valid"], "loo": ["train", "valid", "test"]}.get(opts.split, ["train"])
-    sources = [] if isinstance(inp, pl.DataFrame) else [Path(inp)]
+    sources = [Path(source)] if source is not None else [] if isinstance(inp, pl.DataFrame) else [Path(inp)]
     check_output_dir(Path(out), roles, sources, overwrite)
     if isinstance(inp, pl.DataFrame):
         frames, reports = prepare_frame(inp, opts)
@@ -323,7 +329,7 @@ def prepare(
         "split": opts.split,
         "last_only": {"valid": True, "test": True} if opts.split == "loo" else {},
         "options": opts_json,
-        "source": str(inp) if not isinstance(inp, pl.DataFrame) else "<frame>",
+        "source": str(sources[0]) if sources else "<frame>",
         "report": [asdict(r) for r in reports],
     }
     return write_dataset(out, frames, vocab, meta, sources=sources, overwrite=overwrite, codes=codes)

@@ -2,7 +2,7 @@
 
 User errors (:class:`NextclickError`) print one clear line to stderr and exit with status 2,
 without a traceback. The commands live by subject: :mod:`.data` (prepare, generate, quickstart),
-:mod:`.models` (train, tune, evaluate, recommend, models), :mod:`.serve` (serve); the choices of
+:mod:`.models` (train, tune, evaluate, recommend, export, models), :mod:`.serve` (serve); the choices of
 their options in :mod:`.choices`. Starting the CLI imports neither torch, numba, polars nor
 numpy: the commands import what they need when they run.
 """
@@ -48,7 +48,7 @@ def _main(
 
 from nextclick.cli import data, models, serve  # noqa: E402
 
-for _command in (data.prepare, models.train, models.tune, models.evaluate, models.recommend, models.models,
+for _command in (data.prepare, models.train, models.tune, models.evaluate, models.recommend, models.export, models.models,
                  data.generate, data.quickstart, serve.serve):
     app.command()(_command)
 

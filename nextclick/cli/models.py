@@ -1,9 +1,10 @@
-"""Model commands: train, tune, evaluate, recommend, and the list of models."""
+"""Model commands: train, tune, evaluate, recommend, export, and the list of models."""
 
 from __future__ import annotations
 
 import json
 import logging
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -298,3 +299,23 @@ def models() -> None:
             typer.echo(f"{'':<8}   preset {p}: {v}")
 
 
+class ExportFormat(str, Enum):
+    """Formats of ``nextclick export``."""
+
+    onnx = "onnx"
+
+
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="Artifact directory written by `nextclick train` (gru4rec or sasrec).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the exported graph, item matrix and vocabulary to.")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
+) -> None:
+    """Export a neural model's serving graph for other runtimes (ONNX: GRU4Rec's click step, SASRec's query).
+
+    Writes the graph (step.onnx or query.onnx), output.safetensors (the item matrix W and bias b:
+    scores = query @ W.T + b), vocab.json and export.json (names, shapes, how to score)."""
+    from nextclick.models.export import export_onnx
+
+    meta = export_onnx(model_dir, out)
+    typer.echo(f"exported {meta['model']} as {fmt.value} (opset {meta['opset']}): {meta['graph']}, "
+               f"{meta['output_layer']['file']}, {meta['vocab']} -> {out}")

@@ -111,6 +111,18 @@ class EvalResult:
         return "\n".join(lines)
 
 
+def _check_vocabulary(model: Recommender, test: Sessions) -> None:
+    """Refuse test sessions whose item indices mean other items than the model's."""
+    vocab = getattr(model, "vocab_", None)
+    if test.vocab is not None and vocab is not None and not test.vocab.same_as(vocab):
+        raise NextclickError(
+            f"the test sessions are encoded with another item vocabulary ({test.vocab.n_items:,} items) than the "
+            f"model's ({vocab.n_items:,} items); encode them with the model's: load_sessions(path, 'test', vocab=model.vocab_)"
+        )
+    if test.n_items != model.n_items_:
+        raise NextclickError(f"the test sessions index {test.n_items:,} items, the model {model.n_items_:,}; encode them with the model's vocabulary")
+
+
 def evaluate(
     model: Recommender,
     test: Sessions,
@@ -133,6 +145,7 @@ def evaluate(
         raise NextclickError(f"batch_size must be >= 1, got {batch_size}")
     if chunk_items is not None and chunk_items < 1:
         raise NextclickError(f"chunk_items must be >= 1, got {chunk_items}")
+    _check_vocabulary(model, test)
     cutoffs = tuple(sorted(set(int(k) for k in cutoffs)))
     subset = None
     if max_sessions is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -90,12 +89,11 @@ def test_never_reads_the_test_split(dataset: Path, tmp_path: Path, monkeypatch: 
         load_tuning_data(train=ds / "train.parquet", valid=ds / "valid.parquet")
 
 
-def test_warns_when_training_holds_the_validation_sessions(dataset: Path, tmp_path: Path, caplog) -> None:
+def test_refuses_training_that_holds_the_validation_sessions(dataset: Path, tmp_path: Path) -> None:
     pl.read_parquet(dataset / "train.parquet").write_csv(tmp_path / "train_full.tsv", separator="\t")
     pl.read_parquet(dataset / "valid.parquet").write_csv(tmp_path / "valid.tsv", separator="\t")
-    with caplog.at_level(logging.WARNING, logger="nextclick.tune"):
+    with pytest.raises(NextclickError, match=r"of its \d+ sessions are in --train .*train_full.tsv in full"):
         load_tuning_data(train=tmp_path / "train_full.tsv", valid=tmp_path / "valid.tsv")
-    assert "their targets are in training" in caplog.text
 
 
 def test_same_seed_same_trials(data) -> None:

@@ -102,8 +102,11 @@ def prepare(
     )
     ds = run_prepare(input, out, opts, overwrite=overwrite)
     for r in ds.meta["report"]:
-        extra = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k != "cut_time")
+        extra = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k not in ("cut_time", "protocol"))
         typer.echo(f"{r['step']:<16} removed {r['removed_events']:>10,} events {r['removed_sessions']:>9,} sessions  {extra}")
+    protocol = next((r["details"]["protocol"] for r in ds.meta["report"] if "protocol" in r["details"]), None)
+    if protocol:
+        typer.echo(f"split protocol: {protocol}")
     for role, st in ds.meta["stats"].items():
         typer.echo(f"{role:<9} {st['events']:>11,} events {st['sessions']:>10,} sessions {st['items']:>8,} items")
     typer.echo(f"catalogue {len(ds.meta['vocab']['ids']):,} items (index 0 = padding); written to {out}")

@@ -36,6 +36,7 @@ def train(
     import os
 
     from nextclick.data.dataset import load_sessions
+    from nextclick.data.holdout import refuse_overlap, refuse_test_split
     from nextclick.models import get_model_class
     from nextclick.models.base import parse_params
 
@@ -46,10 +47,13 @@ def train(
     if ranks > 1 and not getattr(rec, "data_parallel", False):
         raise NextclickError(f"train: {model} does not train data-parallel; run it without torchrun")
     main = os.environ.get("RANK", "0") == "0"
+    refuse_test_split("--train", train)
     tr, _ = load_sessions(train, "train")
     va = None
     if valid is not None:
+        refuse_test_split("--valid", valid)
         va, rep = load_sessions(valid, "valid", vocab=tr.vocab)
+        refuse_overlap(tr, va, train, valid)
         if main:
             _report_encode(rep, valid)
     if main:

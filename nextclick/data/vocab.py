@@ -47,6 +47,12 @@ class ItemVocab:
     def __len__(self) -> int:
         return int(self.ids.size)
 
+    def same_as(self, other: ItemVocab) -> bool:
+        """Whether ``other`` maps every id to the same index (the same ids, same type)."""
+        if self is other:
+            return True
+        return self.is_int == other.is_int and bool(np.array_equal(self.ids, other.ids))
+
     @property
     def n_items(self) -> int:
         return int(self.ids.size)

@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from nextclick.data.dataset import META, Dataset, encode_clicks, load_sessions
+from nextclick.data.dataset import Dataset, encode_clicks, load_sessions
+from nextclick.data.holdout import refuse_overlap, refuse_test_split, split_role
 from nextclick.data.sessions import Sessions
 from nextclick.data.vocab import ItemVocab
 from nextclick.errors import NextclickError
@@ -52,13 +50,15 @@ def load_tuning_data(
             raise NextclickError(f"{opt} {p}: no such file")
         if p.is_dir():
             raise NextclickError(f"{opt} {p}: is a directory; pass a prepared dataset as --data (it uses train_tr -> valid)")
-        _refuse_wrong_split(opt, p)
+        refuse_test_split(opt, p)
+        if opt == "--train" and split_role(p) == "train" and Dataset.open(p.parent).meta.get("split") == "time":
+            raise NextclickError(f"--train {p}: the full train split holds the validation period; use train_tr.parquet")
     if train.resolve() == valid.resolve():
         raise NextclickError(f"--train and --valid are the same file ({train}); validate on held-out sessions")
     tr, _ = load_sessions(train, "train_tr")
     va, rep = load_sessions(valid, "valid", vocab=tr.vocab)
     _log_encode(valid, rep.as_dict())
-    _check_overlap(tr, va, train, valid)
+    refuse_overlap(tr, va, train, valid)
     return _checked(TuningData(tr, va, {"train": str(train), "valid": str(valid)}))
 
 
@@ -87,38 +87,6 @@ def _from_dataset(path: Path) -> TuningData:
         "valid_role": "valid",
     }
     return _checked(TuningData(tr, va, sources))
-
-
-def _refuse_wrong_split(opt: str, p: Path) -> None:
-    """A parquet file of a prepared dataset: refuse its test split, and a time split's full train."""
-    if p.suffix != ".parquet" or not (p.parent / META).exists():
-        if re.search(r"(^|[^a-z])test([^a-z]|$)", p.stem.lower()):
-            log.warning("%s %s: the name looks like a test split; tuning should only see training and validation data", opt, p)
-        return
-    ds = Dataset.open(p.parent)
-    role = next((r for r, f in ds.meta["files"].items() if f == p.name), None)
-    if role == "test":
-        raise NextclickError(f"{opt} {p}: is the test split of {p.parent}; tuning never reads it (use train_tr and valid)")
-    if opt == "--train" and role == "train" and ds.meta.get("split") == "time":
-        raise NextclickError(f"--train {p}: the full train split holds the validation period; use train_tr.parquet")
-
-
-def _check_overlap(tr: Sessions, va: Sessions, train: Path, valid: Path) -> None:
-    """Warn when training holds validation sessions in full (e.g. train_full.tsv with train_valid.tsv)."""
-    if tr.session_ids is None or va.session_ids is None or not tr.n_sessions or not va.n_sessions:
-        return
-    if tr.session_ids.dtype.kind != va.session_ids.dtype.kind:
-        return
-    _, ti, vi = np.intersect1d(tr.session_ids, va.session_ids, assume_unique=True, return_indices=True)
-    n = int((tr.lengths[ti] >= va.lengths[vi]).sum())  # leave-one-out: train holds shorter prefixes
-    if n:
-        log.warning(
-            "--train %s holds %d of the %d validation sessions of --valid %s in full: their targets are in training",
-            train,
-            n,
-            va.n_sessions,
-            valid,
-        )
 
 
 def _log_encode(path: Path, rep: dict[str, int]) -> None:

@@ -40,6 +40,7 @@ def _require(name: str) -> Any:
 
 @pytest.fixture(scope="module")
 def ort() -> Any:
+    """onnxruntime, with onnx (which the export itself needs) checked first."""
     _require("onnx")
     return _require("onnxruntime")
 
@@ -132,7 +133,7 @@ def test_sasrec_query_matches_live_sessions(variant: str, sas, ort, tmp_path: Pa
     np.testing.assert_allclose(q1[0], ours[3], atol=ATOL, rtol=0)
 
 
-def test_export_directory_describes_itself(gru, tmp_path: Path) -> None:
+def test_export_directory_describes_itself(gru, ort, tmp_path: Path) -> None:
     model = gru["constrained-2-layers"]
     src = model.save(tmp_path / "model")
     out = tmp_path / "onnx"
@@ -155,7 +156,7 @@ def test_export_directory_describes_itself(gru, tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory left
 
 
-def test_sasrec_export_writes_zero_bias(sas, tmp_path: Path) -> None:
+def test_sasrec_export_writes_zero_bias(sas, ort, tmp_path: Path) -> None:
     model = sas["start-postln"]
     was = model.net_.training
     meta = export_onnx(model, tmp_path / "x")
@@ -165,7 +166,7 @@ def test_sasrec_export_writes_zero_bias(sas, tmp_path: Path) -> None:
     assert not wb["b"].any() and meta["graph"] == "query.onnx" and "zeros" in meta["output_layer"]["bias"]
 
 
-def test_refusals(chain_data, gru, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusals(chain_data, gru, ort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pop = create_model("pop").fit(chain_data.train)
     with pytest.raises(NextclickError, match="pop has no neural serving graph; only gru4rec and sasrec"):
         export_onnx(pop, tmp_path / "p")

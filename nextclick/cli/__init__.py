@@ -49,7 +49,7 @@ def _main(
 from nextclick.cli import data, models, serve  # noqa: E402
 
 for _command in (data.prepare, models.train, models.tune, models.evaluate, models.recommend, models.export, models.models,
-                 data.generate, data.quickstart, serve.serve):
+                 data.recipes, data.generate, data.quickstart, serve.serve):
     app.command()(_command)
 
 

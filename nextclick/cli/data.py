@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -30,9 +31,29 @@ def _read_options(session_col: str, item_col: str, time_col: str, user_col: str,
     )
 
 
+#: The names of :data:`nextclick.data.recipes.RECIPES` and their aliases (kept here so that the
+#: CLI starts without polars; a test checks that they agree).
+RECIPE_NAMES = ("yoochoose", "rsc15", "diginetica", "retailrocket", "otto", "amazon", "sasrec", "movielens", "recbole")
+RecipeName = Enum("RecipeName", [(n, n) for n in RECIPE_NAMES], type=str, module=__name__)
+EventType = Enum("EventType", [(n, n) for n in ("clicks", "carts", "orders", "all")], type=str,
+                 module=__name__)
+#: prepare's options that read a click file: a recipe reads its raw file itself.
+_READ_FLAGS = ("session_col", "item_col", "time_col", "user_col", "format", "time_format", "names", "sep")
+
+
 def prepare(
-    input: Annotated[Path, typer.Argument(help="Click log: CSV, TSV, Parquet or whitespace `user item [time]` file.")],
+    ctx: typer.Context,
+    input: Annotated[Path, typer.Argument(help="Click log: CSV, TSV, Parquet or whitespace `user item [time]` file; "
+                                               "with --recipe, the dataset's raw file.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the prepared dataset.")],
+    recipe: Annotated[
+        Optional[RecipeName], typer.Option(help="A public dataset's raw file with its published preprocessing (steps and "
+                                                "source: `nextclick recipes`); sets the read options, filters and split, "
+                                                "and options given explicitly override them.")
+    ] = None,
+    event_type: Annotated[
+        EventType, typer.Option(help="--recipe otto: the events kept.")
+    ] = EventType.clicks,
     session_col: Annotated[
         str, typer.Option(help="Session id column; '' = none (build sessions from --user-col).")
     ] = "SessionId",
@@ -88,6 +109,12 @@ def prepare(
     """
     from nextclick.data.preprocess import prepare as run_prepare
 
+    if recipe is not None:
+        given = {k: v for k, v in ctx.params.items() if _on_command_line(ctx, k)}
+        _prepare_recipe(recipe.value, input, out, given, overwrite)
+        return
+    if _on_command_line(ctx, "event_type"):
+        raise NextclickError("--event-type applies to --recipe otto only")
     opts = PrepareOptions(
         read=_read_options(session_col, item_col, time_col, user_col, format, time_format, names, item_ids, sep),
         session_gap=session_gap * 60.0,
@@ -100,16 +127,56 @@ def prepare(
         valid_days=valid_days,
         split_by=split_by.value,
     )
-    ds = run_prepare(input, out, opts, overwrite=overwrite)
-    for r in ds.meta["report"]:
+    _echo_report(run_prepare(input, out, opts, overwrite=overwrite).meta, out)
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not its default). Compared by name:
+    typer may bring its own copy of click, with its own ``ParameterSource``."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+
+def _prepare_recipe(name: str, raw: Path, out: Path, given: dict[str, Any], overwrite: bool) -> None:
+    """``prepare --recipe``: the options the user gave (``given``) override the recipe's filters and
+    split; the options that read a click file do not apply."""
+    from nextclick.data.recipes import RecipeArgs, get_recipe, run_recipe
+
+    for flag in _READ_FLAGS:
+        if flag in given:
+            raise NextclickError(f"--{flag.replace('_', '-')} does not apply with --recipe {name}: the recipe reads "
+                                 "the raw file's own columns")
+    overrides = {k: getattr(v, "value", v) for k, v in given.items() if k in PREPARE_FIELDS}
+    if "session_gap" in overrides:
+        overrides["session_gap"] *= 60.0
+    args = RecipeArgs(event_type=given.get("event_type", EventType.clicks).value,
+                      item_type=given["item_ids"].value if "item_ids" in given else "auto")
+    typer.echo(f"recipe {get_recipe(name).name}: {get_recipe(name).source}")
+    _echo_report(run_recipe(name, raw, out, overrides, args, overwrite=overwrite).meta, out)
+
+
+#: prepare's options that fill a :class:`PrepareOptions` field of the same name.
+PREPARE_FIELDS = ("session_gap", "drop_repeats", "min_session_length", "min_item_support", "support_rounds", "split",
+                  "test_days", "valid_days", "split_by")
+
+
+def _echo_report(meta: dict[str, Any], out: Path) -> None:
+    """What each step removed, the splits' sizes and the catalogue."""
+    for r in meta["report"]:
         extra = ", ".join(f"{k}={v}" for k, v in r["details"].items() if k not in ("cut_time", "protocol"))
         typer.echo(f"{r['step']:<16} removed {r['removed_events']:>10,} events {r['removed_sessions']:>9,} sessions  {extra}")
-    protocol = next((r["details"]["protocol"] for r in ds.meta["report"] if "protocol" in r["details"]), None)
+    protocol = next((r["details"]["protocol"] for r in meta["report"] if "protocol" in r["details"]), None)
     if protocol:
         typer.echo(f"split protocol: {protocol}")
-    for role, st in ds.meta["stats"].items():
+    for role, st in meta["stats"].items():
         typer.echo(f"{role:<9} {st['events']:>11,} events {st['sessions']:>10,} sessions {st['items']:>8,} items")
-    typer.echo(f"catalogue {len(ds.meta['vocab']['ids']):,} items (index 0 = padding); written to {out}")
+    typer.echo(f"catalogue {len(meta['vocab']['ids']):,} items (index 0 = padding); written to {out}")
+
+
+def recipes() -> None:
+    """Print each dataset recipe of `prepare --recipe`: its raw file, source and steps."""
+    from nextclick.data.recipes import RECIPES
+
+    typer.echo("\n\n".join(r.describe() for r in RECIPES.values()))
 
 
 def generate(

@@ -11,11 +11,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
 from nextclick.data.dataset import Dataset
-from nextclick.data.recipes import ALIASES, RECIPES, RecipeArgs, get_recipe, read_otto, read_recbole, run_recipe
+from nextclick.data.recipes import (
+    ALIASES,
+    RECIPES,
+    RecipeArgs,
+    get_recipe,
+    read_otto,
+    read_recbole,
+    run_recipe,
+)
+from nextclick.data.recipes import (
+    RETAILROCKET_EVENTS as RETAIL_EVENTS,
+)
 from nextclick.errors import NextclickError
 from tests.conftest import REPO_ROOT
 
@@ -346,6 +359,73 @@ def test_recbole_session_file_and_bad_header(tmp_path: Path) -> None:
     path.write_text("user_id\titem_id:token\n1\t2\n")
     with pytest.raises(NextclickError, match=r"diginetica\.inter: line 1: header field 'user_id' has no type"):
         read_recbole(path, RecipeArgs())
+
+
+# ---------------------------------------------------------------------------- the sources' scripts, transcribed
+def _one_round_then_split_by_end(data: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The filters and split that GRU4Rec's rsc15 script and session-rec's retailrocket script share
+    (session-rec's filter_data and split_data_org), in pandas: sessions of one click out, items of
+    fewer than 5 clicks out, sessions shorter than 2 out; test = the sessions whose last click is
+    within a day of the log's last click, less clicks on items train lacks, less sessions left with
+    one click; train_tr / valid the same way from train."""
+    def keep(d: pd.DataFrame, key: str, least: int) -> pd.DataFrame:
+        return d[d.groupby(key)[key].transform("size") >= least]
+
+    data = keep(keep(keep(data, "SessionId", 2), "ItemId", 5), "SessionId", 2)
+
+    def split(d: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        late = d.groupby("SessionId").Time.transform("max") >= d.Time.max() - 86_400
+        train, test = d[~late], d[late]
+        test = test[test.ItemId.isin(set(train.ItemId))]
+        return train, keep(test, "SessionId", 2)
+
+    train, test = split(data)
+    train_tr, valid = split(train)
+    return {"train": train, "test": test, "train_tr": train_tr, "valid": valid}
+
+
+def _assert_same_splits(ds: Dataset, want: dict[str, pd.DataFrame]) -> None:
+    for role, frame in want.items():
+        got = pl.read_parquet(ds.path / f"{role}.parquet").select("SessionId", "ItemId", "Time")
+        ref = pl.from_pandas(frame[["SessionId", "ItemId", "Time"]].reset_index(drop=True))
+        got, ref = got.sort("SessionId", "Time"), ref.sort("SessionId", "Time").cast(got.schema)
+        assert got.height > 0 and got.drop("Time").equals(ref.drop("Time")), role
+        # polars' Series division by 1000 may differ from numpy's in the last bit
+        assert np.allclose(got["Time"].to_numpy(), ref["Time"].to_numpy(), rtol=0, atol=1e-6), role
+
+
+def test_yoochoose_with_split_by_end_reproduces_gru4rec_script_from_the_raw_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    n, n_sess = 3000, 700
+    sess = np.sort(rng.integers(0, n_sess, n))
+    ms = (T_RSC * 1000 + rng.integers(0, 4 * D * 1000, n_sess)[sess] + rng.integers(0, 1800_000, n)).astype(np.int64)
+    items = 214_500_000 + rng.zipf(1.3, n) % 300
+    stamps = pd.to_datetime(ms, unit="ms").strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
+    raw = tmp_path / "yoochoose-clicks.dat"
+    raw.write_text("".join(f"{s},{t},{i},0\n" for s, t, i in zip(sess, stamps, items)))
+    ds = run_recipe("yoochoose", raw, tmp_path / "out", {"split_by": "end"})
+    clicks = pd.DataFrame({"SessionId": sess, "ItemId": items, "Time": ms / 1000.0})
+    _assert_same_splits(ds, _one_round_then_split_by_end(clicks.sort_values(["SessionId", "Time"], kind="stable")))
+
+
+def test_retailrocket_with_split_by_end_reproduces_session_rec_from_the_raw_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    n, n_users = 2500, 300
+    user = rng.integers(1, n_users + 1, n)
+    # whole seconds (session-rec truncates to seconds), distinct within a visitor (its sort is not stable)
+    sec = T_RR + rng.permutation(5 * D)[:n]
+    event = rng.choice(np.array(RETAIL_EVENTS), n, p=[0.8, 0.15, 0.05])
+    item = rng.zipf(1.3, n) % 200
+    raw = tmp_path / "events.csv"
+    raw.write_text("timestamp,visitorid,event,itemid,transactionid\n"
+                   + "".join(f"{t * 1000},{u},{e},{i},\n" for t, u, e, i in zip(sec, user, event, item)))
+    ds = run_recipe("retailrocket", raw, tmp_path / "out", {"split_by": "end"})
+    # session-rec's load_data: sessions per visitor over every event (30 minutes), then views only
+    d = pd.DataFrame({"Time": sec, "UserId": user, "Type": event, "ItemId": item}).sort_values(["UserId", "Time"])
+    new = (d.UserId.diff() != 0) | (d.Time.diff() > 1800)
+    d["SessionId"] = np.cumsum(new.to_numpy()) - 1
+    views = d[d.Type == "view"].astype({"Time": float})
+    _assert_same_splits(ds, _one_round_then_split_by_end(views))
 
 
 # ---------------------------------------------------------------------------- registry and command line

@@ -139,6 +139,8 @@ def _on_command_line(ctx: typer.Context, name: str) -> bool:
 def _prepare_recipe(name: str, raw: Path, out: Path, given: dict[str, Any], overwrite: bool) -> None:
     """``prepare --recipe``: the options the user gave (``given``) override the recipe's filters and
     split; the options that read a click file do not apply."""
+    from dataclasses import replace
+
     from nextclick.data.recipes import RecipeArgs, get_recipe, run_recipe
 
     for flag in _READ_FLAGS:
@@ -146,10 +148,11 @@ def _prepare_recipe(name: str, raw: Path, out: Path, given: dict[str, Any], over
             raise NextclickError(f"--{flag.replace('_', '-')} does not apply with --recipe {name}: the recipe reads "
                                  "the raw file's own columns")
     overrides = {k: getattr(v, "value", v) for k, v in given.items() if k in PREPARE_FIELDS}
-    if "session_gap" in overrides:
-        overrides["session_gap"] *= 60.0
     args = RecipeArgs(event_type=given.get("event_type", EventType.clicks).value,
                       item_type=given["item_ids"].value if "item_ids" in given else "auto")
+    if "session_gap" in overrides:  # minutes; it also shapes the sessions a recipe builds itself
+        overrides["session_gap"] *= 60.0
+        args = replace(args, session_gap=overrides["session_gap"])
     typer.echo(f"recipe {get_recipe(name).name}: {get_recipe(name).source}")
     _echo_report(run_recipe(name, raw, out, overrides, args, overwrite=overwrite).meta, out)
 

@@ -39,11 +39,13 @@ RETAILROCKET_EVENTS = ("view", "addtocart", "transaction")
 
 @dataclass(frozen=True)
 class RecipeArgs:
-    """What the user may choose about reading a raw file: OTTO's event type and the item id policy
-    (``--item-ids``, see :mod:`nextclick.data.io`)."""
+    """What the user may choose about reading a raw file: OTTO's event type, the item id policy
+    (``--item-ids``, see :mod:`nextclick.data.io`) and the inactivity gap in seconds that ends a
+    session where a recipe builds sessions (Retailrocket)."""
 
     event_type: EventType = "clicks"
     item_type: IdType = "auto"
+    session_gap: float = 1800.0
 
 
 Reader = Callable[[Path, RecipeArgs], pl.DataFrame]
@@ -166,8 +168,8 @@ def read_diginetica(path: Path, args: RecipeArgs) -> pl.DataFrame:
 
 def read_retailrocket(path: Path, args: RecipeArgs) -> pl.DataFrame:
     """events.csv: ``timestamp,visitorid,event,itemid,transactionid`` (milliseconds). Sessions are
-    built over every event (a new one at a new visitor or after 30 idle minutes), then only views
-    are kept, as session-rec does."""
+    built over every event (a new one at a new visitor or after ``args.session_gap``, 30 idle
+    minutes by default), then only views are kept, as session-rec does."""
     what = "retailrocket events.csv (timestamp,visitorid,event,itemid,transactionid)"
     df = _scan_text(path, ["timestamp", "visitorid", "event", "itemid"], what, ",")
     event = df.get_column("event").str.strip_chars()
@@ -177,7 +179,7 @@ def read_retailrocket(path: Path, args: RecipeArgs) -> pl.DataFrame:
         raise NextclickError(f"{path}: line {row + 2}, column 'event': {event[row]!r} is not one of "
                              f"{', '.join(RETAILROCKET_EVENTS)}")
     out = _canonical(df, path, {"UserId": "visitorid", "ItemId": "itemid", "Time": "timestamp"}, args)
-    out, rep = sessionize(out.with_columns(_view=event == "view"), 1800.0)
+    out, rep = sessionize(out.with_columns(_view=event == "view"), args.session_gap)
     views = out.filter(pl.col("_view")).drop("_view")
     if views.height == 0:
         raise NextclickError(f"{path}: no 'view' events (the recipe keeps views only)")
@@ -200,8 +202,9 @@ def read_otto(path: Path, args: RecipeArgs) -> pl.DataFrame:
     keep = kind.is_null() | ~kind.is_in(OTTO_TYPES) | pl.col("aid").is_null() | pl.col("ts").is_null()
     keep = keep | pl.col("session").is_null() | (pl.lit(True) if args.event_type == "all" else kind == args.event_type)
     try:
+        # the streaming engine keeps the rows in file order and never holds the whole nested file
         df = (pl.scan_ndjson(path, schema=_OTTO_SCHEMA).with_row_index("line", offset=1)
-              .explode("events").unnest("events").filter(keep).collect())
+              .explode("events").unnest("events").filter(keep).collect(engine="streaming"))
     except pl.exceptions.PolarsError as e:
         raise NextclickError(_json_error(path, what, e)) from None
     for col, bad in (("session", df["session"].is_null()), ("aid", df["aid"].is_null()), ("ts", df["ts"].is_null()),

@@ -205,6 +205,12 @@ def test_retailrocket_recipe_sessions_over_all_events_then_views_only(tmp_path: 
     assert stats(ds) == {"train": (9, 4, 3), "test": (5, 2, 3), "train_tr": (7, 3, 3), "valid": (2, 1, 2)}
 
 
+def test_retailrocket_session_gap_is_a_choice(tmp_path: Path) -> None:
+    df = get_recipe("retailrocket").read(write_retailrocket(tmp_path / "events.csv"), RecipeArgs(session_gap=15 * M))
+    first = df.filter(pl.col("UserId") == 1).group_by("SessionId", maintain_order=True).agg("ItemId")
+    assert first["ItemId"].to_list() == [[1], [3], [1, 2]]  # 20 minutes between events now ends a session
+
+
 def test_retailrocket_unknown_event_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text("timestamp,visitorid,event,itemid,transactionid\n1433116800000,1,view,5,\n1433116900000,1,click,5,\n")

@@ -118,6 +118,14 @@ def _lines(path: Path, what: str) -> pl.Series:
     return df.get_column("line")
 
 
+def _header(path: Path, sep: str) -> list[str]:
+    """The fields of the first line of a file (none for a missing file: its reader says so)."""
+    if not path.is_file():
+        return []
+    with open(path, "rb") as f:
+        return f.readline(1 << 16).decode("utf-8", errors="replace").rstrip("\r\n").split(sep)
+
+
 def _on_lines(check: Callable[[], pl.Series], lines: pl.Series) -> pl.Series:
     """Run an :mod:`.io` check on rows that are not the file's lines (``fmt="parquet"`` makes its
     message say ``row N``); an error names ``lines[N - 1]``, the file line of that row, instead."""
@@ -157,11 +165,13 @@ def read_yoochoose(path: Path, args: RecipeArgs) -> pl.DataFrame:
 
 
 def read_diginetica(path: Path, args: RecipeArgs) -> pl.DataFrame:
-    """train-item-views.csv: ``sessionId;userId;itemId;timeframe;eventdate``; a click's time is its
-    ``eventdate`` (midnight UTC) plus ``timeframe`` (milliseconds since the session began)."""
-    what = "diginetica train-item-views.csv (sessionId;userId;itemId;timeframe;eventdate)"
-    df = _scan_text(path, ["sessionId", "itemId", "timeframe", "eventdate"], what, ";")
-    out = _canonical(df, path, {"SessionId": "sessionId", "ItemId": "itemId", "Time": "eventdate"}, args, "iso")
+    """train-item-views.csv: ``session_id;user_id;item_id;timeframe;eventdate`` (copies also spell
+    them ``sessionId``, ``itemId``); a click's time is its ``eventdate`` (midnight UTC) plus
+    ``timeframe`` (milliseconds since the session began)."""
+    what = "diginetica train-item-views.csv (session_id;user_id;item_id;timeframe;eventdate)"
+    session, item = ("sessionId", "itemId") if "sessionId" in _header(path, ";") else ("session_id", "item_id")
+    df = _scan_text(path, [session, item, "timeframe", "eventdate"], what, ";")
+    out = _canonical(df, path, {"SessionId": session, "ItemId": item, "Time": "eventdate"}, args, "iso")
     offset = _time_column(df, "timeframe", "ms", path, "csv", True)
     return out.with_columns(pl.col("Time") + offset)
 
@@ -284,8 +294,7 @@ def read_recbole(path: Path, args: RecipeArgs) -> pl.DataFrame:
     what = "a RecBole .inter file (tab-separated, header like user_id:token<TAB>item_id:token<TAB>timestamp:float)"
     if not path.is_file():
         raise NextclickError(f"{path}: no such file (expected {what})")
-    with open(path, "rb") as f:
-        header = f.readline(1 << 16).decode("utf-8", errors="replace").rstrip("\r\n").split("\t")
+    header = _header(path, "\t")
     names = {}
     for field in header:
         name, colon, kind = field.partition(":")
@@ -326,7 +335,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         "diginetica", (), "train-item-views.csv (CIKM Cup 2016, track 2)",
         "SR-GNN's diginetica preprocessing: Wu et al., Session-based Recommendation with Graph Neural Networks, "
         "AAAI 2019; github.com/CRIPAC-DIG/SR-GNN, datasets/preprocess.py (NARM's, Li et al., CIKM 2017, is the same)",
-        ("Read sessionId, itemId, timeframe and eventdate (semicolon-separated); a click's time is its eventdate "
+        ("Read session_id (or sessionId), item_id (or itemId), timeframe and eventdate (semicolon-separated); "
+         "a click's time is its eventdate "
          "(midnight UTC) plus timeframe milliseconds, so clicks are ordered by timeframe within a session, as the "
          "source sorts them.", _ONE_ROUND,
          "Test: the last 7 days; valid: the 7 days before.",

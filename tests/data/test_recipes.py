@@ -134,14 +134,16 @@ DIGI_ROWS = [  # sessionId, userId, itemId, timeframe (ms), eventdate
 ]
 
 
-def write_diginetica(path: Path) -> Path:
-    rows = ["sessionId;userId;itemId;timeframe;eventdate"] + [";".join(map(str, r)) for r in DIGI_ROWS]
+def write_diginetica(path: Path, header: str = "session_id;user_id;item_id;timeframe;eventdate") -> Path:
+    rows = [header] + [";".join(map(str, r)) for r in DIGI_ROWS]
     path.write_text("\n".join(rows) + "\n")
     return path
 
 
-def test_diginetica_recipe_orders_by_timeframe_and_splits_the_last_week(tmp_path: Path) -> None:
-    ds = run_recipe("diginetica", write_diginetica(tmp_path / "train-item-views.csv"), tmp_path / "out")
+@pytest.mark.parametrize("header", ["session_id;user_id;item_id;timeframe;eventdate",
+                                    "sessionId;userId;itemId;timeframe;eventdate"])
+def test_diginetica_recipe_orders_by_timeframe_and_splits_the_last_week(tmp_path: Path, header: str) -> None:
+    ds = run_recipe("diginetica", write_diginetica(tmp_path / "train-item-views.csv", header), tmp_path / "out")
     # item 11 has 4 clicks: removed; session 5 is then one click: removed; session 1 by timeframe: 11, 10, 12
     assert sessions(ds, "train") == {1: [10, 12], 2: [10, 12], 3: [12, 10]}
     assert sessions(ds, "test") == {6: [12, 10], 7: [10, 12]}
@@ -159,7 +161,7 @@ def test_diginetica_recipe_orders_by_timeframe_and_splits_the_last_week(tmp_path
 
 def test_diginetica_missing_column_and_bad_timeframe(tmp_path: Path) -> None:
     path = tmp_path / "views.csv"
-    path.write_text("sessionId;userId;itemId;timeframe\n1;;10;0\n")
+    path.write_text("session_id;user_id;item_id;timeframe\n1;;10;0\n")
     with pytest.raises(NextclickError, match=r"views\.csv: missing column\(s\) \['eventdate'\]"):
         run_recipe("diginetica", path, tmp_path / "out")
     write_diginetica(path)

@@ -334,7 +334,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(
         "diginetica", (), "train-item-views.csv (CIKM Cup 2016, track 2)",
         "SR-GNN's diginetica preprocessing: Wu et al., Session-based Recommendation with Graph Neural Networks, "
-        "AAAI 2019; github.com/CRIPAC-DIG/SR-GNN, datasets/preprocess.py (NARM's, Li et al., CIKM 2017, is the same)",
+        "AAAI 2019; github.com/CRIPAC-DIG/SR-GNN, datasets/preprocess.py, which follows NARM (Li et al., CIKM 2017)",
         ("Read session_id (or sessionId), item_id (or itemId), timeframe and eventdate (semicolon-separated); "
          "a click's time is its eventdate "
          "(midnight UTC) plus timeframe milliseconds, so clicks are ordered by timeframe within a session, as the "

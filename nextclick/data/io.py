@@ -11,9 +11,11 @@ row, for Parquet) and the column.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from nextclick.data.options import Format, IdType, ReadOptions, TimeFormat
@@ -81,9 +83,15 @@ def _read_raw(
         df = pl.read_csv(path, **kw)
     except pl.exceptions.NoDataError:
         raise NextclickError(f"{path}: the file is empty (expected a header and click rows)") from None
+    except pl.exceptions.SchemaError as e:  # --names and line 1 disagree on the number of fields
+        if not names:
+            raise NextclickError(f"{path}: cannot parse as {fmt.upper()}: {str(e).splitlines()[0]}") from None
+        n = int(_field_counts(next(_line_blocks(path)), sep)[0])
+        raise NextclickError(f"{path}: line 1 has {n} fields but {len(names)} names were given ({names})") from None
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as e:
         if all_str:
-            raise NextclickError(f"{path}: cannot parse as {fmt.upper()}: {str(e).splitlines()[0]}") from None
+            fault = _text_fault(path, sep, len(names) if names else None)
+            raise NextclickError(f"{path}: {fault or f'cannot parse as {fmt.upper()}: ' + str(e).splitlines()[0]}") from None
         raise
     return df, has_header
 
@@ -94,11 +102,15 @@ def _read_whitespace(path: Path, names: list[str] | None) -> pl.DataFrame:
         lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None, new_columns=["_line"], infer_schema=False)
     except pl.exceptions.NoDataError:
         raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)") from None
+    except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as e:
+        raise NextclickError(f"{path}: {_text_fault(path, None, None) or 'cannot read as text: ' + str(e).splitlines()[0]}") from None
     if lines.height == 0:
         raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)")
     parts = lines.get_column("_line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
-    n_fields = parts.list.len()
+    n_fields = parts.list.len().fill_null(0)  # a blank line has none
     n = int(n_fields[0])
+    if n == 0:
+        raise NextclickError(f"{path}: line 1 is blank; expected `user item [time]` on every line")
     if names is None:
         if n > 3:
             raise NextclickError(f"{path}: line 1 has {n} fields; expected `user item [time]` (or give --names)")
@@ -110,6 +122,70 @@ def _read_whitespace(path: Path, names: list[str] | None) -> pl.DataFrame:
         row = int(bad.arg_true()[0])
         raise NextclickError(f"{path}: line {row + 1} has {n_fields[row]} fields, expected {n} like line 1")
     return pl.DataFrame({name: parts.list.get(i) for i, name in enumerate(names)})
+
+
+_SCAN_BLOCK = 1 << 22
+
+
+def _line_blocks(path: Path) -> Iterator[bytes]:
+    """The bytes of ``path`` in blocks of whole lines (the last one may lack its line break)."""
+    rest = b""
+    with path.open("rb") as fh:
+        while block := fh.read(_SCAN_BLOCK):
+            buf = rest + block
+            cut = buf.rfind(b"\n") + 1
+            if cut:
+                yield buf[:cut]
+            rest = buf[cut:]
+    if rest:
+        yield rest
+
+
+def _field_counts(buf: bytes, sep: str) -> np.ndarray:
+    """Fields on each line of ``buf``: separators outside double quotes, plus one. Quotes pair up
+    within a line (a quoted field holding a line break counts as two short lines)."""
+    b = np.frombuffer(buf, dtype=np.uint8)
+    breaks = np.flatnonzero(b == 10)
+    starts = np.r_[0, breaks + 1]
+    quotes = np.cumsum(b == 34, dtype=np.int64)
+    before_line = np.r_[0, quotes[breaks]]  # quotes before each line's first byte
+    at = np.flatnonzero(b == ord(sep))
+    line = np.searchsorted(breaks, at)
+    outside = (quotes[at] - before_line[line]) % 2 == 0
+    n_lines = starts.size - int(starts[-1] == b.size)
+    return np.bincount(line[outside], minlength=n_lines)[:n_lines] + 1
+
+
+def _text_fault(path: Path, sep: str | None, n_fields: int | None) -> str | None:
+    """Where a text file that polars refused breaks, for the error message: the first line holding
+    bytes that are not UTF-8 (with its column, read from line 1), or, with ``sep``, holding more
+    fields than ``n_fields`` (default: as many as line 1). ``None`` when neither is found.
+
+    Only runs after a failed read; the file is scanned in blocks of whole lines (bounded memory)."""
+    header: list[str] = []
+    line0 = 1
+    like = " (one per name)" if n_fields else " like line 1"
+    for buf in _line_blocks(path):
+        if not header and sep is not None:
+            header = [h.strip().strip('"') for h in buf.split(b"\n", 1)[0].decode("utf-8", "replace").split(sep)]
+        counts = _field_counts(buf, sep) if sep is not None else np.zeros(0, np.int64)
+        if n_fields is None and counts.size:
+            n_fields = int(counts[0])
+        wide = np.flatnonzero(counts > (n_fields or 0))
+        wide_at = int(wide[0]) if wide.size else None
+        try:
+            buf.decode("utf-8")
+        except UnicodeDecodeError as e:
+            row = buf.count(b"\n", 0, e.start)
+            if wide_at is None or row <= wide_at:
+                start = buf.rfind(b"\n", 0, e.start) + 1
+                col = int(_field_counts(buf[start : e.start] + b"\n", sep)[0]) - 1 if sep is not None else -1
+                where = f", column {header[col]!r}" if 0 <= col < len(header) else ""
+                return f"line {line0 + row}{where}: {buf[e.start : e.end]!r} is not UTF-8 text; save the file as UTF-8"
+        if wide_at is not None:
+            return f"line {line0 + wide_at} has {counts[wide_at]} fields, expected {n_fields}{like}"
+        line0 += buf.count(b"\n")
+    return None
 
 
 def click_files(path: str | Path) -> list[tuple[Path, dict[str, str]]]:
@@ -226,6 +302,9 @@ def _read_file(path: Path, opts: ReadOptions | None, keys: dict[str, str] | None
     if keys and fmt != "parquet":
         raise NextclickError(f"{path}: partitioned directories must hold Parquet files")
     names = opts.names
+    repeated = sorted({n for n in names or [] if names.count(n) > 1})
+    if repeated:
+        raise NextclickError(f"{path}: --names gives {', '.join(map(repr, repeated))} more than once; name each column once")
     if fmt == "whitespace" and names is None:
         names = None  # defaults applied in _read_raw
     try:
@@ -244,6 +323,8 @@ def _read_file(path: Path, opts: ReadOptions | None, keys: dict[str, str] | None
             raise NextclickError(
                 f"{path}: missing {what} column {col!r}; the file has columns {df.columns} (choose another with --{what}-col)"
             )
+        if col is not None and f"{col}_duplicated_0" in df.columns:  # polars' name for a repeated header name
+            raise NextclickError(f"{path}: line 1 names the {what} column {col!r} more than once; rename all but one")
 
     session_col = opts.session_col
     user_col, time_col = opts.user_col, opts.time_col
@@ -322,9 +403,13 @@ def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str
             digits = s.str.contains(r"^[+-]?[0-9]+$")
             if id_type == "auto" and not digits.any():
                 return s.alias(col)  # a catalogue of text ids (sku-1, ...)
-            if not digits.all():
+            if not digits.all() and (id_type == "int" or 2 * digits.sum() >= s.len()):
                 row = _first_bad(~digits)
                 raise NextclickError(f"{where(row)}: {s[row]!r} is not an integer id among integer ids; "
+                                     "pass --item-ids str to read every id as text")
+            if not digits.all():  # the odd one out is the integer
+                row = _first_bad(digits)
+                raise NextclickError(f"{where(row)}: {s[row]!r} is an integer id among text ids; "
                                      "pass --item-ids str to read every id as text")
             row = _first_bad(as_int.is_null())
             raise NextclickError(f"{where(row)}: id {s[row]} is beyond int64; pass --item-ids str to read ids as text")
@@ -339,6 +424,7 @@ def _id_column(df: pl.DataFrame, col: str, id_type: IdType, path: Path, fmt: str
 
 
 _MAX_SECONDS = 7.3e9  # the year 2200 in unix seconds
+_MIN_AUTO_MS = 1e10  # April 1970 in unix milliseconds: an earlier time in a column of milliseconds is seconds
 
 
 def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: str, has_header: bool) -> pl.Series:
@@ -397,5 +483,12 @@ def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: st
         raise NextclickError(
             f"{where(row)}: timestamp {s[row]:.0f} is out of range for unix {'milliseconds' if unit == 'ms' else 'seconds'} "
             f"like the rest of the column (beyond the year 2200); fix the row or pass --time-format"
+        )
+    early = (s.abs() < _MIN_AUTO_MS) if tf == "auto" and unit == "ms" else None
+    if early is not None and early.any():  # seconds among milliseconds: the click would move to 1970
+        row = _first_bad(early)
+        raise NextclickError(
+            f"{where(row)}: timestamp {s[row]:.0f} looks like unix seconds among milliseconds (as milliseconds it falls "
+            f"in the first months of 1970); fix the row or pass --time-format"
         )
     return seconds.alias("Time")

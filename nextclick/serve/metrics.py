@@ -44,6 +44,10 @@ class Metrics:
         self.unknown = Counter("nextclick_unknown_items_total", "Item ids unknown to the model (ignored)", registry=r)
         self.clicks = Counter("nextclick_clicks_total", "Clicks received", registry=r)
         self.reloads = Counter("nextclick_reloads_total", "Model reloads", ["result"], registry=r)
+        self.session_conflicts = Counter(
+            "nextclick_session_conflicts_total",
+            "Clicks done again because another replica changed the session between its read and its write", registry=r,
+        )
         self._evictions: _Evictions | None = None
         self.store_errors = Counter(
             "nextclick_store_unavailable_total", "Requests answered 503 because the session store was unreachable", registry=r

@@ -173,27 +173,35 @@ async def stored(rt: Runtime, call: Any) -> Any:
         raise ServiceError(503, f"the session store is unavailable ({e}); retry shortly") from None
 
 
+_SWAP_TRIES = 4  # reads of a session that another replica keeps changing, before a 503
+
+
 async def append_click(
     rt: Runtime, session_id: str, item: Any, k: int, exclude_seen: bool = False,
     allow: list | None = None, deny: list | None = None,
 ) -> dict:
     """Append a click to a session (created on its first click) and return its recommendations.
-    The clicks of one session are handled one at a time."""
+    The clicks of one session are handled one at a time. The record is written back only if it is
+    still the one read (:meth:`~nextclick.serve.store.SessionStore.swap`): when another replica
+    changed it meanwhile, the click is done again on what that replica wrote, so neither is lost."""
     rt.metrics.clicks.inc()
     async with rt.lock(session_id):
-        rec = await stored(rt, rt.store.get(session_id))
-        if rec is None:
-            rec = SessionRecord()
-        keep = max(rt.loaded.live.max_clicks, 1)
-        items = [*rec.items, item][-keep:]
-        out, new_state = await recommend(rt, items, item, rec, k, exclude_seen, allow, deny)
-        rec.items = items
-        rec.n_clicks += 1
-        rec.n_unknown += len(out["unknown_items"])
-        rec.state = new_state
-        rec.model_id = out["model"]
-        await stored(rt, rt.store.put(session_id, rec))
-    return {"session_id": session_id, "n_clicks": rec.n_clicks, **out}
+        for _ in range(_SWAP_TRIES):
+            rec = await stored(rt, rt.store.get(session_id))
+            if rec is None:
+                rec = SessionRecord()
+            keep = max(rt.loaded.live.max_clicks, 1)
+            items = [*rec.items, item][-keep:]
+            out, new_state = await recommend(rt, items, item, rec, k, exclude_seen, allow, deny)
+            rec.items = items
+            rec.n_clicks += 1
+            rec.n_unknown += len(out["unknown_items"])
+            rec.state = new_state
+            rec.model_id = out["model"]
+            if await stored(rt, rt.store.swap(session_id, rec)):
+                return {"session_id": session_id, "n_clicks": rec.n_clicks, **out}
+            rt.metrics.session_conflicts.inc()
+    raise ServiceError(503, f"session {session_id!r} kept changing on another replica meanwhile; retry")
 
 
 async def session_recommendations(rt: Runtime, session_id: str, k: int, exclude_seen: bool = False) -> dict:

@@ -5,6 +5,10 @@ a new vocabulary can re-read them), and, for models with a state of their own (G
 state as float32 bytes tagged with the id of the model artifact that produced it. A record whose
 tag differs from the serving model's is replayed from its clicks.
 
+A click is read, extended and written back; :meth:`SessionStore.swap` writes it back only if the
+stored record is still the one that was read, so two replicas handling clicks of one session at
+the same moment cannot overwrite each other's click (the loser reads again and redoes its click).
+
 Both stores share one async interface and one test suite (tests/serve/test_store.py).
 """
 
@@ -26,6 +30,7 @@ class SessionRecord:
     model_id: str = ""  # artifact that produced ``state``
     n_clicks: int = 0  # clicks ever received, known or not
     n_unknown: int = 0  # of which unknown to the model
+    raw: bytes | None = field(default=None, repr=False, compare=False)  # as read from the store (None: a new session)
 
     def to_bytes(self) -> bytes:
         head = orjson.dumps({"i": self.items, "m": self.model_id, "n": self.n_clicks, "u": self.n_unknown})
@@ -38,12 +43,13 @@ class SessionRecord:
         head = orjson.loads(raw[4 : 4 + n])
         body = raw[4 + n :]
         state = np.frombuffer(body, dtype=np.float32).copy() if body else None
-        return cls(items=head["i"], state=state, model_id=head["m"], n_clicks=head["n"], n_unknown=head["u"])
+        return cls(items=head["i"], state=state, model_id=head["m"], n_clicks=head["n"], n_unknown=head["u"], raw=raw)
 
 
 class SessionStore(Protocol):
     async def get(self, session_id: str) -> SessionRecord | None: ...
     async def put(self, session_id: str, record: SessionRecord) -> None: ...
+    async def swap(self, session_id: str, record: SessionRecord) -> bool: ...
     async def delete(self, session_id: str) -> bool: ...
     async def size(self) -> int: ...
     async def ping(self) -> bool: ...
@@ -79,7 +85,22 @@ class MemoryStore:
         return SessionRecord.from_bytes(item[1])
 
     async def put(self, session_id: str, record: SessionRecord) -> None:
-        self._data[session_id] = (self._clock() + self.ttl, record.to_bytes())
+        self._write(session_id, record.to_bytes())
+
+    async def swap(self, session_id: str, record: SessionRecord) -> bool:
+        """Write ``record`` only if the session's stored record is still ``record.raw`` (None:
+        still no record); False, writing nothing, when it changed. On success ``record.raw``
+        becomes what was written."""
+        item = self._data.get(session_id)
+        current = None if item is None or item[0] <= self._clock() else item[1]
+        if current is not record.raw and current != record.raw:
+            return False
+        record.raw = record.to_bytes()
+        self._write(session_id, record.raw)
+        return True
+
+    def _write(self, session_id: str, data: bytes) -> None:
+        self._data[session_id] = (self._clock() + self.ttl, data)
         self._data.move_to_end(session_id)
         self._purge()
         while len(self._data) > self.max_sessions:
@@ -105,9 +126,20 @@ class StoreUnavailable(Exception):
     the next request reconnects)."""
 
 
+# compare-and-set in one step on the server: ARGV[1] is the record the writer read ('' for none)
+_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if current == false then current = '' end
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+
 class RedisStore:
-    """Records in Redis under ``prefix + session_id`` with a TTL (``SET ... EX``), so several
-    service replicas share sessions. Size is bounded by Redis' own ``maxmemory`` policy."""
+    """Records in Redis under ``prefix + session_id`` with a TTL (``SET ... PX``), so several
+    service replicas share sessions. Size is bounded by Redis' own ``maxmemory`` policy.
+    :meth:`swap` compares and sets in one Lua script."""
 
     def __init__(
         self, url: str = "redis://127.0.0.1:6379/0", ttl: float = 1800.0, prefix: str = "nextclick:s:", timeout: float = 1.0
@@ -120,6 +152,7 @@ class RedisStore:
         # short timeouts: while Redis is away, requests fail fast (503) instead of hanging
         self._r = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         self._down = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        self._swap = self._r.register_script(_SWAP)  # by its digest; loaded again after a Redis restart
 
     async def _call(self, what: str, coro: Any) -> Any:
         try:
@@ -133,6 +166,17 @@ class RedisStore:
 
     async def put(self, session_id: str, record: SessionRecord) -> None:
         await self._call("set", self._r.set(self.prefix + session_id, record.to_bytes(), px=int(self.ttl * 1000)))
+
+    async def swap(self, session_id: str, record: SessionRecord) -> bool:
+        """Write ``record`` only if the session's stored record is still ``record.raw`` (None:
+        still no record); False, writing nothing, when another writer changed it. On success
+        ``record.raw`` becomes what was written."""
+        data = record.to_bytes()
+        args = [record.raw or b"", data, int(self.ttl * 1000)]
+        if not await self._call("swap", self._swap(keys=[self.prefix + session_id], args=args)):
+            return False
+        record.raw = data
+        return True
 
     async def delete(self, session_id: str) -> bool:
         return bool(await self._call("delete", self._r.delete(self.prefix + session_id)))

@@ -6,7 +6,7 @@ worktree beside the repository (so ``../shared`` resolves the same), and every r
 tree first on ``PYTHONPATH``; subprocesses the command starts inherit it.
 
     python benchmarks/alternate.py --against 8eca3dc --rounds 2 -- \\
-        python benchmarks/gru4rec_rsc15.py --configs retailrocket,rsc15_official --threads 2
+        python benchmarks/gru4rec_rsc15.py --configs official_retailrocket,official_rsc15 --threads 2
 
 ``--warmup`` runs the command once in each tree first and discards it (numba compiles its loops
 on the first run in a tree and caches them on disk).

@@ -7,7 +7,7 @@ OUT=${2:-runs/bench_rsc15}
 mkdir -p "$OUT"
 echo "| model | preset | Recall@5 | MRR@5 | Recall@20 | MRR@20 | NDCG@20 | predictions | train s | eval s |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-for spec in pop: spop: sr: sr:transitions vsknn: vsknn:rsc15; do
+for spec in pop: spop: sr: sr:transitions vsknn: vsknn:tuned_rsc15; do
   model=${spec%%:*}; preset=${spec#*:}
   dir="$OUT/${model}${preset:+_$preset}"
   nextclick train "$model" --train "$DATA/train_full.tsv" --out "$dir" ${preset:+--preset "$preset"} >/dev/null 2>&1

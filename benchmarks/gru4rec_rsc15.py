@@ -7,7 +7,7 @@ this shared virtual machine drifts by tens of percent over minutes, so before ea
 the script also measures a fixed float32 matrix product (numpy, one and two threads) and prints
 it in the last column: compare training times only between rows with similar calibration.
 
-    python benchmarks/gru4rec_rsc15.py [--seeds 42,1,2] [--configs rsc15,rsc15_n512,rsc15_official,retailrocket]
+    python benchmarks/gru4rec_rsc15.py [--seeds 42,1,2] [--configs spec_rsc15,spec_rsc15_n512,official_rsc15,official_retailrocket]
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ REF_XE2048 = (0.676, 0.357, 0.509, 0.339, 71, 7.4, 1.1)
 REF_XE512 = (0.679, 0.366, 0.516, 0.349, 47, 11, 0.86)
 REF_BPR = (0.687, 0.366, 0.522, 0.349, 83, 6.3, 1.2)
 CONFIGS = {
-    "rsc15": ("rsc15", {}, "cross-entropy, issue's RSC15 preset, n_sample 2048", REF_XE2048),
-    "rsc15_official": ("rsc15_official", {}, "cross-entropy, official rsc15 paramfile, n_sample 2048", REF_XE2048),
-    "rsc15_n512": ("rsc15", {"n_sample": 512}, "cross-entropy, issue's RSC15 preset, n_sample 512", REF_XE512),
-    "rsc15_official_n512": ("rsc15_official", {"n_sample": 512}, "cross-entropy, official rsc15 paramfile, n_sample 512", REF_XE512),
-    "rsc15_tuned": ("rsc15_tuned", {}, "cross-entropy, rsc15_tuned (chosen on train_tr -> valid), n_sample 512", REF_XE512),
-    "retailrocket": ("retailrocket", {}, "BPR-max, RetailRocket preset", REF_BPR),
-    "rsc15_bprmax_tuned": ("rsc15_bprmax_tuned", {}, "BPR-max, rsc15_bprmax_tuned (chosen on train_tr -> valid)", REF_BPR),
+    "spec_rsc15": ("spec_rsc15", {}, "cross-entropy, the first specification's RSC15 values, n_sample 2048", REF_XE2048),
+    "official_rsc15": ("official_rsc15", {}, "cross-entropy, official rsc15 paramfile, n_sample 2048", REF_XE2048),
+    "spec_rsc15_n512": ("spec_rsc15", {"n_sample": 512}, "cross-entropy, the first specification's RSC15 values, n_sample 512", REF_XE512),
+    "official_rsc15_n512": ("official_rsc15", {"n_sample": 512}, "cross-entropy, official rsc15 paramfile, n_sample 512", REF_XE512),
+    "tuned_rsc15": ("tuned_rsc15", {}, "cross-entropy, tuned_rsc15 (chosen on train_tr -> valid), n_sample 512", REF_XE512),
+    "official_retailrocket": ("official_retailrocket", {}, "BPR-max, RetailRocket preset", REF_BPR),
+    "tuned_rsc15_bprmax": ("tuned_rsc15_bprmax", {}, "BPR-max, tuned_rsc15_bprmax (chosen on train_tr -> valid)", REF_BPR),
 }
 
 

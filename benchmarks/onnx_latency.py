@@ -47,8 +47,8 @@ DATA = ROOT.parent / "shared" / "data" / "rsc15-100k"
 def train_small(name: str) -> Recommender:
     """A small model on rsc15-100k train_full.tsv: two epochs (latency does not depend on accuracy)."""
     tr, _ = load_sessions(DATA / "train_full.tsv", "train")
-    params = {"gru4rec": dict(preset="rsc15_official", n_epochs=2),
-              "sasrec": dict(preset="rsc15", n_epochs=2, max_len=20, patience=0, progress=False, valid_negatives=0)}[name]
+    params = {"gru4rec": dict(preset="official_rsc15", n_epochs=2),
+              "sasrec": dict(preset="tuned_rsc15", n_epochs=2, max_len=20, patience=0, progress=False, valid_negatives=0)}[name]
     t = time.perf_counter()
     model = create_model(name, **params).fit(tr)
     print(f"trained {name} on {tr.n_events:,} clicks in {time.perf_counter() - t:.1f} s", file=sys.stderr)

@@ -40,7 +40,7 @@ def build(kind: str, n_items: int, seed: int = 0):
         from nextclick.models.gru4rec.model import GRU4Rec
         from nextclick.models.gru4rec.net import Net, mode
 
-        m = GRU4Rec.from_preset("rsc15")
+        m = GRU4Rec.from_preset("spec_rsc15")
         D = m.config.layers[-1]
         small = Net.create(m.config, 1, np.random.default_rng(seed))
         m.net_ = Net(n_items, m.config.layers, mode(m.config), m.config.embedding)
@@ -52,7 +52,7 @@ def build(kind: str, n_items: int, seed: int = 0):
     else:
         from nextclick.models.sasrec.model import SASRec
 
-        m = SASRec.from_preset("rsc15")
+        m = SASRec.from_preset("tuned_rsc15")
         m.n_items_ = n_items
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -13,7 +13,7 @@ the memory is bounded by; ``sparse_adam`` updates only the rows a batch reads).
     python benchmarks/scale_train.py --ranks 1 --steps 50 --n-negatives 2048
 
 With ``--rsc15 DIR`` (a folder holding rsc15-100k's ``train_full.tsv`` and ``test.tsv``) it checks
-accuracy instead: ``nextclick train sasrec --preset rsc15`` for ``--epochs`` epochs in one process
+accuracy instead: ``nextclick train sasrec --preset tuned_rsc15`` for ``--epochs`` epochs in one process
 and in two ranks (torchrun), for each of ``--seeds``, then ``nextclick evaluate`` on the test split;
 the spread over seeds in one process is the noise the two-rank figures are read against.
 
@@ -106,14 +106,14 @@ def launch(a: argparse.Namespace, ranks: int, out: Path) -> list[dict]:
 def accuracy(a: argparse.Namespace) -> None:
     """Test Recall@20 / MRR@20 of SASRec (rsc15 preset) fitted in one process and in two ranks."""
     data = Path(a.rsc15)
-    print(f"SASRec --preset rsc15, {a.epochs} epochs, train_full -> test of {data}")
+    print(f"SASRec --preset tuned_rsc15, {a.epochs} epochs, train_full -> test of {data}")
     print("| processes | seed | Recall@20 | MRR@20 | fit s |")
     print("|---|---|---|---|---|")
     for ranks in (int(r) for r in a.ranks.split(",")):
         for seed in a.seeds.split(","):
             with tempfile.TemporaryDirectory() as tmp:
                 train = ["-m", "nextclick", "train", "sasrec", "--train", str(data / "train_full.tsv"), "--out",
-                         f"{tmp}/m", "--preset", "rsc15", "-p", f"n_epochs={a.epochs}", "-p", f"seed={seed}",
+                         f"{tmp}/m", "--preset", "tuned_rsc15", "-p", f"n_epochs={a.epochs}", "-p", f"seed={seed}",
                          "-p", "progress=false"]
                 if ranks > 1:
                     train = ["-m", "torch.distributed.run", "--nnodes", "1", f"--nproc-per-node={ranks}",

@@ -12,7 +12,7 @@ includes the set-up (the catalogue, the initialisation's float64 draws); the RSS
 is what the weights, their optimiser state and the training hold. The rsc15 preset has embedding
 dropout, which the engines draw differently, so their losses differ a little.
 
-    python benchmarks/scale_train_gru4rec.py [--sessions 3000] [--preset rsc15] [--threads 1] [--engines compiled,torch] [--repeats 2]
+    python benchmarks/scale_train_gru4rec.py [--sessions 3000] [--preset spec_rsc15] [--threads 1] [--engines compiled,torch] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ print(json.dumps({
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=3000, help="sessions of the slice (about 16.8 clicks each)")
-    ap.add_argument("--preset", default="rsc15")
+    ap.add_argument("--preset", default="spec_rsc15")
     ap.add_argument("--threads", type=int, default=1, help="n_threads of both engines")
     ap.add_argument("--engines", default="compiled,torch")
     ap.add_argument("--repeats", type=int, default=2, help="runs of every engine, taken in turns")

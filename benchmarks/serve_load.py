@@ -189,7 +189,7 @@ def make_artifacts(out: Path) -> list[str]:
             continue
         for tag, data in (("rsc15", tr), ("shop100k", big)):
             d = out / f"{name}_{tag}"
-            preset = "rsc15" if name == "gru4rec" else None
+            preset = "spec_rsc15" if name == "gru4rec" else None
             params = dict(quick[name])
             if name == "sasrec" and tag == "shop100k":
                 params["loss"] = "sampled_ce"  # full softmax over 100k items is the slow path; serving cost is the same

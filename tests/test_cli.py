@@ -36,7 +36,7 @@ def rsc15(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def vsknn_dir(rsc15: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("m") / "vsknn"
-    run("train", "vsknn", "--train", str(rsc15 / "train_full.tsv"), "--out", str(out), "--preset", "rsc15")
+    run("train", "vsknn", "--train", str(rsc15 / "train_full.tsv"), "--out", str(out), "--preset", "tuned_rsc15")
     return out
 
 
@@ -214,3 +214,12 @@ def test_quickstart_runs_and_prints_leaderboard(tmp_path: Path) -> None:
     out = run("quickstart", "--out", str(tmp_path / "qs"), "--n-sessions", "4000", "-m", "pop", "-m", "sr").stdout
     assert "leaderboard" in out and "Recall@20" in out
     assert "replaying anonymous session" in out
+
+
+def test_recommend_exclude_last_and_keep_last(rsc15: Path, vsknn_dir: Path) -> None:
+    # rsc15's sessions keep consecutive repeats: the last click is kept unless asked
+    assert json.loads((vsknn_dir / "config.json").read_text())["training"]["consecutive_repeats"] > 0
+    kept = json.loads(run("recommend", str(vsknn_dir), "214536502", "--k", "5", "--json").stdout)["items"]
+    assert 214536502 in kept
+    left = json.loads(run("recommend", str(vsknn_dir), "214536502", "--k", "5", "--json", "--exclude-last").stdout)
+    assert 214536502 not in left["items"] and left["items"] == [i for i in kept if i != 214536502] + left["items"][4:]

@@ -254,6 +254,11 @@ def recommend(
     items: Annotated[list[str], typer.Argument(help="The session's clicks so far, oldest first (the shop's item ids).")],
     k: Annotated[int, typer.Option("--k", "-k", help="How many items to recommend (1..1000).")] = 10,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen", help="Never recommend an item already clicked.")] = False,
+    exclude_last: Annotated[
+        Optional[bool],
+        typer.Option("--exclude-last/--keep-last", help="Leave out the last click's item (default: when the model's "
+                                                        "training data dropped consecutive repeats)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Recommend the next items for a session given its clicks."""
@@ -262,7 +267,7 @@ def recommend(
     if not 1 <= k <= 1000:
         raise NextclickError(f"--k must be between 1 and 1000, got {k}")
     rec = Recommender.load(model_dir)
-    r = rec.recommend_detailed(items, k=k, exclude_seen=exclude_seen)
+    r = rec.recommend_detailed(items, k=k, exclude_seen=exclude_seen, exclude_last=exclude_last)
     if r.unknown:
         typer.echo(f"ignored {len(r.unknown)} unknown item id(s): {' '.join(map(str, r.unknown[:20]))}", err=True)
     if r.fallback:
@@ -301,6 +306,8 @@ def models() -> None:
         typer.echo(f"{name:<8} {params}")
         for p, v in k.presets.items():
             typer.echo(f"{'':<8}   preset {p}: {v}")
+        for data, p in k.recommended.items():
+            typer.echo(f"{'':<8}   recommended for {data}: --preset {p}")
 
 
 class ExportFormat(str, Enum):

@@ -74,6 +74,12 @@ class Sessions:
     def to_lists(self) -> list[np.ndarray]:
         return [self.session(s) for s in range(self.n_sessions)]
 
+    def consecutive_repeats(self) -> int:
+        """Clicks on the same item as the click just before them in the same session."""
+        same = self.items[1:] == self.items[:-1]
+        same[self.offsets[1:-1] - 1] = False  # a session's first click repeats nothing
+        return int(same.sum())
+
     def session_index(self) -> np.ndarray:
         """(N,) session number of every click."""
         return np.repeat(np.arange(self.n_sessions, dtype=np.int64), self.lengths)

@@ -56,6 +56,11 @@ class Recommender:
     name: ClassVar[str] = "base"
     Config: ClassVar[type] = type("Config", (), {})
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: the preset to start from on a kind of data (shown by ``nextclick models``)
+    recommended: ClassVar[dict[str, str]] = {}
+    #: presets' former names -> their names now (named for where they come from: ``official_*``
+    #: from the authors' code, ``tuned_<data>`` chosen on validation data, ``paper*``, ``spec_*``)
+    renamed_presets: ClassVar[dict[str, str]] = {}
     needs_torch: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None, **params: Any) -> None:
@@ -67,6 +72,8 @@ class Recommender:
     def from_preset(cls, preset: str | None = None, **params: Any) -> Recommender:
         values: dict[str, Any] = {}
         if preset is not None:
+            if preset not in cls.presets and preset in cls.renamed_presets:
+                raise NextclickError(f"model {cls.name!r}: preset {preset!r} is now called {cls.renamed_presets[preset]!r}")
             if preset not in cls.presets:
                 raise NextclickError(f"model {cls.name!r} has no preset {preset!r}; presets: {sorted(cls.presets) or 'none'}")
             values.update(cls.presets[preset])
@@ -83,6 +90,7 @@ class Recommender:
         if len(self.vocab_) != self.n_items_:
             raise ValueError("train.vocab and train.n_items disagree")
         self.popularity_ = train.item_counts().astype(np.float32)
+        self.training_ = {"events": train.n_events, "sessions": train.n_sessions, "consecutive_repeats": train.consecutive_repeats()}
         t0 = time.perf_counter()
         self._fit(train, valid)
         self.fit_seconds_ = time.perf_counter() - t0
@@ -158,6 +166,20 @@ class Recommender:
     #: own or a dot-product output layer bring their own.
     Live: ClassVar[type[LiveSessions]] = LiveSessions
 
+    @property
+    def repeats_dropped(self) -> bool:
+        """Whether the training data held no click on the item just clicked (consecutive repeats
+        dropped when it was prepared): then the last click is never the next one, and
+        recommendations leave it out unless asked to keep it. False when not recorded."""
+        return getattr(self, "training_", {}).get("consecutive_repeats") == 0
+
+    def exclude_last_click(self, scores: np.ndarray, last: np.ndarray, exclude_last: bool | None) -> None:
+        """Set ``scores[b, last[b]]`` to -inf in place where ``last[b]`` > 0, when
+        ``exclude_last`` (None: :attr:`repeats_dropped`)."""
+        if exclude_last if exclude_last is not None else self.repeats_dropped:
+            rows = np.flatnonzero(last > 0)
+            scores[rows, last[rows]] = -np.inf
+
     def live(self) -> LiveSessions:
         """How the service keeps and scores live sessions of this fitted model."""
         self._check_fitted()
@@ -189,29 +211,42 @@ class Recommender:
         exclude_seen: bool = False,
         allow: Sequence[Any] | None = None,
         deny: Sequence[Any] | None = None,
+        exclude_last: bool | None = None,
     ) -> Recommendation:
-        """Top-k next items for one session of shop item ids, with what was unknown."""
+        """Top-k next items for one session of shop item ids, with what was unknown.
+
+        ``exclude_last``: leave out the item of the session's last click (None: when the training
+        data dropped consecutive repeats, see :attr:`repeats_dropped`)."""
         if k < 1:
             raise NextclickError(f"k must be >= 1, got {k}")
         idx, unknown = self.encode_session(session_items)
         allow_idx = None if allow is None else self.encode_session(allow)[0]
         deny_idx = None if deny is None else self.encode_session(deny)[0]
         scores = self.score_batch([idx])
+        self.exclude_last_click(scores, self._last_known(session_items, idx), exclude_last)
         top, sc = self._topk(scores, k, [idx] if exclude_seen else None, allow_idx, deny_idx)
         keep = np.isfinite(sc[0])
         return Recommendation(self.vocab_.decode(top[0][keep]), sc[0][keep], unknown, idx.size == 0)
 
-    def recommend(self, session_items: Sequence[Any], k: int = 20, exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _last_known(self, session_items: Sequence[Any], idx: np.ndarray) -> np.ndarray:
+        """(1,) index of the session's last click, 0 when it is unknown or there is none."""
+        raw = list(session_items)
+        last = int(self.vocab_.encode(self.vocab_.coerce(raw[-1:]))[0]) if raw and idx.size else 0
+        return np.array([last], np.int64)
+
+    def recommend(
+        self, session_items: Sequence[Any], k: int = 20, exclude_seen: bool = False, exclude_last: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k ``(item_ids, scores)`` sorted by score for one session of shop item ids.
 
-        Unknown ids are ignored (see :meth:`recommend_detailed` for which); a session with no
-        known item gets the most popular items.
+        Unknown ids are ignored (see :meth:`recommend_detailed` for which, and for
+        ``exclude_last``); a session with no known item gets the most popular items.
         """
-        r = self.recommend_detailed(session_items, k, exclude_seen)
+        r = self.recommend_detailed(session_items, k, exclude_seen, exclude_last=exclude_last)
         return r.items, r.scores
 
     def recommend_batch(
-        self, sessions: Sequence[Sequence[Any]], k: int = 20, exclude_seen: bool = False
+        self, sessions: Sequence[Sequence[Any]], k: int = 20, exclude_seen: bool = False, exclude_last: bool | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Batch variant: 2-D ``(item_ids, scores)``; row b equals ``recommend(sessions[b])``.
 
@@ -222,6 +257,8 @@ class Recommender:
             raise NextclickError(f"k must be >= 1, got {k}")
         enc = [self.encode_session(s)[0] for s in sessions]
         scores = self.score_batch(enc)
+        last = np.concatenate([self._last_known(s, e) for s, e in zip(sessions, enc)]) if enc else np.zeros(0, np.int64)
+        self.exclude_last_click(scores, last, exclude_last)
         top, sc = self._topk(scores, k, enc if exclude_seen else None)
         width = int(np.isfinite(sc).sum(axis=1).min()) if len(sc) else top.shape[1]
         top, sc = top[:, :width], sc[:, :width]
@@ -241,6 +278,7 @@ class Recommender:
             "config": dataclasses.asdict(self.config),
             "n_items": self.n_items_,
             "fit_seconds": getattr(self, "fit_seconds_", None),
+            "training": getattr(self, "training_", {}),
         }
         arrays = {"popularity": self.popularity_}
         for key, arr in self._state().items():
@@ -265,6 +303,7 @@ class Recommender:
         arrays = art.arrays
         model.popularity_ = arrays.pop("popularity")
         model.fit_seconds_ = cfg.get("fit_seconds")
+        model.training_ = cfg.get("training") if isinstance(cfg.get("training"), dict) else {}
         try:
             model._set_state({k.removeprefix("state."): v for k, v in arrays.items()})
         except NextclickError:

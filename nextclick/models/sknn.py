@@ -64,7 +64,9 @@ class VSKNN(Recommender):
     name = "vsknn"
     Config = VSKNNConfig
     # chosen on rsc15-100k train_tr -> train_valid (grid: decay x k x pop_tiebreak), never on test
-    presets = {"rsc15": {"k": 100, "decay": "div", "pop_tiebreak": 0.01}}
+    presets = {"tuned_rsc15": {"k": 100, "decay": "div", "pop_tiebreak": 0.01}}
+    renamed_presets = {"rsc15": "tuned_rsc15"}
+    recommended = {"sessions like rsc15": "tuned_rsc15"}
 
     def _fit(self, train: Sessions, valid: Sessions | None) -> None:
         if self.config.k < 1:

@@ -136,7 +136,7 @@ def _session_routes(app: FastAPI, s: Settings) -> None:
         """Append a click to an anonymous session and return its next-click recommendations."""
         service.check_options(s, body.k, body.allow, body.deny)
         return _json(await service.append_click(
-            rt, session_id, body.item, body.k or s.default_k, body.exclude_seen, body.allow, body.deny))
+            rt, session_id, body.item, body.k or s.default_k, body.exclude_seen, body.allow, body.deny, body.exclude_last))
 
     @app.get("/v1/sessions/{session_id}/recommendations", response_model=Out, tags=["sessions"],
              responses=error_responses(400, 422, 503))
@@ -144,10 +144,13 @@ def _session_routes(app: FastAPI, s: Settings) -> None:
         session_id: SessionId,
         k: Annotated[int, Query(ge=1, le=s.max_k)] = s.default_k,
         exclude_seen: bool = False,
+        exclude_last: Annotated[
+            Optional[bool], Query(description="Leave out the last click's item (default: when training dropped repeats).")
+        ] = None,
         rt: Runtime = Depends(_rt),
     ) -> Response:
         """Recommendations for a session as it stands (popularity for an unknown session)."""
-        return _json(await service.session_recommendations(rt, session_id, k, exclude_seen))
+        return _json(await service.session_recommendations(rt, session_id, k, exclude_seen, exclude_last))
 
     @app.delete("/v1/sessions/{session_id}", status_code=204, tags=["sessions"], responses=error_responses(400, 404, 503))
     async def delete_session(session_id: SessionId, rt: Runtime = Depends(_rt)) -> Response:
@@ -161,7 +164,7 @@ def _session_routes(app: FastAPI, s: Settings) -> None:
         """Recommendations for a list of clicks the caller keeps itself (nothing is stored)."""
         service.check_options(s, body.k, body.allow, body.deny, body.items)
         return _json(await service.stateless_recommendations(
-            rt, body.items, body.k or s.default_k, body.exclude_seen, body.allow, body.deny))
+            rt, body.items, body.k or s.default_k, body.exclude_seen, body.allow, body.deny, body.exclude_last))
 
 
 def _ops_routes(app: FastAPI, s: Settings) -> None:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 _CLICK_PATH = re.compile(r"^/v1/sessions/([^/]+)/clicks$")
 _SESSIONS = b"/v1/sessions/"
-_CLICK_KEYS = frozenset({"item", "k", "exclude_seen", "allow", "deny"})
+_CLICK_KEYS = frozenset({"item", "k", "exclude_seen", "allow", "deny", "exclude_last"})
 _JSON = (b"content-type", b"application/json")
 
 
@@ -41,8 +41,8 @@ class FastClicks:
         self.settings = settings
         self.rt: Runtime | None = None
 
-    def parse(self, raw: bytes) -> tuple[Any, int, bool, list | None, list | None] | None:
-        """The click body's (item, k, exclude_seen, allow, deny) when it is one the route would
+    def parse(self, raw: bytes) -> tuple[Any, int, bool, list | None, list | None, bool | None] | None:
+        """The click body's (item, k, exclude_seen, allow, deny, exclude_last) when it is one the route would
         accept as is; None for anything else."""
         s = self.settings
         try:
@@ -57,7 +57,8 @@ class FastClicks:
         elif type(k) is not int or not 1 <= k <= s.max_k:
             return None
         ex = d.get("exclude_seen", False)
-        if type(ex) is not bool:
+        last = d.get("exclude_last")
+        if type(ex) is not bool or (last is not None and type(last) is not bool):
             return None
         lists = []
         for name in ("allow", "deny"):
@@ -65,14 +66,14 @@ class FastClicks:
             if v is not None and (type(v) is not list or len(v) > s.max_items or not all(map(s.item_id_ok, v))):
                 return None
             lists.append(v)
-        return d["item"], k, ex, lists[0], lists[1]
+        return d["item"], k, ex, lists[0], lists[1], last
 
     def session_id(self, path: str) -> str | None:
         """The session id of a click path (None: not one); its length is checked by :meth:`args`."""
         m = _CLICK_PATH.match(path)
         return None if m is None else m.group(1)
 
-    def args(self, session_id: str, raw: bytes) -> tuple[Any, int, bool, list | None, list | None] | None:
+    def args(self, session_id: str, raw: bytes) -> tuple[Any, int, bool, list | None, list | None, bool | None] | None:
         """:meth:`parse` for a session id the route accepts; None for anything else."""
         if len(session_id) > self.settings.max_session_id_length:
             return None

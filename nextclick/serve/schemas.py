@@ -69,6 +69,11 @@ def build_schemas(settings: Settings) -> Schemas:
             description=f"How many items (default {settings.default_k}, at most {settings.max_k}).",
         )
         exclude_seen: bool = Field(False, strict=True, description="Never recommend an item the session already clicked.")
+        exclude_last: bool | None = Field(
+            None, strict=True,
+            description="Leave out the item of the session's last click (default: when the model's training data "
+                        "dropped consecutive repeats, as then the last click is never the next).",
+        )
         allow: list[ItemId] | None = Field(None, description="Recommend only these items (e.g. in stock).")
         deny: list[ItemId] | None = Field(None, description="Never recommend these items (e.g. out of stock).")
 

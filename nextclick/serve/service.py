@@ -127,11 +127,13 @@ def _job(loaded: Loaded, known: np.ndarray, new_idx: int | None, rec: SessionRec
 
 async def recommend(
     rt: Runtime, items: list[Any], new_item: Any | None, rec: SessionRecord | None, k: int,
-    exclude_seen: bool = False, allow: list | None = None, deny: list | None = None,
+    exclude_seen: bool = False, allow: list | None = None, deny: list | None = None, exclude_last: bool | None = None,
 ) -> tuple[dict, np.ndarray | None]:
     """Recommendations for the clicks ``items`` (shop ids, oldest first; ``new_item``, when not
     None, is the last of them and just arrived), with the session's stored ``rec`` if any. Returns
-    the answer's fields and the session's new model state. Without a known click: popularity."""
+    the answer's fields and the session's new model state. Without a known click: popularity.
+    ``exclude_last``: leave out the last click's item (None: when the model's training data dropped
+    consecutive repeats, so the last click is never the next one)."""
     loaded = rt.loaded
     vocab = loaded.model.vocab_
     idx = vocab.encode(vocab.coerce(items)) if items else np.zeros(0, np.int64)
@@ -145,6 +147,8 @@ async def recommend(
     if unknown:
         rt.metrics.unknown.inc(len(unknown))
     allow_idx, deny_idx = _known(vocab, allow), _known(vocab, deny)
+    if idx.size and idx[-1] > 0 and (exclude_last if exclude_last is not None else loaded.model.repeats_dropped):
+        deny_idx = idx[-1:] if deny_idx is None else np.append(deny_idx, idx[-1])
     exclude = known if exclude_seen else None
     if known.size == 0:  # nothing known: popularity, no model call
         ids, sc = popular(loaded, k, exclude, allow_idx, deny_idx)
@@ -178,7 +182,7 @@ _SWAP_TRIES = 4  # reads of a session that another replica keeps changing, befor
 
 async def append_click(
     rt: Runtime, session_id: str, item: Any, k: int, exclude_seen: bool = False,
-    allow: list | None = None, deny: list | None = None,
+    allow: list | None = None, deny: list | None = None, exclude_last: bool | None = None,
 ) -> dict:
     """Append a click to a session (created on its first click) and return its recommendations.
     The clicks of one session are handled one at a time. The record is written back only if it is
@@ -192,7 +196,7 @@ async def append_click(
                 rec = SessionRecord()
             keep = max(rt.loaded.live.max_clicks, 1)
             items = [*rec.items, item][-keep:]
-            out, new_state = await recommend(rt, items, item, rec, k, exclude_seen, allow, deny)
+            out, new_state = await recommend(rt, items, item, rec, k, exclude_seen, allow, deny, exclude_last)
             rec.items = items
             rec.n_clicks += 1
             rec.n_unknown += len(out["unknown_items"])
@@ -204,20 +208,23 @@ async def append_click(
     raise ServiceError(503, f"session {session_id!r} kept changing on another replica meanwhile; retry")
 
 
-async def session_recommendations(rt: Runtime, session_id: str, k: int, exclude_seen: bool = False) -> dict:
+async def session_recommendations(
+    rt: Runtime, session_id: str, k: int, exclude_seen: bool = False, exclude_last: bool | None = None
+) -> dict:
     """Recommendations for a session as it stands (popularity for an unknown session)."""
     rec = await stored(rt, rt.store.get(session_id))
     items = rec.items if rec is not None else []
-    out, _ = await recommend(rt, items, None, rec, k, exclude_seen)
+    out, _ = await recommend(rt, items, None, rec, k, exclude_seen, exclude_last=exclude_last)
     out["unknown_items"] = []
     return {"session_id": session_id, "n_clicks": rec.n_clicks if rec else 0, **out}
 
 
 async def stateless_recommendations(
-    rt: Runtime, items: list[Any], k: int, exclude_seen: bool = False, allow: list | None = None, deny: list | None = None
+    rt: Runtime, items: list[Any], k: int, exclude_seen: bool = False, allow: list | None = None, deny: list | None = None,
+    exclude_last: bool | None = None,
 ) -> dict:
     """Recommendations for a list of clicks the caller keeps itself (nothing is stored)."""
-    out, _ = await recommend(rt, list(items), None, None, k, exclude_seen, allow, deny)
+    out, _ = await recommend(rt, list(items), None, None, k, exclude_seen, allow, deny, exclude_last)
     return {"session_id": None, "n_clicks": len(items), **out}
 
 

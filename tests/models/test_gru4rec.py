@@ -436,9 +436,9 @@ def test_nan_loss_raises(chain_data) -> None:
 
 
 def test_registry_presets_and_bad_config() -> None:
-    m = create_model("gru4rec", "rsc15")
+    m = create_model("gru4rec", "spec_rsc15")
     assert m.config.layers == (100,) and m.config.batch_size == 32 and m.config.logq == 1.0
-    r = create_model("gru4rec", "retailrocket")
+    r = create_model("gru4rec", "official_retailrocket")
     assert r.config.loss == "bpr-max" and r.config.bpreg == 1.95 and r.config.momentum == 0.4
     with pytest.raises(NextclickError, match="dropout_p_embed"):
         GRU4Rec(dropout_p_embed=1.0).fit(Sessions.from_lists([[1, 2], [2, 1]]))

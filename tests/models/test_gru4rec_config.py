@@ -17,23 +17,23 @@ _COMMON = dict(
     session_order="time", adagrad_eps=1e-06, seed=42, n_threads=1, engine="compiled", device="cpu",
 )
 RESOLVED = {
-    "rsc15": dict(
+    "spec_rsc15": dict(
         layers=(100,), loss="cross-entropy", batch_size=32, dropout_p_embed=0.1, dropout_p_hidden=0.0,
         learning_rate=0.1, momentum=0.0, n_sample=2048, sample_alpha=0.75, bpreg=0.0, elu_param=0.0, logq=1.0,
     ),
-    "rsc15_official": dict(
+    "official_rsc15": dict(
         layers=(100,), loss="cross-entropy", batch_size=32, dropout_p_embed=0.0, dropout_p_hidden=0.4,
         learning_rate=0.2, momentum=0.2, n_sample=2048, sample_alpha=0.5, bpreg=0.0, elu_param=0.0, logq=1.0,
     ),
-    "retailrocket": dict(
+    "official_retailrocket": dict(
         layers=(224,), loss="bpr-max", batch_size=80, dropout_p_embed=0.5, dropout_p_hidden=0.05,
         learning_rate=0.05, momentum=0.4, n_sample=2048, sample_alpha=0.4, bpreg=1.95, elu_param=0.5, logq=0.0,
     ),
-    "rsc15_tuned": dict(
+    "tuned_rsc15": dict(
         layers=(100,), loss="cross-entropy", batch_size=32, dropout_p_embed=0.43, dropout_p_hidden=0.48,
         learning_rate=0.089, momentum=0.29, n_sample=512, sample_alpha=0.6, bpreg=0.0, elu_param=0.0, logq=1.0,
     ),
-    "rsc15_bprmax_tuned": dict(
+    "tuned_rsc15_bprmax": dict(
         layers=(224,), loss="bpr-max", batch_size=80, dropout_p_embed=0.58, dropout_p_hidden=0.32,
         learning_rate=0.0375, momentum=0.58, n_sample=2048, sample_alpha=0.44, bpreg=2.87, elu_param=0.5, logq=0.0,
     ),
@@ -52,3 +52,16 @@ def test_presets_state_only_differences_from_the_defaults() -> None:
     for name, values in PRESETS.items():
         same = [k for k, v in values.items() if defaults[k] == v]
         assert not same, f"preset {name!r} restates defaults: {same}"
+
+
+def test_old_preset_names_say_the_new_name() -> None:
+    from nextclick.errors import NextclickError
+    from nextclick.models import get_model_class
+
+    for model, old, new in [("gru4rec", "rsc15", "spec_rsc15"), ("gru4rec", "rsc15_tuned", "tuned_rsc15"),
+                            ("sasrec", "rsc15", "tuned_rsc15"), ("vsknn", "rsc15", "tuned_rsc15")]:
+        klass = get_model_class(model)
+        with pytest.raises(NextclickError, match=f"preset '{old}' is now called '{new}'"):
+            klass.from_preset(old)
+        assert new in klass.presets
+        assert set(klass.recommended.values()) <= set(klass.presets)

@@ -133,3 +133,33 @@ def test_fast_path_and_route_honour_max_id_length(artifacts, max_id_length) -> N
                 assert a.pop("session_id") == "fast" and b.pop("session_id") == "route" and a == b
             else:
                 assert f.json() == r.json()
+
+
+def test_the_last_click_is_left_out_when_training_dropped_repeats(tmp_path) -> None:
+    """A model records how many consecutive repeats its training data held; with none (repeats
+    dropped), the last click is never the next one, so every path leaves it out unless asked."""
+    from nextclick.data.sessions import Sessions
+
+    base = [[1, 2, 3], [2, 3, 1], [3, 1, 2], [1, 3, 2]] * 5
+    no_rep = create_model("sr").fit(Sessions.from_lists(base, n_items=3))
+    with_rep = create_model("sr").fit(Sessions.from_lists([*base, [1, 1, 1, 1], [2, 2, 2]], n_items=3))
+    assert no_rep.repeats_dropped and no_rep.training_["consecutive_repeats"] == 0
+    assert not with_rep.repeats_dropped and with_rep.training_["consecutive_repeats"] == 5
+    assert 1 not in no_rep.recommend([2, 1], k=3)[0].tolist()
+    assert 1 in no_rep.recommend([2, 1], k=3, exclude_last=False)[0].tolist()
+    assert 1 in with_rep.recommend([2, 1], k=3)[0].tolist()  # repeats were seen: the last click may come again
+    assert 1 not in no_rep.recommend_batch([[2, 1], [3, 1]], k=2)[0].ravel().tolist()
+    assert Recommender.load(no_rep.save(tmp_path / "m")).repeats_dropped  # recorded in the artifact
+
+    async def work(rt: service.Runtime) -> list:
+        a = await service.append_click(rt, "s", 2, k=3)
+        b = await service.append_click(rt, "s", 1, k=3)
+        c = await service.session_recommendations(rt, "s", k=3, exclude_last=False)
+        d = await service.stateless_recommendations(rt, [2, 1], k=3, exclude_last=True)
+        return [a["items"], b["items"], c["items"], d["items"]]
+
+    a, b, c, d = run_with(Settings(model_dir=str(tmp_path / "m"), model_worker="thread"), work)
+    assert 2 not in a and 1 not in b and 1 in c and d == b
+    fast = FastClicks(Settings(model_dir=str(tmp_path / "m")))
+    assert fast.parse(b'{"item": 1, "exclude_last": false}')[-1] is False
+    assert fast.parse(b'{"item": 1}')[-1] is None and fast.parse(b'{"item": 1, "exclude_last": 1}') is None

@@ -81,11 +81,11 @@ Deliberate deviations (from the papers; most follow the official PyTorch impleme
   under ``torchrun``; its dropout draws other masks). No L2 regularisation, gradient clipping or
   other optimisers (removed in the official PyTorch version too).
 
-Presets (:mod:`.config`): ``rsc15`` holds the values of the project's GRU4Rec specification; ``rsc15_official`` the official repository's
+Presets (:mod:`.config`): ``spec_rsc15`` holds the values of the project's GRU4Rec specification; ``official_rsc15`` the official repository's
 ``paramfiles/rsc15_xe_shared_100_best.py`` (no embedding dropout, hidden dropout 0.4, learning
 rate 0.2, momentum 0.2, sample_alpha 0.5), which is the one that reproduces the official
 implementation's figures on rsc15-100k; ``retailrocket`` the official BPR-max paramfile;
-``rsc15_tuned`` (cross-entropy, n_sample 512) and ``rsc15_bprmax_tuned`` (the BPR-max network)
+``tuned_rsc15`` (cross-entropy, n_sample 512) and ``tuned_rsc15_bprmax`` (the BPR-max network)
 were chosen with ``nextclick tune`` on rsc15-100k train_tr -> train_valid only.
 """
 
@@ -101,7 +101,7 @@ import torch
 from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.models.base import Recommender
-from nextclick.models.gru4rec.config import PRESETS, GRU4RecConfig, check_config
+from nextclick.models.gru4rec.config import PRESETS, RENAMED, GRU4RecConfig, check_config
 from nextclick.models.gru4rec.net import Net, torch_threads
 from nextclick.models.live import LiveSessions
 from nextclick.ranking.exact import conservative_rank
@@ -122,6 +122,9 @@ class GRU4Rec(Recommender):
     Config = GRU4RecConfig
     needs_torch = True
     presets = PRESETS
+    renamed_presets = RENAMED
+    recommended = {"sessions like rsc15 (cross-entropy)": "tuned_rsc15", "sessions like rsc15 (BPR-max)": "tuned_rsc15_bprmax",
+                   "retailrocket": "official_retailrocket", "reproducing the official rsc15 figures": "official_rsc15"}
 
     @property
     def data_parallel(self) -> bool:

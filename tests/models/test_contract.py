@@ -70,6 +70,9 @@ REAL: dict[str, dict[str, Any]] = {
     "sasrec": {**FAST["sasrec"], "n_epochs": 1, "max_len": 20, "maxlen": 20, "batch_size": 128},
 }
 REAL_TORCH_SESSIONS = 5_000
+# Recall@20 on rsc15-100k test with REAL: what each model reached when written (pop 0.089, spop
+# 0.381, sr 0.615, vsknn 0.663, gru4rec 0.450, sasrec 0.220), less a margin for other BLAS builds
+SMOKE_FLOOR = {"pop": 0.085, "spop": 0.36, "sr": 0.59, "vsknn": 0.64, "gru4rec": 0.42, "sasrec": 0.19}
 K = 5
 
 
@@ -372,11 +375,18 @@ def test_evaluation_scores_equal_serving_scores(name: str, chain_data: Any, fitt
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_evaluate_runs_on_every_model(name: str, chain_data: Any, fitted) -> None:
-    m = evaluate(fitted(name), chain_data.test).metrics
-    assert m["n_predictions"] == chain_data.test.n_predictions()
+def test_evaluate_equals_ranks_counted_by_hand(name: str, chain_data: Any, fitted) -> None:
+    """Every model's metrics from evaluate() equal ranks counted from score_batch one prefix at a
+    time: the rank is the number of items scoring at least the target (ties count against it)."""
+    model, test = fitted(name), chain_data.test
+    m = evaluate(model, test).metrics
+    sess, plen, targets = test.prefixes()
+    scores = model.score_batch([test.session(s)[:p] for s, p in zip(sess, plen)])[:, 1:]
+    ranks = (scores >= scores[np.arange(len(targets)), targets - 1][:, None]).sum(axis=1)
+    assert m["n_predictions"] == len(targets) == test.n_predictions()
     for k in (1, 5, 10, 20):
-        assert 0.0 <= m[f"recall@{k}"] <= 1.0 and 0.0 <= m[f"mrr@{k}"] <= m[f"recall@{k}"]
+        assert m[f"recall@{k}"] == pytest.approx(float(np.mean(ranks <= k)), abs=1e-12)
+        assert m[f"mrr@{k}"] == pytest.approx(float(np.mean(np.where(ranks <= k, 1.0 / ranks, 0.0))), abs=1e-9)
 
 
 @pytest.mark.parametrize("name", SEQUENCE_MODELS)
@@ -437,8 +447,7 @@ def test_real_data_smoke(name: str, rsc15, tmp_path: Path) -> None:
     model = new_model(name, REAL).fit(train)
     m = evaluate(model, test, cutoffs=(20,)).metrics
     assert m["n_predictions"] == 10_152
-    if name != "pop":
-        assert m["recall@20"] > 0.15, f"{name} should beat most-popular (0.089) clearly"
+    assert m["recall@20"] >= SMOKE_FLOOR[name], f"{name}: Recall@20 {m['recall@20']:.4f}"
     loaded = Recommender.load(model.save(tmp_path / name))
     some = [test.vocab.decode(test.session(s)[:2]).tolist() for s in range(5)]
     np.testing.assert_array_equal(model.recommend_batch(some, k=20)[0], loaded.recommend_batch(some, k=20)[0])

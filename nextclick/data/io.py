@@ -159,12 +159,14 @@ def _field_counts(buf: bytes, sep: str) -> np.ndarray:
 def _text_fault(path: Path, sep: str | None, n_fields: int | None) -> str | None:
     """Where a text file that polars refused breaks, for the error message: the first line holding
     bytes that are not UTF-8 (with its column, read from line 1), or, with ``sep``, holding more
-    fields than ``n_fields`` (default: as many as line 1). ``None`` when neither is found.
+    fields than ``n_fields`` (default: as many as line 1); failing both, the first line with an
+    unpaired double quote. ``None`` when none is found.
 
     Only runs after a failed read; the file is scanned in blocks of whole lines (bounded memory)."""
     header: list[str] = []
     line0 = 1
     like = " (one per name)" if n_fields else " like line 1"
+    unpaired: int | None = None
     for buf in _line_blocks(path):
         if not header and sep is not None:
             header = [h.strip().strip('"') for h in buf.split(b"\n", 1)[0].decode("utf-8", "replace").split(sep)]
@@ -184,8 +186,12 @@ def _text_fault(path: Path, sep: str | None, n_fields: int | None) -> str | None
                 return f"line {line0 + row}{where}: {buf[e.start : e.end]!r} is not UTF-8 text; save the file as UTF-8"
         if wide_at is not None:
             return f"line {line0 + wide_at} has {counts[wide_at]} fields, expected {n_fields}{like}"
+        if unpaired is None and sep is not None:
+            b = np.frombuffer(buf, dtype=np.uint8)
+            odd = np.flatnonzero(np.bincount(np.searchsorted(np.flatnonzero(b == 10), np.flatnonzero(b == 34))) % 2)
+            unpaired = line0 + int(odd[0]) if odd.size else None
         line0 += buf.count(b"\n")
-    return None
+    return None if unpaired is None else f"line {unpaired} has an unpaired double quote (\"); close the quoted field on its line"
 
 
 def click_files(path: str | Path) -> list[tuple[Path, dict[str, str]]]:

@@ -98,6 +98,14 @@ def test_bytes_that_are_not_utf8_are_named_by_line_and_column(tmp_path: Path) ->
         read_clicks(path)  # was polars' ComputeError, a traceback
 
 
+def test_an_unpaired_double_quote_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.csv"
+    for body, line in ((b'1,"10,1396860669\n1,11,1396860700\n', 2), (b'1,10,1396860669\n1,11,"1396860700\n', 3)):
+        path.write_bytes(HEADER + body)
+        with pytest.raises(NextclickError, match=re.escape(f"{path}: line {line} has an unpaired double quote")):
+            read_clicks(path)  # was polars' "could not parse" without a line
+
+
 def test_a_used_column_named_twice_in_the_header_is_an_error_not_the_first_one(tmp_path: Path) -> None:
     path = tmp_path / "clicks.csv"
     path.write_bytes(b"SessionId,ItemId,Time,ItemId\n1,10,1396860669,20\n1,11,1396860700,21\n")
@@ -136,6 +144,7 @@ CLI_FAULTS = {
     "milliseconds among seconds": (HEADER + ROWS + b"3,12,1396861000000\n", "line 5"),
     "seconds among milliseconds": (HEADER + ROWS.replace(b"\n", b"000\n") + b"3,12,1396861000\n", "line 5"),
     "not UTF-8": (HEADER + ROWS + b"3,1\xff2,1396861000\n", "line 5"),
+    "unpaired quote": (HEADER + ROWS + b'3,"12,1396861000\n', "line 5"),
     "empty file": (b"", "empty"),
     "header only": (HEADER, "no click rows"),
     "column named twice": (b"SessionId,ItemId,ItemId,Time\n1,10,11,1396860669\n", "more than once"),

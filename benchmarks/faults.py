@@ -132,6 +132,14 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
+def slow_clicks(before: dict, after: dict) -> str:
+    """How many clicks the service itself took over 0.5 s to answer, from its latency histogram
+    (tells a stall in the service from one in the client or the machine)."""
+    n, le = 'nextclick_request_seconds_count{endpoint="clicks"}', 'nextclick_request_seconds_bucket{endpoint="clicks",le="0.5"}'
+    slow = (after.get(n, 0) - before.get(n, 0)) - (after.get(le, 0) - before.get(le, 0))
+    return f"{slow:.0f} clicks over 0.5 s inside the service"
+
+
 def rss_mib(pid: int) -> float:
     m = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
     return int(m.group(1)) / 1024 if m else float("nan")
@@ -239,11 +247,11 @@ def first_ok_after(res: dict, t: float) -> float:
 
 
 def all_visitors_back(res: dict, t: float) -> float:
-    """Seconds from ``t`` until every visitor had had a click acknowledged after it."""
+    """Seconds from ``t`` until every visitor had had a click sent after it acknowledged."""
     done = res["t"] + res["lat"]
     last = 0.0
     for v in np.unique(res["visitor"]):
-        sel = (res["visitor"] == v) & (res["status"] == 200) & (done > t)
+        sel = (res["visitor"] == v) & (res["status"] == 200) & (res["t"] > t)
         if not sel.any():
             return float("nan")
         last = max(last, float(done[sel].min()))
@@ -269,6 +277,7 @@ def concurrent_clicks(cl: Cluster, a: str, b: str, redis_url: str, opt: argparse
 
 
 def replica_kill(cl: Cluster, a: str, pa: subprocess.Popen, b: str, redis_url: str, opt: argparse.Namespace) -> Row:
+    before = scrape(b)
     load = Load(cl.workdir, "replica", [a, b], opt.items, opt.rate, opt.seconds, opt.visitors, seed=1)
     t_kill = load.rel(load.at(opt.seconds * 0.4))
     os.kill(pa.pid, signal.SIGKILL)
@@ -283,7 +292,7 @@ def replica_kill(cl: Cluster, a: str, pa: subprocess.Popen, b: str, redis_url: s
              f"(those, and later probes of A) were retried on B at once; "
              f"{n:,} sessions / {sum(map(len, res['acked'].values())):,} acknowledged clicks checked in Redis; "
              f"{extra} clicks written twice (A wrote them, its answer was lost, the client sent them again to B); "
-             f"max latency {1e3 * res['lat'].max():.0f} ms")
+             f"max latency {1e3 * res['lat'].max():.0f} ms ({slow_clicks(before, scrape(b))} B)")
     return Row("replica SIGKILL (2 replicas, 1 Redis)", load_held(res, opt.seconds), ok, failed,
                f"{back:.2f} (every visitor acked again on B)", lost, notes + _errors(res))
 
@@ -306,14 +315,16 @@ def redis_fault(cl: Cluster, b: str, pb: subprocess.Popen, redis: subprocess.Pop
         redis = cl.redis(port)  # the same port and data directory: it loads its append-only file
     t_back = load.rel(time.monotonic())
     res = load.result()
-    unavailable = scrape(b).get(key, 0) - before.get(key, 0)
+    after = scrape(b)
+    unavailable = after.get(key, 0) - before.get(key, 0)
     lost, extra, n = verify_redis(redis_url, res["acked"])
     ok, failed = status_counts(res)
     away = (res["t"] >= t_fault) & (res["t"] <= t_back)
     what = "stopped (SIGSTOP)" if pause else "SIGKILLed"
     notes = (f"Redis {what} at {t_fault:.1f} s, {'continued' if pause else 'serving again (restart + AOF load)'} "
              f"{t_back - t_fault:.1f} s later; max latency {1e3 * res['lat'].max():.0f} ms overall, "
-             f"{1e3 * res['lat'][away].max(initial=0):.0f} ms while it was away{' (the 1 s socket timeout, then 503)' if pause else ''}; "
+             f"{1e3 * res['lat'][away].max(initial=0):.0f} ms while it was away{' (the 1 s socket timeout, then 503)' if pause else ''} "
+             f"({slow_clicks(before, after)}); "
              f"{key} +{unavailable:.0f} ({int((res['status'] == 503).sum())} 503s seen); "
              f"service {'not restarted (same process)' if pb.poll() is None else 'DIED'}; {n:,} sessions checked in Redis "
              f"afterwards; {extra} clicks written without an acknowledgement")
@@ -326,6 +337,7 @@ def redis_fault(cl: Cluster, b: str, pb: subprocess.Popen, redis: subprocess.Pop
 
 def model_kill(cl: Cluster, b: str, redis_url: str, opt: argparse.Namespace) -> Row:
     pid = httpx.get(f"{b}/readyz").json()["model_pid"]
+    before = scrape(b)
     load = Load(cl.workdir, "model", [b], opt.items, opt.rate, opt.seconds, opt.visitors, seed=3)
     t0 = load.at(opt.seconds * 0.3)
     os.kill(pid, signal.SIGKILL)
@@ -341,7 +353,7 @@ def model_kill(cl: Cluster, b: str, redis_url: str, opt: argparse.Namespace) -> 
              f"replaced by {new_pid}; "
              f"{int((res['status'][during] != 200).sum())} of {int(during.sum())} requests failed until /readyz said ready; "
              f"first 200 to a request sent after that at +{first_ok_after(res, load.rel(t_noticed)) + (t_noticed - t0):.2f} s "
-             f"from the kill; max latency {1e3 * res['lat'].max():.0f} ms; "
+             f"from the kill; max latency {1e3 * res['lat'].max():.0f} ms ({slow_clicks(before, scrape(b))}); "
              f"{n:,} sessions checked in Redis; {extra} clicks written without an acknowledgement")
     return Row("model process SIGKILL", load_held(res, opt.seconds), ok, failed,
                f"{t_ready - t0:.2f} (to /readyz 200)", lost, notes + _errors(res))
@@ -351,7 +363,7 @@ def flood(cl: Cluster, opt: argparse.Namespace) -> Row:
     m = opt.max_sessions
     pc, c = cl.service(opt.model, "flood", "--max-sessions", str(m))
     model_pid = httpx.get(f"{c}/readyz").json()["model_pid"]
-    rss0 = (rss_mib(pc.pid), rss_mib(model_pid))
+    rss0, before = (rss_mib(pc.pid), rss_mib(model_pid)), scrape(c)
     live = max(opt.visitors // 6, 1)
     load = Load(cl.workdir, "flood", [c], opt.items, opt.flood_rate, opt.flood_seconds, opt.visitors + live,
                 flood_visitors=opt.visitors, seed=4)
@@ -380,7 +392,7 @@ def flood(cl: Cluster, opt: argparse.Namespace) -> Row:
              f"store full at {full_at if full_at is None else round(full_at, 1)} s; RSS MiB service / model process: "
              f"{rss0[0]:.0f} / {rss0[1]:.0f} before, {_pair(rss_full)} when full, {rss_end[0]:.0f} / {rss_end[1]:.0f} at the end "
              f"(service peak {rss_peak:.0f}); click p50 / p99 ms from 5 s until the store was full "
-             f"{_pct(early)}, last fifth {_pct(late)}; {held:,} sessions the store must still hold checked via the API")
+             f"{_pct(early)}, last fifth {_pct(late)} ({slow_clicks(before, met)}); {held:,} sessions the store must still hold checked via the API")
     return Row("flood of unique session ids", load_held(res, opt.flood_seconds), ok, failed, "-", lost,
                notes + _errors(res))
 

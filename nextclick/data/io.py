@@ -11,14 +11,14 @@ row, for Parquet) and the column.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import polars as pl
 
 from nextclick.data.options import Format, IdType, ReadOptions, TimeFormat
+from nextclick.data.textscan import field_counts, line_blocks, text_fault
 from nextclick.errors import NextclickError
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,11 @@ def _read_raw(
     except pl.exceptions.SchemaError as e:  # --names and line 1 disagree on the number of fields
         if not names:
             raise NextclickError(f"{path}: cannot parse as {fmt.upper()}: {str(e).splitlines()[0]}") from None
-        n = int(_field_counts(next(_line_blocks(path)), sep)[0])
+        n = int(field_counts(next(line_blocks(path)), sep)[0])
         raise NextclickError(f"{path}: line 1 has {n} fields but {len(names)} names were given ({names})") from None
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as e:
         if all_str:
-            fault = _text_fault(path, sep, len(names) if names else None)
+            fault = text_fault(path, sep, len(names) if names else None)
             raise NextclickError(f"{path}: {fault or f'cannot parse as {fmt.upper()}: ' + str(e).splitlines()[0]}") from None
         raise
     return df, has_header
@@ -103,7 +103,7 @@ def _read_whitespace(path: Path, names: list[str] | None) -> pl.DataFrame:
     except pl.exceptions.NoDataError:
         raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)") from None
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as e:
-        raise NextclickError(f"{path}: {_text_fault(path, None, None) or 'cannot read as text: ' + str(e).splitlines()[0]}") from None
+        raise NextclickError(f"{path}: {text_fault(path, None, None) or 'cannot read as text: ' + str(e).splitlines()[0]}") from None
     if lines.height == 0:
         raise NextclickError(f"{path}: the file is empty (expected `user item [time]` lines)")
     parts = lines.get_column("_line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
@@ -122,76 +122,6 @@ def _read_whitespace(path: Path, names: list[str] | None) -> pl.DataFrame:
         row = int(bad.arg_true()[0])
         raise NextclickError(f"{path}: line {row + 1} has {n_fields[row]} fields, expected {n} like line 1")
     return pl.DataFrame({name: parts.list.get(i) for i, name in enumerate(names)})
-
-
-_SCAN_BLOCK = 1 << 22
-
-
-def _line_blocks(path: Path) -> Iterator[bytes]:
-    """The bytes of ``path`` in blocks of whole lines (the last one may lack its line break)."""
-    rest = b""
-    with path.open("rb") as fh:
-        while block := fh.read(_SCAN_BLOCK):
-            buf = rest + block
-            cut = buf.rfind(b"\n") + 1
-            if cut:
-                yield buf[:cut]
-            rest = buf[cut:]
-    if rest:
-        yield rest
-
-
-def _field_counts(buf: bytes, sep: str) -> np.ndarray:
-    """Fields on each line of ``buf``: separators outside double quotes, plus one. Quotes pair up
-    within a line (a quoted field holding a line break counts as two short lines)."""
-    b = np.frombuffer(buf, dtype=np.uint8)
-    breaks = np.flatnonzero(b == 10)
-    starts = np.r_[0, breaks + 1]
-    quotes = np.cumsum(b == 34, dtype=np.int64)
-    before_line = np.r_[0, quotes[breaks]]  # quotes before each line's first byte
-    at = np.flatnonzero(b == ord(sep))
-    line = np.searchsorted(breaks, at)
-    outside = (quotes[at] - before_line[line]) % 2 == 0
-    n_lines = starts.size - int(starts[-1] == b.size)
-    return np.bincount(line[outside], minlength=n_lines)[:n_lines] + 1
-
-
-def _text_fault(path: Path, sep: str | None, n_fields: int | None) -> str | None:
-    """Where a text file that polars refused breaks, for the error message: the first line holding
-    bytes that are not UTF-8 (with its column, read from line 1), or, with ``sep``, holding more
-    fields than ``n_fields`` (default: as many as line 1); failing both, the first line with an
-    unpaired double quote. ``None`` when none is found.
-
-    Only runs after a failed read; the file is scanned in blocks of whole lines (bounded memory)."""
-    header: list[str] = []
-    line0 = 1
-    like = " (one per name)" if n_fields else " like line 1"
-    unpaired: int | None = None
-    for buf in _line_blocks(path):
-        if not header and sep is not None:
-            header = [h.strip().strip('"') for h in buf.split(b"\n", 1)[0].decode("utf-8", "replace").split(sep)]
-        counts = _field_counts(buf, sep) if sep is not None else np.zeros(0, np.int64)
-        if n_fields is None and counts.size:
-            n_fields = int(counts[0])
-        wide = np.flatnonzero(counts > (n_fields or 0))
-        wide_at = int(wide[0]) if wide.size else None
-        try:
-            buf.decode("utf-8")
-        except UnicodeDecodeError as e:
-            row = buf.count(b"\n", 0, e.start)
-            if wide_at is None or row <= wide_at:
-                start = buf.rfind(b"\n", 0, e.start) + 1
-                col = int(_field_counts(buf[start : e.start] + b"\n", sep)[0]) - 1 if sep is not None else -1
-                where = f", column {header[col]!r}" if 0 <= col < len(header) else ""
-                return f"line {line0 + row}{where}: {buf[e.start : e.end]!r} is not UTF-8 text; save the file as UTF-8"
-        if wide_at is not None:
-            return f"line {line0 + wide_at} has {counts[wide_at]} fields, expected {n_fields}{like}"
-        if unpaired is None and sep is not None:
-            b = np.frombuffer(buf, dtype=np.uint8)
-            odd = np.flatnonzero(np.bincount(np.searchsorted(np.flatnonzero(b == 10), np.flatnonzero(b == 34))) % 2)
-            unpaired = line0 + int(odd[0]) if odd.size else None
-        line0 += buf.count(b"\n")
-    return None if unpaired is None else f"line {unpaired} has an unpaired double quote (\"); close the quoted field on its line"
 
 
 def click_files(path: str | Path) -> list[tuple[Path, dict[str, str]]]:
@@ -273,30 +203,54 @@ def read_compact(path: str | Path, opts: ReadOptions | None = None) -> tuple[pl.
         return codes.encode(df), codes
     _check_dir_format(Path(path), opts)
     distinct: dict[str, list[pl.Series]] = {}
-    schema = None
+    schema, text = None, set()
     for f, keys in files:
         df = _read_file(f, opts, keys)
         schema = schema or df.schema
-        _same_columns(df, f, schema, files[0][0])
+        text |= _text_ids(df.schema, schema)
+        _same_columns(_as_text(df, text), f, _as_text(schema, text), files[0][0])
         for c in ID_COLUMNS:
             if c in df.columns:
                 seen = distinct.setdefault(c, [])
                 seen.append(df.get_column(c).unique())
-                if sum(s.len() for s in seen) > 1 << 25:
-                    distinct[c] = [pl.concat(seen).unique()]
+                if sum(s.len() for s in seen) > 1 << 25 or c in text:
+                    distinct[c] = [pl.concat([_as_text(s, text) for s in seen]).unique()]
         log.info("%s: %d clicks read", f, df.height)
     codes = IdCodes.fit(distinct)
-    return pl.concat([codes.encode(_read_file(f, opts, keys)) for f, keys in files], rechunk=True), codes
+    return pl.concat([codes.encode(_as_text(_read_file(f, opts, keys), text)) for f, keys in files], rechunk=True), codes
 
 
 def _stack(frames: list[pl.DataFrame], files: list[tuple[Path, dict[str, str]]]) -> pl.DataFrame:
-    """The frames of a directory's files, one under the other; they must agree on columns and types."""
+    """The frames of a directory's files, one under the other; they must agree on columns and types
+    (but see :func:`_text_ids`)."""
+    text = set().union(*(_text_ids(df.schema, frames[0].schema) for df in frames))
+    frames = [_as_text(df, text) for df in frames]
     for df, (f, _) in zip(frames[1:], files[1:]):
         _same_columns(df, f, frames[0].schema, files[0][0])
     return pl.concat(frames, rechunk=False)
 
 
+def _text_ids(schema: pl.Schema, first: pl.Schema) -> set[str]:
+    """Session and user columns that are integers in one file and text in another: each file
+    decides alone (``"17"`` is 17 unless a text id shares its file), so the log reads them as text."""
+    return {c for c in ("SessionId", "UserId") if {schema.get(c), first.get(c)} == {pl.Int64, pl.String}}
+
+
+def _as_text(obj: Any, text: set[str]) -> Any:
+    """A frame, schema or id series with the columns in ``text`` as strings."""
+    if isinstance(obj, pl.Series):
+        return obj.cast(pl.String) if obj.name in text else obj
+    if isinstance(obj, pl.Schema):
+        return pl.Schema({c: pl.String if c in text else t for c, t in obj.items()})
+    return obj.with_columns(pl.col(c).cast(pl.String) for c in text if c in obj.columns)
+
+
 def _same_columns(df: pl.DataFrame, path: Path, schema: pl.Schema, first: Path) -> None:
+    kinds = {pl.Int64: "integers", pl.String: "text"}
+    if {df.schema.get("ItemId"), schema.get("ItemId")} == set(kinds):  # each file chose by its own ids
+        raise NextclickError(f"{path}: canonical columns differ from those of {first}: item ids (column 'ItemId') are "
+                             f"{kinds[df.schema['ItemId']]} here but {kinds[schema['ItemId']]} there; "
+                             "pass --item-ids str to read every id as text")
     if df.schema != schema:
         raise NextclickError(f"{path}: canonical columns {dict(df.schema)} differ from those of {first} ({dict(schema)})")
 

@@ -126,6 +126,26 @@ def test_names_that_do_not_fit_the_file_are_one_line_errors(tmp_path: Path) -> N
             read_clicks(path, ReadOptions(names=["SessionId", "ItemId", "ItemId"], time_col=None))  # txt: read Time as items
 
 
+def test_parts_whose_session_ids_are_integers_in_one_and_text_in_another_read_as_text(tmp_path: Path) -> None:
+    parts = tmp_path / "clicks"
+    parts.mkdir()
+    pq.write_table(pa.table({"SessionId": ["17", "17"], "ItemId": [1, 2], "Time": [1.0, 2.0]}), parts / "part-0.parquet")
+    pq.write_table(pa.table({"SessionId": ["a", "a", "17"], "ItemId": [1, 2, 1], "Time": [3.0, 4.0, 5.0]}), parts / "part-1.parquet")
+    assert read_clicks(parts).get_column("SessionId").to_list() == ["17", "17", "a", "a", "17"]  # was "columns differ"
+    ds = prepare(parts, tmp_path / "out", PrepareOptions(min_item_support=1, split="none"))
+    assert sorted(ds.frame("train").get_column("SessionId").to_list()) == ["17", "17", "17", "a", "a"]
+
+
+def test_parts_with_integer_items_in_one_and_text_items_in_another_say_so(tmp_path: Path) -> None:
+    parts = tmp_path / "clicks"
+    parts.mkdir()
+    pq.write_table(pa.table({"SessionId": [1, 1], "ItemId": ["10", "11"], "Time": [1.0, 2.0]}), parts / "part-0.parquet")
+    pq.write_table(pa.table({"SessionId": [2, 2], "ItemId": ["a", "b"], "Time": [3.0, 4.0]}), parts / "part-1.parquet")
+    with pytest.raises(NextclickError, match=re.escape(f"{parts / 'part-1.parquet'}: canonical columns differ") + r".*'ItemId'\) are text here but integers"):
+        read_clicks(parts)
+    assert read_clicks(parts, ReadOptions(item_type="str")).get_column("ItemId").to_list() == ["10", "11", "a", "b"]
+
+
 def test_an_integer_among_text_ids_names_the_integer(tmp_path: Path) -> None:
     path = tmp_path / "clicks.csv"
     path.write_bytes(HEADER + b"1,skuA,1396860669\n1,skuB,1396860700\n2,1396861000,1396861000\n")

@@ -2,7 +2,8 @@
 
 User errors (:class:`NextclickError`) print one clear line to stderr and exit with status 2,
 without a traceback. The commands live by subject: :mod:`.data` (prepare, generate, quickstart),
-:mod:`.models` (train, tune, evaluate, recommend, export, models), :mod:`.serve` (serve); the choices of
+:mod:`.models` (train, tune, evaluate, recommend, export, models), :mod:`.serve` (serve),
+:mod:`.bench` (bench); the choices of
 their options in :mod:`.choices`. Starting the CLI imports neither torch, numba, polars nor
 numpy: the commands import what they need when they run.
 """
@@ -46,10 +47,10 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-from nextclick.cli import data, models, serve  # noqa: E402
+from nextclick.cli import bench, data, models, serve  # noqa: E402
 
 for _command in (data.prepare, models.train, models.tune, models.evaluate, models.recommend, models.export, models.models,
-                 data.recipes, data.generate, data.quickstart, serve.serve):
+                 data.recipes, data.generate, data.quickstart, serve.serve, bench.bench):
     app.command()(_command)
 
 

@@ -1,5 +1,5 @@
 """What a model may see while it is fitted: guards that keep test data and training data out of
-validation.
+validation, and validation data held out of training data when none is given.
 
 Validation picks epochs and hyper-parameters, so validating on a test split, or on sessions the
 model trains on, quietly leaks. :func:`refuse_test_split` refuses a dataset's test split (and a
@@ -61,3 +61,43 @@ def refuse_overlap(tr: Sessions, va: Sessions, train: Path, valid: Path) -> None
             f"--valid {valid}: {n:,} of its {va.n_sessions:,} sessions are in --train {train} in full, so validation "
             f"would score clicks the model trained on; train on data that ends before the validation period{hint}"
         )
+
+
+def hold_out_last_clicks(
+    train: Sessions, share: float, seed: int = 0, max_sequences: int = 10_000
+) -> tuple[Sessions, Sessions]:
+    """Validation data taken from training data itself, for a model that early-stops when no
+    validation data is given: the last click of a random ``share`` of the sequences of three or
+    more clicks (at most ``max_sequences`` of them) is held out.
+
+    Returns ``(fit, valid)``: ``fit`` is ``train`` with those last clicks removed; ``valid`` holds
+    the chosen sequences whole, with only their last click a target (``last_only``), as in the
+    leave-one-out protocol. The same ``seed`` picks the same sequences (every rank of a
+    data-parallel fit agrees)."""
+    if not 0.0 < share < 1.0:
+        raise NextclickError(f"the held-out share of sequences must be in (0, 1), got {share}")
+    eligible = np.flatnonzero(train.lengths >= 3)
+    n = min(int(round(share * eligible.size)), max_sequences)
+    if n == 0:
+        raise NextclickError(
+            f"no validation data and too few sequences of 3+ clicks ({eligible.size}) to hold out {share:.0%} of them; "
+            "give validation data or turn early stopping off"
+        )
+    pick = np.sort(np.random.default_rng([seed, 7]).choice(eligible, size=n, replace=False))
+    valid = train.select(pick)
+    valid.last_only = True
+    keep = np.ones(train.n_events, dtype=bool)
+    keep[train.offsets[pick + 1] - 1] = False
+    lengths = train.lengths.copy()
+    lengths[pick] -= 1
+    fit = Sessions(
+        items=train.items[keep],
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        n_items=train.n_items,
+        session_ids=train.session_ids,
+        times=None if train.times is None else train.times[keep],
+        last_only=train.last_only,
+        vocab=train.vocab,
+        meta=dict(train.meta),
+    )
+    return fit, valid

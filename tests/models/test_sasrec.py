@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nextclick.data.holdout import hold_out_last_clicks
 from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.evaluate import evaluate
@@ -28,7 +29,8 @@ from nextclick.models.sasrec.model import SASRec
 from nextclick.models.sasrec.net import Block, Layout
 
 N_ITEMS = 30
-SMALL = dict(max_len=8, hidden=16, n_blocks=2, n_heads=2, dropout=0.2, batch_size=32, progress=False, seed=0, n_threads=1)
+SMALL = dict(max_len=8, hidden=16, n_blocks=2, n_heads=2, dropout=0.2, batch_size=32, progress=False, seed=0, n_threads=1,
+             holdout=0.0)  # fixed epoch counts: nothing held out to stop early on
 
 
 def cycle_sessions(n_sessions: int, n_items: int = N_ITEMS, seed: int = 0) -> Sessions:
@@ -373,3 +375,19 @@ def test_trains_on_a_gpu_and_its_artifact_scores_the_same_on_the_cpu(tmp_path: P
     np.testing.assert_allclose(cpu.score_batch(sessions), gpu.score_batch(sessions), rtol=1e-4, atol=1e-4)
     q_gpu, q_cpu = (m.live().queries(None, [np.array([3, 4])]) for m in (gpu, cpu))
     np.testing.assert_allclose(q_cpu.numpy(), q_gpu.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_without_validation_data_it_holds_out_last_clicks_to_stop_early() -> None:
+    train = cycle_sessions(300)
+    cfg = dict(SMALL, n_blocks=1, dropout=0.1, lr=0.01, n_epochs=40, patience=2, valid_metric="mrr@20", holdout=0.1)
+    m = SASRec(**cfg).fit(train)
+    held = m.training_["held_out"]["sequences"]
+    assert held == round(0.1 * int((train.lengths >= 3).sum()))
+    hist = m.history_
+    assert all("valid" in r for r in hist) and len(hist) < 40  # a cycle is learnt long before 40 epochs
+    assert m.best_epoch_ == max(hist, key=lambda r: r["valid"]["mrr@20"])["epoch"] == m.training_["held_out"]["best_epoch"]
+    # the weights are the best epoch's: scoring the held-out clicks again gives its figure
+    fit, valid = hold_out_last_clicks(train, 0.1, seed=0)
+    assert evaluate(m, valid, cutoffs=(10, 20)).metrics["mrr@20"] == pytest.approx(hist[m.best_epoch_ - 1]["valid"]["mrr@20"], abs=1e-6)
+    fixed = SASRec(**dict(cfg, holdout=0.0, n_epochs=3)).fit(train)  # no hold-out: every epoch asked for
+    assert [r["epoch"] for r in fixed.history_] == [1, 2, 3] and "held_out" not in fixed.training_

@@ -13,13 +13,13 @@ DEFAULTS = {
     "max_len": 50, "hidden": 50, "n_blocks": 2, "n_heads": 1, "dropout": 0.5, "lr": 0.001, "batch_size": 128,
     "n_epochs": 200, "l2": 0.0, "item_optimizer": "adam", "loss": "ce", "bce_exclude_seen": True, "n_negatives": 256, "gbce_t": 0.75,
     "sample_alpha": 1.0, "in_batch_negatives": False, "neg_sharing": "auto", "pre_ln": False, "positions": "start", "scale_emb": True,
-    "patience": 3, "eval_every": 1, "valid_metric": "ndcg@10", "valid_negatives": 100, "seed": 0, "device": "cpu",
+    "patience": 5, "holdout": 0.1, "eval_every": 1, "valid_metric": "recall@20", "valid_negatives": 100, "seed": 0, "device": "cpu",
     "n_threads": 1, "progress": True,
 }
 RESOLVED = {
-    "paper": {**DEFAULTS, "loss": "bce", "positions": "end"},
-    "paper_ce": {**DEFAULTS, "loss": "ce", "positions": "end"},
-    "rsc15": {**DEFAULTS, "hidden": 100, "dropout": 0.3, "n_epochs": 16},
+    "paper": {**DEFAULTS, "loss": "bce", "positions": "end", "valid_metric": "ndcg@10", "patience": 3},
+    "paper_ce": {**DEFAULTS, "loss": "ce", "positions": "end", "valid_metric": "ndcg@10", "patience": 3},
+    "tuned_rsc15": {**DEFAULTS, "hidden": 100, "dropout": 0.3, "n_epochs": 16, "holdout": 0.0},
 }
 
 

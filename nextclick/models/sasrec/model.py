@@ -95,6 +95,7 @@ import numpy as np
 import torch
 
 from nextclick.data.batching import pad_arrays, pad_prefixes, trim_padding
+from nextclick.data.holdout import hold_out_last_clicks
 from nextclick.data.sessions import Sessions
 from nextclick.errors import NextclickError
 from nextclick.models import distributed
@@ -116,6 +117,9 @@ class SASRec(Recommender):
     Config = SASRecConfig
     needs_torch = True
     presets = PRESETS
+    renamed_presets = {"rsc15": "tuned_rsc15"}
+    recommended = {"sessions like rsc15": "tuned_rsc15", "user sequences like amazon-games": "paper_ce",
+                   "reproducing the paper": "paper"}
     data_parallel = True  # fits under torchrun, one rank per process (see .train)
 
     # ------------------------------------------------------------------ fitting
@@ -153,12 +157,24 @@ class SASRec(Recommender):
                 self._build(fit=True)
                 distributed.init(self.device_)  # under torchrun: join the group (rank 0 of 1 alone)
                 self.net_.reset_parameters()
+                held = valid is None and c.patience > 0 and c.holdout > 0
+                fit_data = train
+                if held:
+                    fit_data, valid = hold_out_last_clicks(train, c.holdout, c.seed)
+                    log.info("sasrec: no validation data: the last click of %d training sequences is held out to "
+                             "choose the epoch (holdout=%g)", valid.n_sessions, c.holdout)
                 if valid is not None:
                     valid_cutoffs(c)  # a bad metric name fails now, not after the first epochs
                 validate = (lambda: self._validate(valid)) if valid is not None else None
-                self.history_, best_epoch = train_net(self.net_, c, self.device_, self.n_items_, train, validate)
+                self.history_, best_epoch = train_net(self.net_, c, self.device_, self.n_items_, fit_data, validate)
                 if best_epoch is not None:
                     self.best_epoch_ = best_epoch
+                if held:
+                    # the model keeps its best epoch's weights: the held-out clicks are a small share of
+                    # the training clicks, and another epoch on every click with a new optimiser state
+                    # lowered test accuracy on rsc15-100k (docs/benchmarks.md)
+                    self.training_["held_out"] = {"sequences": valid.n_sessions, "share": c.holdout, "best_epoch": best_epoch,
+                                                  "epochs": len(self.history_)}
         finally:
             torch.set_num_threads(threads)
 

@@ -11,6 +11,7 @@ row, for Parquet) and the column.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -387,6 +388,15 @@ _MAX_SECONDS = 7.3e9  # the year 2200 in unix seconds
 _MIN_AUTO_MS = 1e10  # April 1970 in unix milliseconds: an earlier time in a column of milliseconds is seconds
 
 
+def _dated(seconds: pl.Series, s: pl.Series, where: Callable[[int], str]) -> pl.Series:
+    """Unix seconds of dates and times as written (``s``), each within the years 1739 to 2200."""
+    off = seconds.abs() > _MAX_SECONDS
+    if off.any():
+        row = _first_bad(off)
+        raise NextclickError(f"{where(row)}: timestamp {s[row]} is outside the years 1739 to 2200; fix the row")
+    return seconds.alias("Time")
+
+
 def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: str, has_header: bool) -> pl.Series:
     s = df.get_column(col)
     where = lambda row: f"{path}: {_row_label(fmt, row, has_header)}, column {col!r}"  # noqa: E731
@@ -394,9 +404,8 @@ def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: st
         row = _first_bad(s.is_null())
         raise NextclickError(f"{where(row)}: empty timestamp")
     if s.dtype.is_temporal():
-        if s.dtype == pl.Date:
-            s = s.cast(pl.Datetime("ms"))
-        return (s.dt.epoch("ms").cast(pl.Float64) / 1000.0).alias("Time")
+        ms = (s.cast(pl.Datetime("ms")) if s.dtype == pl.Date else s).dt.epoch("ms")
+        return _dated(ms.cast(pl.Float64) / 1000.0, s, where)
     if s.dtype == pl.String:
         num = s.str.strip_chars().cast(pl.Float64, strict=False)
         mostly_numeric = num[0] is not None  # the first row decides, as in schema inference
@@ -423,7 +432,7 @@ def _time_column(df: pl.DataFrame, col: str, tf: TimeFormat, path: Path, fmt: st
                     f"{where(row)}: cannot parse timestamp {s[row]!r} "
                     "(expected ISO-8601 like 2014-04-07T10:51:09Z, or unix seconds / milliseconds)"
                 )
-            return (parsed.dt.epoch("ms").cast(pl.Float64) / 1000.0).alias("Time")
+            return _dated(parsed.dt.epoch("ms").cast(pl.Float64) / 1000.0, s, where)
     if not s.dtype.is_numeric():
         raise NextclickError(f"{path}: column {col!r} has type {s.dtype}; expected timestamps")
     s = s.cast(pl.Float64)

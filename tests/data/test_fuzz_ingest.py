@@ -453,12 +453,18 @@ def damaged_parquet(draw: st.DrawFn) -> ParquetCase:
     times: list[Any] = [float(t) for _, _, t in log.rows]
     types = {"SessionId": pa.int64(), "ItemId": pa.string() if log.text_ids else pa.int64(), "Time": pa.float64()}
     k = draw(st.integers(0, n - 1))
-    kind = draw(st.sampled_from(["clean", "time", *UNIT_KINDS, "null", "uint64", "float_item", "text_item"]))
+    kind = draw(st.sampled_from(["clean", "time", *UNIT_KINDS, "datetime", "null", "uint64", "float_item", "text_item"]))
     fault: Fault | None = None
+    written: list[int] | None = None  # the time column as stored, where it is not ``times``
     if kind in ("time", "ms_float"):
         odd = [times[k] * 1000] if kind == "ms_float" else [math.nan, math.inf, -math.inf, 1e30, -5.0, times[k] + 0.5]
         times[k] = draw(st.sampled_from(odd))
         fault = None if math.isfinite(times[k]) and abs(times[k]) <= MAX_SECONDS else Fault(k + 1, "Time")
+    elif kind == "datetime":  # a timestamp column in milliseconds; the years 2500 and 1600 are out of range
+        types["Time"], written = pa.timestamp("ms"), [int(t) * 1000 for t in times]
+        written[k] = draw(st.sampled_from([written[k] + 500, 16_725_225_600_000, -11_676_096_000_000]))
+        times = [w / 1000 for w in written]
+        fault = None if abs(times[k]) <= MAX_SECONDS else Fault(k + 1, "Time")
     elif kind in ("int_time_ms", "seconds_among_ms"):
         types["Time"], times = pa.int64(), [int(t) * (1000 if kind == "seconds_among_ms" else 1) for t in times]
         times[k] = times[k] * 1000 if kind == "int_time_ms" else times[k] // 1000
@@ -482,7 +488,7 @@ def damaged_parquet(draw: st.DrawFn) -> ParquetCase:
         types["ItemId"], items = pa.string(), [str(i) for i in items]
         items[k] = draw(st.text(PLAIN, min_size=1, max_size=4))
         fault = Fault(k + 1, "ItemId")
-    columns = {c: pa.array(v, type=types[c]) for c, v in zip(COLS, (sess, items, times))}
+    columns = {c: pa.array(v, type=types[c]) for c, v in zip(COLS, (sess, items, written or times))}
     if fault is not None:
         return ParquetCase(columns, fault, kind)
     return ParquetCase(columns, [(str(s), i if log.text_ids else int(i), float(t)) for s, i, t in zip(sess, items, times)], kind)

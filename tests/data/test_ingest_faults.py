@@ -193,3 +193,14 @@ def test_seconds_among_milliseconds_are_named_not_moved_to_1970(tmp_path: Path) 
         read_clicks(path)
     times = read_clicks(path, ReadOptions(time_format="ms")).get_column("Time").to_list()  # as the user says
     assert times == [1396860669.0, 1396860.7, 1396861000.0]
+
+
+def test_dates_beyond_2200_are_named_like_unix_times(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_bytes(HEADER + b"1,10,2014-04-07T10:51:09Z\n1,11,2500-01-01T00:00:00Z\n")
+    with pytest.raises(NextclickError, match=re.escape(f"{path}: line 3, column 'Time': timestamp 2500-01-01T00:00:00Z is outside")):
+        read_clicks(path)
+    path = tmp_path / "clicks.parquet"
+    pq.write_table(pa.table({"SessionId": [1, 1], "ItemId": [10, 11], "Time": pa.array([0, -11_676_096_000_000], pa.timestamp("ms"))}), path)
+    with pytest.raises(NextclickError, match=re.escape(f"{path}: row 2, column 'Time': timestamp 1600-01-01 00:00:00 is outside")):
+        read_clicks(path)

@@ -4,17 +4,20 @@ Redis and the services run as processes of their own on free ports; the load com
 process (benchmarks/fault_load.py: paced visitors, each clicking through sessions one click at a
 time, a session's clicks alternating between the replicas). The faults, each on fresh sessions:
 
-1. two replicas share one Redis; one is killed with SIGKILL mid-load (clients fail over);
-2. Redis (AOF, ``appendfsync always``) is killed with SIGKILL mid-load and started again; then it
-   is stopped with SIGSTOP for a while (it accepts connections but answers nothing) and continued;
-3. the model process of the surviving replica is killed with SIGKILL mid-load;
-4. a service with the in-memory store is flooded with unique session ids.
+- ``pairs`` (no fault): two replicas share one Redis, and each session's clicks come two at a
+  time, one on each replica (both read the same record; neither click may be lost);
+- ``replica``: one of the two replicas is killed with SIGKILL mid-load (clients fail over);
+- ``redis-kill``: Redis (AOF, ``appendfsync always``) is killed with SIGKILL mid-load and started again;
+- ``redis-stop``: Redis is stopped with SIGSTOP for a while (it accepts connections but answers
+  nothing) and continued;
+- ``model``: the model process of the surviving replica is killed with SIGKILL mid-load;
+- ``flood``: a service with the in-memory store is flooded with unique session ids.
 
 Every click answered 200 is recorded per session, in order; afterwards each session's record is
 read back (from Redis, or for the in-memory store through the API) and every acknowledged click
 must be there. Prints one markdown table (and writes it with --out).
 
-    python benchmarks/faults.py [--model DIR] [--quick] [--out FILE]
+    python benchmarks/faults.py [--model DIR] [--quick] [--out FILE] [--faults pairs,replica,...]
 """
 
 from __future__ import annotations
@@ -22,14 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +39,24 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from benchmarks.fault_checks import (  # noqa: E402
+    all_visitors_back,
+    errors,
+    first_ok_after,
+    load_held,
+    pair,
+    pct,
+    rss_mib,
+    scrape,
+    server_pct,
+    slow_clicks,
+    status_counts,
+    verify_redis,
+)
 from tests.serve.servers import free_port, wait_port  # noqa: E402
 
 LOAD = Path(__file__).resolve().parent / "fault_load.py"
+FAULTS = ("pairs", "replica", "redis-kill", "redis-stop", "model", "flood")
 
 
 @dataclass
@@ -122,29 +138,6 @@ def wait_not_ready(url: str, timeout: float = 10.0) -> float:
     raise TimeoutError(f"{url} still ready {timeout} s after its model process was killed")
 
 
-def scrape(url: str) -> dict[str, float]:
-    """The service's /metrics as {'name{labels}': value}."""
-    out = {}
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
-
-
-def slow_clicks(before: dict, after: dict) -> str:
-    """How many clicks the service itself took over 0.5 s to answer, from its latency histogram
-    (tells a stall in the service from one in the client or the machine)."""
-    n, le = 'nextclick_request_seconds_count{endpoint="clicks"}', 'nextclick_request_seconds_bucket{endpoint="clicks",le="0.5"}'
-    slow = (after.get(n, 0) - before.get(n, 0)) - (after.get(le, 0) - before.get(le, 0))
-    return f"{slow:.0f} clicks over 0.5 s inside the service"
-
-
-def rss_mib(pid: int) -> float:
-    m = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
-    return int(m.group(1)) / 1024 if m else float("nan")
-
-
 class Load:
     """One run of the load client (a process of its own), started ``lead`` seconds from now."""
 
@@ -176,88 +169,6 @@ class Load:
         return res
 
 
-def status_counts(res: dict) -> tuple[int, str]:
-    """(200s, the other outcomes by status: '503: 12, conn error: 3')."""
-    names = {-1: "conn error", -2: "client timeout (5 s)"}
-    c = Counter(int(s) for s in res["status"])
-    ok = c.pop(200, 0)
-    failed = ", ".join(f"{names.get(k, str(k))}: {v:,}" for k, v in sorted(c.items())) or "none"
-    return ok, failed
-
-
-def load_held(res: dict, duration: float) -> str:
-    return f"{len(res['status']) / duration:,.0f} req/s for {duration:g} s"
-
-
-def lost_clicks(acked: list, stored: list, n_clicks: int, ordered: bool = True) -> int:
-    """Acknowledged clicks missing from a session's record: ``stored`` holds the last clicks
-    written (oldest first) out of ``n_clicks``, which may include clicks written but not
-    acknowledged (a retry after a lost answer). The i-th acknowledged click was at least the i-th
-    written, so those from index ``n_clicks - len(stored)`` on are surely within the record and
-    must appear in it, in order (``ordered=False``: clicks sent at the same time, in any order);
-    and the record must count at least as many clicks as were acknowledged."""
-    must = acked[max(0, n_clicks - len(stored)):]
-    short = max(0, len(acked) - n_clicks)
-    if not ordered:
-        return max(len(set(must) - set(stored)), short)
-    i, missing = len(stored) - 1, 0
-    for it in reversed(must):
-        j = i
-        while j >= 0 and stored[j] != it:
-            j -= 1
-        if j < 0:
-            missing += 1
-        else:
-            i = j - 1
-    return max(missing, short)
-
-
-def verify_redis(redis_url: str, acked: dict[str, list], ordered: bool = True) -> tuple[int, int, int]:
-    """(acknowledged clicks lost, clicks written without an acknowledgement, sessions checked),
-    reading every session's record from Redis."""
-    import inspect
-
-    import redis
-
-    from nextclick.serve.store import RedisStore, SessionRecord
-
-    prefix = inspect.signature(RedisStore).parameters["prefix"].default
-    sids = [s for s, a in acked.items() if a]
-    r = redis.Redis.from_url(redis_url)
-    pipe = r.pipeline(transaction=False)
-    for s in sids:
-        pipe.get(prefix + s)
-    lost = extra = 0
-    for sid, raw in zip(sids, pipe.execute()):
-        if raw is None:
-            lost += len(acked[sid])
-            continue
-        rec = SessionRecord.from_bytes(raw)
-        lost += lost_clicks(acked[sid], rec.items, rec.n_clicks, ordered)
-        extra += max(0, rec.n_clicks - len(acked[sid]))
-    r.close()
-    return lost, extra, len(sids)
-
-
-def first_ok_after(res: dict, t: float) -> float:
-    """Seconds from ``t`` (into the load) to the first 200 to a request sent after it."""
-    done = res["t"] + res["lat"]
-    sel = (res["status"] == 200) & (res["t"] > t)
-    return float(done[sel].min() - t) if sel.any() else float("nan")
-
-
-def all_visitors_back(res: dict, t: float) -> float:
-    """Seconds from ``t`` until every visitor had had a click sent after it acknowledged."""
-    done = res["t"] + res["lat"]
-    last = 0.0
-    for v in np.unique(res["visitor"]):
-        sel = (res["visitor"] == v) & (res["status"] == 200) & (res["t"] > t)
-        if not sel.any():
-            return float("nan")
-        last = max(last, float(done[sel].min()))
-    return last - t
-
-
 # ---------------------------------------------------------------------- the faults
 def concurrent_clicks(cl: Cluster, a: str, b: str, redis_url: str, opt: argparse.Namespace) -> Row:
     """No fault: a session's clicks two at a time, one on each replica (as a page sending two
@@ -273,7 +184,7 @@ def concurrent_clicks(cl: Cluster, a: str, b: str, redis_url: str, opt: argparse
              f"(in any order within a pair); {key} +{redone:.0f} (clicks redone on the record the other replica "
              f"wrote); {extra} clicks written without an acknowledgement; max latency {1e3 * res['lat'].max():.0f} ms")
     return Row("none: a session's clicks two at a time, one on each replica", load_held(res, opt.seconds), ok, failed,
-               "-", lost, notes + _errors(res))
+               "-", lost, notes + errors(res))
 
 
 def replica_kill(cl: Cluster, a: str, pa: subprocess.Popen, b: str, redis_url: str, opt: argparse.Namespace) -> Row:
@@ -294,7 +205,7 @@ def replica_kill(cl: Cluster, a: str, pa: subprocess.Popen, b: str, redis_url: s
              f"{extra} clicks written twice (A wrote them, its answer was lost, the client sent them again to B); "
              f"max latency {1e3 * res['lat'].max():.0f} ms ({slow_clicks(before, scrape(b))} B)")
     return Row("replica SIGKILL (2 replicas, 1 Redis)", load_held(res, opt.seconds), ok, failed,
-               f"{back:.2f} (every visitor acked again on B)", lost, notes + _errors(res))
+               f"{back:.2f} (every visitor acked again on B)", lost, notes + errors(res))
 
 
 def redis_fault(cl: Cluster, b: str, pb: subprocess.Popen, redis: subprocess.Popen, port: int, opt: argparse.Namespace,
@@ -331,7 +242,7 @@ def redis_fault(cl: Cluster, b: str, pb: subprocess.Popen, redis: subprocess.Pop
     recover = (f"{first_ok_after(res, t_back):.2f} (first 200 after Redis was back); "
                f"{all_visitors_back(res, t_back):.2f} (every visitor)")
     row = Row("Redis SIGSTOP, SIGCONT" if pause else "Redis SIGKILL, restart", load_held(res, opt.seconds), ok, failed, recover, lost,
-              notes + _errors(res))
+              notes + errors(res))
     return row, redis
 
 
@@ -356,7 +267,7 @@ def model_kill(cl: Cluster, b: str, redis_url: str, opt: argparse.Namespace) -> 
              f"from the kill; max latency {1e3 * res['lat'].max():.0f} ms ({slow_clicks(before, scrape(b))}); "
              f"{n:,} sessions checked in Redis; {extra} clicks written without an acknowledgement")
     return Row("model process SIGKILL", load_held(res, opt.seconds), ok, failed,
-               f"{t_ready - t0:.2f} (to /readyz 200)", lost, notes + _errors(res))
+               f"{t_ready - t0:.2f} (to /readyz 200)", lost, notes + errors(res))
 
 
 def flood(cl: Cluster, opt: argparse.Namespace) -> Row:
@@ -368,16 +279,20 @@ def flood(cl: Cluster, opt: argparse.Namespace) -> Row:
     load = Load(cl.workdir, "flood", [c], opt.items, opt.flood_rate, opt.flood_seconds, opt.visitors + live,
                 flood_visitors=opt.visitors, seed=4)
     full_at, rss_full, peak = None, None, 0.0
-    samples = []
+    samples, snaps = [], []  # RSS, and (seconds into the load, /metrics), every second
     while time.monotonic() < load.start_at + opt.flood_seconds:
         time.sleep(1.0)
         met = scrape(c)
+        snaps.append((load.rel(time.monotonic()), met))
         peak = max(peak, met.get("nextclick_sessions", 0))
         samples.append((rss_mib(pc.pid), rss_mib(model_pid)))
         if full_at is None and met.get("nextclick_sessions_evicted_total", 0) > 0:
             full_at, rss_full = load.rel(time.monotonic()), samples[-1]
     res = load.result()
     met = scrape(c)
+    at = lambda t: next((m for s, m in snaps if s >= t), met)  # noqa: E731  (the first scrape from t on)
+    inside = (f"inside the service {server_pct(at(5), at(full_at or opt.flood_seconds))} and "
+              f"{server_pct(at(0.8 * opt.flood_seconds), met)}")
     rss_end = (rss_mib(pc.pid), rss_mib(model_pid))
     lost, held = _verify_memory(c, res, m)
     ok, failed = status_counts(res)
@@ -390,11 +305,11 @@ def flood(cl: Cluster, opt: argparse.Namespace) -> Row:
              f"one-click sessions, {live} with 5-30 clicks), nextclick_sessions_evicted_total "
              f"{met.get('nextclick_sessions_evicted_total', 0):,.0f}, nextclick_sessions at most {peak:,.0f}; "
              f"store full at {full_at if full_at is None else round(full_at, 1)} s; RSS MiB service / model process: "
-             f"{rss0[0]:.0f} / {rss0[1]:.0f} before, {_pair(rss_full)} when full, {rss_end[0]:.0f} / {rss_end[1]:.0f} at the end "
+             f"{rss0[0]:.0f} / {rss0[1]:.0f} before, {pair(rss_full)} when full, {rss_end[0]:.0f} / {rss_end[1]:.0f} at the end "
              f"(service peak {rss_peak:.0f}); click p50 / p99 ms from 5 s until the store was full "
-             f"{_pct(early)}, last fifth {_pct(late)} ({slow_clicks(before, met)}); {held:,} sessions the store must still hold checked via the API")
+             f"{pct(early)}, last fifth {pct(late)} ({inside}; {slow_clicks(before, met)}); {held:,} sessions the store must still hold checked via the API")
     return Row("flood of unique session ids", load_held(res, opt.flood_seconds), ok, failed, "-", lost,
-               notes + _errors(res))
+               notes + errors(res))
 
 
 def _verify_memory(url: str, res: dict, m: int) -> tuple[int, int]:
@@ -410,19 +325,6 @@ def _verify_memory(url: str, res: dict, m: int) -> tuple[int, int]:
             n = c.get(f"/v1/sessions/{sid}/recommendations", params={"k": 1}).json()["n_clicks"]
             lost += max(0, len(res["acked"][sid]) - n)
     return lost, len(check)
-
-
-def _pct(x: np.ndarray) -> str:
-    return f"{1e3 * np.percentile(x, 50):.1f} / {1e3 * np.percentile(x, 99):.1f}" if x.size else "-"
-
-
-def _pair(x: tuple[float, float] | None) -> str:
-    return "-" if x is None else f"{x[0]:.0f} / {x[1]:.0f}"
-
-
-def _errors(res: dict) -> str:
-    """The notes every row ends with: clicks never acknowledged, and what an unexpected status said."""
-    return f"; {res['given_up']} clicks never acknowledged" + "".join(f"; a {k} said: {v}" for k, v in res["errors"].items())
 
 
 # ---------------------------------------------------------------------- the run
@@ -456,7 +358,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--flood-rate", type=float, default=600)
     ap.add_argument("--flood-seconds", type=float, default=60)
     ap.add_argument("--max-sessions", type=int, default=15_000, help="the flooded in-memory store's bound")
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"which to run, in this order: {','.join(FAULTS)}")
     opt = ap.parse_args()
+    opt.faults = opt.faults.split(",")
+    if not set(opt.faults) <= set(FAULTS):
+        ap.error(f"--faults: choose among {','.join(FAULTS)}")
     if opt.quick:
         opt.seconds, opt.flood_seconds, opt.flood_rate, opt.max_sessions = 10, 25, 400, 4_000
     return opt
@@ -474,19 +380,24 @@ def main() -> None:
     opt.items = [int(x) for x in m.vocab_.ids[np.argsort(-m.popularity_[1:])[:1000]]]
     cl = Cluster(workdir)
     rows = []
-    load_avg = os.getloadavg()
+    load_avg, started = os.getloadavg(), time.gmtime()
     try:
-        port = free_port()
-        redis = cl.redis(port)
-        args = ("--store", "redis", "--redis-url", f"redis://127.0.0.1:{port}/0")
-        (pa, a), (pb, b) = cl.service(opt.model, "a", *args), cl.service(opt.model, "b", *args)
-        rows.append(concurrent_clicks(cl, a, b, f"redis://127.0.0.1:{port}/0", opt))
-        rows.append(replica_kill(cl, a, pa, b, f"redis://127.0.0.1:{port}/0", opt))
-        for pause in (False, True):
+        if set(opt.faults) - {"flood"}:  # two replicas on one Redis
+            port = free_port()
+            redis, url = cl.redis(port), f"redis://127.0.0.1:{port}/0"
+            args = ("--store", "redis", "--redis-url", url)
+            (pa, a), (pb, b) = cl.service(opt.model, "a", *args), cl.service(opt.model, "b", *args)
+        if "pairs" in opt.faults:
+            rows.append(concurrent_clicks(cl, a, b, url, opt))
+        if "replica" in opt.faults:
+            rows.append(replica_kill(cl, a, pa, b, url, opt))
+        for pause in [p for p, name in ((False, "redis-kill"), (True, "redis-stop")) if name in opt.faults]:
             row, redis = redis_fault(cl, b, pb, redis, port, opt, pause)
             rows.append(row)
-        rows.append(model_kill(cl, b, f"redis://127.0.0.1:{port}/0", opt))
-        rows.append(flood(cl, opt))
+        if "model" in opt.faults:
+            rows.append(model_kill(cl, b, url, opt))
+        if "flood" in opt.faults:
+            rows.append(flood(cl, opt))
     finally:
         cl.close()
     out = table(rows)
@@ -494,7 +405,7 @@ def main() -> None:
     if opt.out:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
         head = (f"`python benchmarks/faults.py {' '.join(sys.argv[1:])}` at {commit}, "
-                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, model {m.name} ({m.n_items_:,} items), "
+                f"started {time.strftime('%Y-%m-%d %H:%M UTC', started)}, model {m.name} ({m.n_items_:,} items), "
                 f"{os.cpu_count()} cores, load average {load_avg[0]:.1f} before / {os.getloadavg()[0]:.1f} after\n\n")
         Path(opt.out).write_text(head + out + "\n")
     print(f"logs in {workdir}", file=sys.stderr)

@@ -54,9 +54,52 @@ def _digest(path: Path) -> dict[str, Any]:
 
 
 def _check_finite(arrays: dict[str, np.ndarray], where: str) -> None:
+    """Refuse NaN or infinite weights (checked in slices of about 16 MB: no copy of a large table)."""
     for name, a in arrays.items():
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
+        if a.dtype.kind != "f" or a.size == 0:
+            continue
+        flat = a.reshape(-1)
+        step = max(1, (16 << 20) // a.itemsize)
+        if not all(np.isfinite(flat[i : i + step]).all() for i in range(0, flat.size, step)):
             raise NextclickError(f"{where}: array {name!r} holds NaN or infinite values; the model is unusable")
+
+
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32, "I16": np.int16,
+           "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def map_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file as copy-on-write memory maps of it: nothing is read until
+    used, and processes that map the same file share its pages (a write would stay private).
+
+    The layout is read by hand: an 8-byte little-endian header length, the JSON header (per array
+    its dtype, shape and byte range in the data that follows), the data."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+        if not 0 < n <= size - 8:
+            raise NextclickError(f"{path}: not a valid safetensors file (header length {n} in a file of {size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise NextclickError(f"{path}: not a valid safetensors file (header: {e})") from None
+    if not isinstance(header, dict):
+        raise NextclickError(f"{path}: not a valid safetensors file (the header is not a JSON object)")
+    header.pop("__metadata__", None)
+    start = 8 + n
+    mm = np.memmap(path, dtype=np.uint8, mode="c") if size > start else np.zeros(0, np.uint8)
+    out: dict[str, np.ndarray] = {}
+    for name, spec in header.items():
+        try:
+            dtype = np.dtype(_DTYPES[spec["dtype"]])
+            shape = tuple(int(d) for d in spec["shape"])
+            lo, hi = (int(x) for x in spec["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise NextclickError(f"{path}: not a valid safetensors file (array {name!r}: {spec!r})") from None
+        if not (0 <= lo <= hi <= size - start) or hi - lo != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise NextclickError(f"{path}: not a valid safetensors file (array {name!r} does not fit its byte range)")
+        out[name] = mm[start + lo : start + hi].view(dtype).reshape(shape)
+    return out
 
 
 def _target(path: Path) -> None:
@@ -139,9 +182,10 @@ def _check_files(path: Path, header: dict[str, Any]) -> None:
                                  "the artifact is damaged: save or copy it again")
 
 
-def read(path: str | Path) -> Artifact:
+def read(path: str | Path, mmap: bool = False) -> Artifact:
     """Read and check an artifact (see the module docstring); every problem is a one-line
-    :class:`NextclickError` naming the file."""
+    :class:`NextclickError` naming the file. ``mmap``: the arrays are copy-on-write memory maps of
+    the weights file (:func:`map_safetensors`), shared by the processes that serve it."""
     path = Path(path)
     header = _header(path)
     _check_files(path, header)
@@ -156,7 +200,9 @@ def read(path: str | Path) -> Artifact:
             f"{path / VOCAB_FILE}: holds {len(vocab):,} items but {CONFIG_FILE} says n_items = {header['n_items']:,}"
         )
     try:
-        arrays = load_file(str(path / WEIGHTS_FILE))
+        arrays = map_safetensors(path / WEIGHTS_FILE) if mmap else load_file(str(path / WEIGHTS_FILE))
+    except NextclickError:
+        raise
     except Exception as e:
         raise NextclickError(f"{path / WEIGHTS_FILE}: not a valid safetensors file ({type(e).__name__}: {e})") from None
     _check_finite(arrays, str(path / WEIGHTS_FILE))

@@ -286,10 +286,12 @@ class Recommender:
         return artifact.write(path, header, self.vocab_, arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
+    def load(cls, path: str | Path, mmap: bool = False) -> Recommender:
         """Rebuild a fitted model from an artifact directory, checked by
-        :func:`nextclick.models.artifact.read` (no unpickling anywhere)."""
-        art = artifact.read(path)
+        :func:`nextclick.models.artifact.read` (no unpickling anywhere). ``mmap``: the weights
+        are memory maps of the file, shared between processes that load the same file (models
+        whose state keeps the loaded arrays, as GRU4Rec's item tables, then hold no copy)."""
+        art = artifact.read(path, mmap=mmap)
         cfg = art.header
         from nextclick.models import get_model_class
 

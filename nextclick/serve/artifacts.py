@@ -85,7 +85,7 @@ def load_artifact(model_dir: str, scoring: str = "auto", with_scorer: bool = Tru
     event loop's copy of a model that a worker process scores)."""
     private = snapshot(model_dir) if copy else Path(model_dir)
     try:
-        model = Recommender.load(private)
+        model = Recommender.load(private, mmap=True)  # the service and model processes share its pages
     except BaseException:
         if copy:
             shutil.rmtree(private, ignore_errors=True)

@@ -186,3 +186,89 @@ def test_a_save_killed_halfway_leaves_no_artifact_that_loads(tmp_path: Path, exi
     else:
         with pytest.raises(NextclickError, match="not a model directory"):
             Recommender.load(target)
+
+
+# ---------------------------------------------------------------------------- memory-mapped weights
+def test_mapped_weights_equal_the_read_ones(tmp_path: Path) -> None:
+    import safetensors.numpy as st
+
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, -2, 3], np.int64),
+              "c": np.zeros(0, np.float32), "d": np.array([True, False]), "e": np.ones((2, 2), np.float16)}
+    st.save_file(arrays, str(tmp_path / "w.safetensors"))
+    mapped = artifact.map_safetensors(tmp_path / "w.safetensors")
+    assert set(mapped) == set(arrays)
+    for k, v in arrays.items():
+        assert mapped[k].dtype == v.dtype and mapped[k].shape == v.shape
+        np.testing.assert_array_equal(mapped[k], v)
+    mapped["a"][0, 0] = 99.0  # copy-on-write: the file keeps its value
+    np.testing.assert_array_equal(st.load_file(str(tmp_path / "w.safetensors"))["a"], arrays["a"])
+
+
+@pytest.mark.parametrize("damage", ["short", "length", "json", "range"])
+def test_mapping_a_damaged_file_is_a_one_line_error(tmp_path: Path, damage: str) -> None:
+    import safetensors.numpy as st
+
+    w = tmp_path / "w.safetensors"
+    st.save_file({"a": np.zeros((4, 4), np.float32)}, str(w))
+    data = bytearray(w.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    if damage == "short":
+        data = data[:5]
+    elif damage == "length":
+        data[:8] = (len(data) * 2).to_bytes(8, "little")
+    elif damage == "json":
+        data[8] = ord("[")
+    else:  # the header claims more bytes than the file holds
+        data = data[: 8 + n + 10]
+    w.write_bytes(bytes(data))
+    with pytest.raises(NextclickError, match="not a valid safetensors file"):
+        artifact.map_safetensors(w)
+
+
+def test_a_mapped_gru4rec_scores_the_same_and_serves_its_tables_uncopied(tmp_path: Path) -> None:
+    m = create_model("gru4rec", layers=(16,), n_epochs=1, batch_size=16, n_sample=8, embedding=8, n_threads=1)
+    path = m.fit(sessions(40)).save(tmp_path / "g")
+    read, mapped = Recommender.load(path), Recommender.load(path, mmap=True)
+    some = [[1, 2, 3], [4], [5, 6]]
+    np.testing.assert_array_equal(read.score_batch(some), mapped.score_batch(some))
+    live = mapped.live()
+    st = live.advance(live.start(3), np.array([1, 0, 7]))
+    np.testing.assert_array_equal(st, read.live().advance(read.live().start(3), np.array([1, 0, 7])))
+    W, b = live.output_layer()
+    arrays = artifact.read(path, mmap=True).arrays  # another mapping of the same file
+    assert W.data_ptr() == mapped.net_.out_w.data_ptr() and b.data_ptr() == mapped.net_.out_b.data_ptr()  # no copy
+    np.testing.assert_array_equal(W.numpy(), arrays["state.item_out"])
+
+
+RSS_CHILD = r"""
+import sys
+from nextclick.models.base import Recommender
+import nextclick.models.gru4rec.model  # torch and the model's code loaded before measuring
+def anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+before = anon()
+m = Recommender.load(sys.argv[1], mmap=sys.argv[2] == "1")
+W, b = m.live().output_layer()
+float(W.sum())  # every page of the item matrix read
+print(anon() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+def test_mapped_weights_are_not_private_memory(tmp_path: Path) -> None:
+    """A mapped item matrix read in full adds file pages (shared between the processes mapping the
+    file), not private memory; read normally, the same model adds at least the matrix's size."""
+    n_items, d = 120_000, 64
+    m = create_model("gru4rec", layers=(d,), n_epochs=1, batch_size=32, n_sample=16, n_threads=1)
+    rng = np.random.default_rng(0)
+    path = m.fit(Sessions.from_lists([list(rng.integers(1, n_items + 1, size=4)) for _ in range(300)], n_items=n_items)).save(
+        tmp_path / "big")
+    table = (n_items + 1) * d * 4
+    grown = {}
+    for flag in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(path), flag], capture_output=True, text=True, cwd=REPO_ROOT)
+        assert out.returncode == 0, out.stderr
+        grown[flag] = int(out.stdout.strip().splitlines()[-1])
+    assert grown["0"] >= table and grown["1"] < table / 4, grown

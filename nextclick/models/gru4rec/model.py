@@ -223,15 +223,14 @@ class GRU4Rec(Recommender):
 
     # ------------------------------------------------------------------ live sessions
     def _output_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Contiguous copies of the output weights (V+1, D) and bias (V+1,) for inference.
+        """The output weights (V+1, D) and bias (V+1,), contiguous, for inference.
 
-        ``net_.out`` keeps the bias as an extra column; serving scores against contiguous
-        copies made once per fitted network, so no call depends on how torch handles the strided
-        view."""
+        A net being trained keeps the bias as an extra column of ``net_.out``: scoring then uses
+        contiguous copies made once per fitted network, so no call depends on how torch handles
+        the strided view. A loaded net's are the loaded arrays themselves (no copy)."""
         cache = getattr(self, "_out_cache", None)
         if cache is None or cache[0] is not self.net_:
-            D = self.config.layers[-1]
-            cache = (self.net_, self.net_.out[:, :D].contiguous(), self.net_.out[:, D].contiguous())
+            cache = (self.net_, self.net_.out_w.contiguous(), self.net_.out_b.contiguous())
             self._out_cache = cache
         return cache[1], cache[2]
 

@@ -59,14 +59,16 @@ class Net:
     """The weights as plain tensors, and the inference forward pass.
 
     * ``out`` (n+1, D+1): output item vectors with their bias in the last column (row 0 unused);
-      in constrained mode its first D columns are also the input embedding;
+      in constrained mode its first D columns are also the input embedding. ``out_w`` (n+1, D)
+      and ``out_b`` (n+1,) are its two parts: views of ``out`` in a net built to train, and in a
+      net loaded from an artifact (:meth:`from_arrays`, no ``out``) the loaded arrays themselves;
     * ``emb`` (n+1, E): separate input embedding (``embedding > 0``, not constrained);
     * ``wx`` (n+1, 3 D_0): one-hot mode, the first GRU layer's input weights as item rows;
     * per layer ``w_ih`` (3 D_l, D_in), ``w_hh`` (3 D_l, D_l), ``b_ih``, ``b_hh`` (3 D_l,), gate
       blocks in the order (reset, update, candidate); all views into the flat ``dense`` vector.
     """
 
-    def __init__(self, n_items: int, sizes: tuple[int, ...], mode: str, embedding: int) -> None:
+    def __init__(self, n_items: int, sizes: tuple[int, ...], mode: str, embedding: int, tables: bool = True) -> None:
         self.n_items, self.sizes, self.mode = n_items, sizes, mode
         D = sizes[-1]
         self.d_in = [D if mode == "constrained" else embedding if mode == "embedding" else 0]
@@ -86,9 +88,14 @@ class Net:
             self.views[name][l] = self.dense[o : o + k].view(shape)
             self.grads[name][l] = self.dense_grad[o : o + k].view(shape)
             o += k
-        self.out = torch.zeros(n_items + 1, D + 1)
-        self.emb = torch.zeros(n_items + 1, embedding) if mode == "embedding" else None
-        self.wx = torch.zeros(n_items + 1, 3 * sizes[0]) if mode == "onehot" else None
+        self.out: torch.Tensor | None = None
+        self.emb: torch.Tensor | None = None
+        self.wx: torch.Tensor | None = None
+        if tables:  # the item tables, allocated to train (a loaded net takes the loaded arrays)
+            self.out = torch.zeros(n_items + 1, D + 1)
+            self.emb = torch.zeros(n_items + 1, embedding) if mode == "embedding" else None
+            self.wx = torch.zeros(n_items + 1, 3 * sizes[0]) if mode == "onehot" else None
+            self.out_w, self.out_b = self.out[:, :D], self.out[:, D]
 
     # -------------------------------------------------------------- construction / state
     @classmethod
@@ -109,8 +116,7 @@ class Net:
         return net
 
     def arrays(self) -> dict[str, np.ndarray]:
-        D = self.sizes[-1]
-        a = {"item_out": self.out[:, :D].numpy().copy(), "item_bias": self.out[:, D].numpy().copy()}
+        a = {"item_out": self.out_w.numpy().copy(), "item_bias": self.out_b.numpy().copy()}
         if self.emb is not None:
             a["item_in"] = self.emb.numpy().copy()
         if self.wx is not None:
@@ -123,34 +129,37 @@ class Net:
 
     @classmethod
     def from_arrays(cls, cfg: GRU4RecConfig, n_items: int, a: dict[str, np.ndarray]) -> Net:
-        net = cls(n_items, cfg.layers, mode(cfg), cfg.embedding)
+        """A net to score with, from an artifact's arrays: the item tables (``out_w``, ``out_b``,
+        ``emb``, ``wx``) are the given float32 arrays themselves, not copies (memory maps of the
+        weights file stay shared between processes); the small GRU weights are copied."""
+        net = cls(n_items, cfg.layers, mode(cfg), cfg.embedding, tables=False)
+        D, D0 = cfg.layers[-1], cfg.layers[0]
 
-        def put(dst: torch.Tensor, key: str) -> None:
+        def table(key: str, shape: tuple[int, ...]) -> torch.Tensor:
             if key not in a:
                 raise NextclickError(f"gru4rec weights: missing array {key!r}")
-            src = torch.from_numpy(np.asarray(a[key], dtype=np.float32))
-            if tuple(src.shape) != tuple(dst.shape):
-                raise NextclickError(f"gru4rec weights: {key!r} has shape {tuple(src.shape)}, expected {tuple(dst.shape)}")
-            dst.copy_(src)
+            arr = np.asarray(a[key], dtype=np.float32)
+            if arr.shape != shape:
+                raise NextclickError(f"gru4rec weights: {key!r} has shape {arr.shape}, expected {shape}")
+            return torch.from_numpy(np.ascontiguousarray(arr))
 
-        D = cfg.layers[-1]
-        put(net.out[:, :D], "item_out")
-        put(net.out[:, D], "item_bias")
-        if net.emb is not None:
-            put(net.emb, "item_in")
-        if net.wx is not None:
-            put(net.wx, "gru0.w_item")
+        net.out_w = table("item_out", (n_items + 1, D))
+        net.out_b = table("item_bias", (n_items + 1,))
+        if net.mode == "embedding":
+            net.emb = table("item_in", (n_items + 1, cfg.embedding))
+        if net.mode == "onehot":
+            net.wx = table("gru0.w_item", (n_items + 1, 3 * D0))
         for name, vs in net.views.items():
             for l, v in enumerate(vs):
                 if v is not None:
-                    put(v, f"gru{l}.{name}")
+                    v.copy_(table(f"gru{l}.{name}", tuple(v.shape)))
         return net
 
     # -------------------------------------------------------------- inference
     def embed(self, x: torch.Tensor) -> torch.Tensor | None:
         """(k,) item indices -> (k, D_in) input vectors (None in one-hot mode)."""
         if self.mode == "constrained":
-            return self.out.index_select(0, x)[:, : self.sizes[-1]]
+            return self.out_w.index_select(0, x)
         if self.mode == "embedding":
             return self.emb.index_select(0, x)  # type: ignore[union-attr]
         return None
@@ -183,7 +192,7 @@ class Net:
         lo = 0
         inp = None
         if self.mode == "constrained":
-            inp = self.out.numpy()[x, : self.sizes[-1]]
+            inp = self.out_w.numpy()[x]
         elif self.mode == "embedding":
             inp = self.emb.numpy()[x]  # type: ignore[union-attr]
         for l, Dl in enumerate(self.sizes):
@@ -212,8 +221,7 @@ class Net:
     @torch.no_grad()
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         """(k, D) top-layer states -> (k, n_items + 1) scores."""
-        D = self.sizes[-1]
-        return torch.addmm(self.out[:, D].contiguous(), h, self.out[:, :D].t())
+        return torch.addmm(self.out_b.contiguous(), h, self.out_w.t())
 
 
 def mode(cfg: GRU4RecConfig) -> str:

@@ -381,6 +381,10 @@ def main() -> None:
     cl = Cluster(workdir)
     rows = []
     load_avg, started = os.getloadavg(), time.gmtime()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=REPO).stdout.strip()
+    commit += " (with uncommitted changes)" if dirty else ""
     try:
         if set(opt.faults) - {"flood"}:  # two replicas on one Redis
             port = free_port()
@@ -403,7 +407,6 @@ def main() -> None:
     out = table(rows)
     print(out)
     if opt.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
         head = (f"`python benchmarks/faults.py {' '.join(sys.argv[1:])}` at {commit}, "
                 f"started {time.strftime('%Y-%m-%d %H:%M UTC', started)}, model {m.name} ({m.n_items_:,} items), "
                 f"{os.cpu_count()} cores, load average {load_avg[0]:.1f} before / {os.getloadavg()[0]:.1f} after\n\n")

@@ -56,6 +56,7 @@ Mode = Literal["auto", "exact", "fp16"]
 MODES = ("auto", "exact", "fp16")
 BLOCK = 256  # rows per block of the int8 copy
 PROXY_BUDGET = 512  # rows scored exactly per proxy query, on average, above which a bound is too loose
+BUILD_ROWS = 1 << 16  # rows handled at a time while the index is built (float64 slices of ~50 MB at d = 100)
 
 
 def fp16_available() -> bool:
@@ -103,14 +104,19 @@ class TopK:
     # ------------------------------------------------------------------ index
     def _prepare(self, chunk_rows: int, rank: int | None) -> None:
         V, d = self.W.shape
-        W64 = self.W.double()
-        norms = torch.linalg.vector_norm(W64, dim=1)
-        order = torch.argsort(norms, descending=True, stable=True)
-        self._order_np, self._W_np = order.numpy(), self.W.numpy()  # zero-copy views
+        # row norms and the Gram matrix W'W in float64, a slice of rows at a time: no float64
+        # copy of W (at two million rows that would be gigabytes)
+        norms = np.empty(V)
+        gram = torch.zeros(d, d, dtype=torch.float64)
+        for lo in range(0, V, BUILD_ROWS):
+            c = self.W[lo : lo + BUILD_ROWS].double()
+            norms[lo : lo + len(c)] = torch.linalg.vector_norm(c, dim=1).numpy()
+            gram += c.T @ c
+        order = np.argsort(-norms, kind="stable")  # decreasing norm, ties in item order
+        self._order_np, self._W_np = order, self.W.numpy()  # zero-copy views
         self._b_np = np.zeros(0, np.float32) if self.b is None else self.b.numpy()  # empty: no bias
-        Ws = W64[order]
-        bs = np.zeros(V) if self.b is None else self.b[order].double().numpy()
-        ns = norms[order].numpy()
+        bs = np.zeros(V) if self.b is None else self._b_np[order].astype(np.float64)
+        ns = norms[order]
         self._norm0 = float(ns[0]) if V else 0.0
         finite = bs[np.isfinite(bs)]  # (an item with bias -inf can never score)
         self._bmax = float(np.abs(finite).max()) if finite.size else 0.0
@@ -119,12 +125,13 @@ class TopK:
         self._tail_b_rows = suffix_b.copy()
         self._r0 = int(min(V, max(4096, chunk_rows)))
         self._chunk_rows = chunk_rows
-        vecs = torch.linalg.eigh(W64.T @ W64)[1].flip(1) if (rank is None or rank < d) else None
+        vecs = torch.linalg.eigh(gram)[1].flip(1) if (rank is None or rank < d) else None
         r = min(64, d) if rank is None else max(1, min(int(rank), d))
-        self._build(Ws, bs, vecs, r)
+        self._build(bs, vecs, r)
         if rank is None and r < d and self._proxy_cost(self.product) > PROXY_BUDGET:
             log.info("top-k: the first %d principal directions bound the scores too loosely; using all %d", r, d)
-            self._build(Ws, bs, vecs, d)
+            self._packs, self._Wq = [], np.zeros((0, 0, 0), np.int8)  # let the first copies go before the second
+            self._build(bs, vecs, d)
         self.scan = self.scan_max > 0
         if self.scan and self.product and self._proxy_cost(False) > PROXY_BUDGET:
             log.info("top-k: the int8 copy bounds the scores too loosely; fp16 products for every batch")
@@ -135,30 +142,41 @@ class TopK:
         self.topk(warm, 1)
         self.topk(warm[:1], 1)
 
-    def _build(self, Ws: torch.Tensor, bs: np.ndarray, vecs: torch.Tensor | None, r: int) -> None:
-        """The approximate copies of the rows (norm order ``Ws``, float64) projected on the first
-        ``r`` of ``vecs`` (all of them, not projected, when r = d)."""
-        V, d = Ws.shape
+    def _projected(self, lo: int, hi: int, P: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``lo:hi`` in norm order, float64, and their projection on ``P`` (themselves without)."""
+        Ws = torch.from_numpy(self._W_np[self._order_np[lo:hi]]).double()
+        return Ws, (Ws if P is None else Ws @ P)
+
+    def _build(self, bs: np.ndarray, vecs: torch.Tensor | None, r: int) -> None:
+        """The approximate copies of the rows (in norm order, float64 a slice at a time) projected
+        on the first ``r`` of ``vecs`` (all of them, not projected, when r = d). Two passes over
+        the rows: the int8 steps need every row's projection first."""
+        V, d = self.W.shape
         self.rank = r
         # float32 rounding of the approximate sums (r terms, the bias, the residual term) and of
         # the exact score, relative to the largest finite score: at least 1e-5
         self._rel = max(1e-5, 2 * (r + 4) * 2.0**-24)
-        if r < d:
-            assert vecs is not None
-            P = vecs[:, :r].contiguous()
-            Wp = Ws @ P
-            res = torch.linalg.vector_norm(Ws - Wp @ P.T, dim=1).numpy() * (1 + 1e-6)
-            self._P = P.numpy()
-            res32 = np.nextafter(res.astype(np.float32), np.float32(np.inf))  # rounded up
-        else:
-            Wp = Ws
-            self._P = np.zeros((d, 0))
-            res32 = np.zeros(V, np.float32)
+        P = vecs[:, :r].contiguous() if r < d else None
+        self._P = P.numpy() if P is not None else np.zeros((d, 0))
         nb = (V + BLOCK - 1) // BLOCK
         pad = nb * BLOCK - V
-        self._res = np.concatenate([res32, np.zeros(pad, np.float32)])
-        if self.product:  # fp16 copy in chunks packed for fbgemm, the bias (float32) in the packed op
-            Wp32 = Wp.float().clamp(-65504, 65504)  # what fbgemm's packing does to the half-precision range
+        res = np.zeros(V, np.float64)
+        Wp32 = torch.empty(V, r) if self.product else None
+        amax = torch.zeros(r, dtype=torch.float64)
+        e16 = 0.0
+        for lo in range(0, V, BUILD_ROWS):
+            hi = min(V, lo + BUILD_ROWS)
+            Ws, Wp = self._projected(lo, hi, P)
+            if P is not None:
+                res[lo:hi] = torch.linalg.vector_norm(Ws - Wp @ P.T, dim=1).numpy() * (1 + 1e-6)
+            amax = torch.maximum(amax, Wp.abs().amax(0))
+            if Wp32 is not None:
+                c32 = Wp.float().clamp(-65504, 65504)  # what fbgemm's packing does to the half-precision range
+                Wp32[lo:hi] = c32
+                e16 = max(e16, float(torch.linalg.vector_norm(Wp - c32.half().double(), dim=1).max()))
+        res32 = np.nextafter(res.astype(np.float32), np.float32(np.inf)) if P is not None else np.zeros(V, np.float32)
+        self._res = np.concatenate([res32, np.zeros(pad, np.float32)])  # rounded up
+        if Wp32 is not None:  # fp16 copy in chunks packed for fbgemm, the bias (float32) in the packed op
             n_chunks = max(1, min(8, V // max(self._chunk_rows, 1)))
             self._bounds = np.linspace(0, V, n_chunks + 1).astype(np.int64)
             b32 = None if self.b is None else torch.from_numpy(bs.astype(np.float32))
@@ -166,16 +184,23 @@ class TopK:
                 torch.ops.quantized.linear_prepack_fp16(Wp32[lo:hi].contiguous(), None if b32 is None else b32[lo:hi].contiguous())
                 for lo, hi in zip(self._bounds[:-1], self._bounds[1:])
             ]
+            del Wp32
             starts = self._bounds[:-1]
             self._tail_norm = np.append(self._norms[starts], 0.0)  # max ||W_i|| over the rows from chunk c on
             self._tail_b = np.append(self._tail_b_rows[starts], -np.inf)  # max b_i over the same rows
-            self._e16 = float(torch.linalg.vector_norm(Wp - Wp32.half().double(), dim=1).max())
+            self._e16 = e16
         # int8 copy: per dimension steps, blocks of BLOCK rows stored dimension after dimension
-        step = Wp.abs().amax(0).clamp(min=1e-30) / 127
-        Wq = torch.round(Wp / step).to(torch.int8)
-        self._e8 = float(torch.linalg.vector_norm(Wp - Wq.double() * step, dim=1).max())
-        Wq = torch.cat([Wq, torch.zeros(pad, Wq.shape[1], dtype=torch.int8)])
-        self._Wq = Wq.reshape(nb, BLOCK, -1).transpose(1, 2).contiguous().numpy()
+        step = amax.clamp(min=1e-30) / 127
+        Wq = np.zeros((nb * BLOCK, r), np.int8)
+        e8 = 0.0
+        for lo in range(0, V, BUILD_ROWS):
+            hi = min(V, lo + BUILD_ROWS)
+            _, Wp = self._projected(lo, hi, P)
+            q = torch.round(Wp / step).to(torch.int8)
+            Wq[lo:hi] = q.numpy()
+            e8 = max(e8, float(torch.linalg.vector_norm(Wp - q.double() * step, dim=1).max()))
+        self._e8 = e8
+        self._Wq = np.ascontiguousarray(Wq.reshape(nb, BLOCK, r).transpose(0, 2, 1))
         self._step = step.numpy()
         self._bs = np.concatenate([bs.astype(np.float32), np.full(pad, -np.inf, np.float32)])  # padding never qualifies
 

@@ -129,7 +129,7 @@ def micro(model_dir: str, n: int = 300) -> dict:
     from nextclick.serve.store import MemoryStore, SessionRecord
 
     torch.set_num_threads(1)
-    m = Recommender.load(model_dir)
+    m = Recommender.load(model_dir, mmap=True)  # as the service loads it
     live = m.live()
     layer = live.output_layer()
     scorer = TopK(layer[0], layer[1]) if layer is not None else None

@@ -56,7 +56,7 @@ def serve(
     from nextclick.models.base import Recommender
     from nextclick.serve.app import create_app
 
-    Recommender.load(model_dir)  # fail fast with a clear error before binding the port
+    Recommender.load(model_dir, mmap=True)  # fail fast with a clear error before binding the port
     settings = Settings(
         model_dir=str(model_dir),
         store=store.value,

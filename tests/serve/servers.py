@@ -60,7 +60,7 @@ def redis_server() -> Iterator[str]:
         proc.wait(10)
 
 
-def start_service(model_dir: Path, *args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start_service(model_dir: Path, *args: str, env: dict | None = None, timeout: float = 30.0) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "nextclick", "serve", str(model_dir), "--port", str(port), *args],
@@ -70,7 +70,7 @@ def start_service(model_dir: Path, *args: str, env: dict | None = None) -> tuple
         cwd=REPO_ROOT,
         env={**os.environ, **(env or {})},
     )
-    wait_port(port, proc)
+    wait_port(port, proc, timeout)
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -1,0 +1,157 @@
+"""Benchmark: the service at OTTO's catalogue size (about 1.9M items), GRU4Rec.
+
+``--make`` trains the artifact it serves, as a user with a bounded budget would: GRU4Rec
+(``official_rsc15``) for one epoch on a uniform sample of the sessions of the full-size
+synthetic log (``nextclick generate --size otto``: every Parquet part contributes the sessions
+whose id hashes into the sample), with consecutive repeats dropped and sessions of one click
+removed, over the whole catalogue of ``items.parquet``. The sample's size is the budget: the
+script prints the clicks seen, the items they touch and the wall time.
+
+Then, for the artifact: the time from starting ``nextclick serve`` (model in its own process,
+in-memory store) to ``/readyz``; each process's memory from ``/proc`` (RSS, its private part
+``RssAnon``, its file-backed part ``RssFile``, which holds the memory-mapped weights the two
+processes share, and ``Pss``, which splits shared pages between the processes that map them);
+wrk on loopback (one connection, then several), every request a click of a live anonymous
+session, as ``serve_load.py`` does; the model's share of a lone click (server-side model time per
+click at one connection, and the in-process GRU step and top-k).
+
+    python benchmarks/scale_serve.py --make [--share 0.025] [--data runs/scale/otto] [--out runs/scale/gru4rec_otto]
+    python benchmarks/scale_serve.py runs/scale/gru4rec_otto [--duration 10] [--connections 1,6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import LUA, breakdown, cpu_seconds, micro, parse_wrk, server_sums  # noqa: E402
+
+from tests.serve.servers import start_service, stop  # noqa: E402
+
+
+def make(data: Path, out: Path, share: float, seed: int) -> None:
+    import polars as pl
+
+    from nextclick.data.dataset import encode_clicks
+    from nextclick.data.preprocess import drop_repeats
+    from nextclick.data.vocab import ItemVocab
+    from nextclick.models.gru4rec import GRU4Rec
+
+    t0 = time.perf_counter()
+    vocab = ItemVocab.fit(pl.read_parquet(data / "items.parquet", columns=["ItemId"])["ItemId"].to_numpy())
+    k = round(1 / share)
+    parts = sorted((data / "clicks").glob("*.parquet"))
+    frames = [
+        pl.scan_parquet(p).select("SessionId", "ItemId", "Time").filter(pl.col("SessionId").hash(seed) % k == 0).collect()
+        for p in parts
+    ]
+    df, rep = drop_repeats(pl.concat(frames))
+    df = df.filter(pl.len().over("SessionId") >= 2)
+    train, _ = encode_clicks(df, vocab)
+    del frames, df
+    seen = int((np.bincount(train.items, minlength=vocab.n_items + 1)[1:] > 0).sum())
+    print(f"sample: {train.n_events:,} clicks, {train.n_sessions:,} sessions from {len(parts)} parts (1 in {k} sessions), "
+          f"{rep.removed_events:,} repeats dropped; {seen:,} of {vocab.n_items:,} items clicked; read in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    m = GRU4Rec.from_preset("official_rsc15", n_epochs=1, n_threads=1)
+    t1 = time.perf_counter()
+    m.fit(train)
+    fit_s = time.perf_counter() - t1
+    m.save(out)
+    print(f"trained GRU4Rec official_rsc15, 1 epoch, in {fit_s:.0f} s ({train.n_events / fit_s:,.0f} clicks/s) -> {out}")
+
+
+def memory(pid: int) -> dict[str, float]:
+    """MB: RSS and its private / file-backed parts, and the proportional share (Pss)."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, val = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            out[key] = int(val.split()[0]) / 1024
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            out["Pss"] = int(line.split()[1]) / 1024
+    return out
+
+
+def serve(model_dir: str, duration: int, connections: list[int]) -> None:
+    import httpx
+
+    from nextclick.models.base import Recommender
+
+    m = Recommender.load(model_dir, mmap=True)
+    ids = m.vocab_.ids[np.argsort(-m.popularity_[1:])[:2000]]
+    del m
+    lua = Path(tempfile.mkdtemp()) / "click.lua"
+    lua.write_text(LUA % (",".join(str(int(x)) for x in ids), os.getpid()))
+    t0 = time.perf_counter()
+    proc, url = start_service(Path(model_dir), timeout=900)
+    try:
+        while httpx.get(f"{url}/readyz", timeout=30).status_code != 200:
+            time.sleep(0.1)
+        load_s = time.perf_counter() - t0
+        model_pid = httpx.get(f"{url}/readyz").json().get("model_pid")
+        pids = [proc.pid] + ([model_pid] if model_pid and model_pid != proc.pid else [])
+        mem_idle = [memory(p) for p in pids]
+        subprocess.run(["wrk", "-t1", "-c4", "-d3s", "-s", str(lua), url], capture_output=True, check=True)  # warm-up
+        rows = []
+        for c in connections:
+            before, cpu0, t1 = server_sums(url), cpu_seconds(pids), time.perf_counter()
+            out = subprocess.run(["wrk", "-t1", f"-c{c}", f"-d{duration}s", "--timeout", "2s", "--latency", "-s", str(lua), url],
+                                 capture_output=True, text=True, check=True).stdout
+            cpu = [(b - a) / (time.perf_counter() - t1) for a, b in zip(cpu0, cpu_seconds(pids))]
+            rows.append((c, parse_wrk(out), breakdown(before, server_sums(url)), cpu))
+        mem_load = [memory(p) for p in pids]
+    finally:
+        stop(proc)
+    mic = micro(model_dir)
+    print(f"\nGRU4Rec, {mic['n_items']:,} items: service ready {load_s:.1f} s after start (snapshot copy, checksum, "
+          "weights mapped, top-k index built)")
+    print("\n| process | RSS MB (idle) | private (RssAnon) | file-backed, shared (RssFile) | Pss | RSS MB after load | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, a, b in zip(("event loop", "model process"), mem_idle, mem_load):
+        print(f"| {name} | {a['VmRSS']:,.0f} | {a['RssAnon']:,.0f} | {a['RssFile']:,.0f} | {a['Pss']:,.0f} | {b['VmRSS']:,.0f} | "
+              f"{b['VmHWM']:,.0f} |")
+    print(f"\nwrk on loopback, 1 wrk thread, {duration} s per run, POST /v1/sessions/{{id}}/clicks k=20, in-memory store")
+    print("| connections | req/s | p50 ms | p90 ms | p99 ms | errors | server ms/req | mean batch | model ms/click | "
+          "cores: event loop / model |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for c, w, br, cpu in rows:
+        print(f"| {c} | {w['rps']:,.0f} | {w['p50']:.2f} | {w['p90']:.2f} | {w['p99']:.2f} | {w['errors']} | "
+              f"{br['server_ms']:.2f} | {br['mean_batch']:.1f} | {br['model_ms_per_click']:.3f} | "
+              f"{' / '.join(f'{x:.2f}' for x in cpu)} |")
+    print(f"\nin-process lone click (batch of one, one thread): GRU step {mic['step_ms']:.3f} ms, top-k {mic['topk_ms']:.3f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir", nargs="?")
+    ap.add_argument("--make", action="store_true", help="train the artifact first (into --out)")
+    ap.add_argument("--data", default="runs/scale/otto", help="the full-size log: clicks/*.parquet and items.parquet")
+    ap.add_argument("--out", default="runs/scale/gru4rec_otto")
+    ap.add_argument("--share", type=float, default=0.025, help="share of the log's sessions trained on (the budget)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", default="1,6")
+    a = ap.parse_args()
+    if a.make:
+        make(Path(a.data), Path(a.out), a.share, a.seed)
+    target = a.model_dir or (a.out if a.make else None)
+    if target:
+        if shutil.which("wrk") is None:
+            sys.exit("wrk is not installed: apt-get install wrk")
+        serve(target, a.duration, [int(x) for x in a.connections.split(",")])
+
+
+if __name__ == "__main__":
+    main()

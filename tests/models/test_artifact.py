@@ -271,4 +271,5 @@ def test_mapped_weights_are_not_private_memory(tmp_path: Path) -> None:
         out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(path), flag], capture_output=True, text=True, cwd=REPO_ROOT)
         assert out.returncode == 0, out.stderr
         grown[flag] = int(out.stdout.strip().splitlines()[-1])
-    assert grown["0"] >= table and grown["1"] < table / 4, grown
+    # read: the matrix is private memory; mapped: only the small things loading allocates (vocabulary, ...)
+    assert grown["0"] - grown["1"] >= 0.8 * table and grown["1"] < table / 2, grown

@@ -159,3 +159,10 @@ def test_cli_help_and_user_errors(tmp_path: Path) -> None:
         "(missing train_full.tsv; give --data-dir or set NEXTCLICK_DATA)"]
     p = _cli("--rows", "pop,nope")
     assert p.returncode == 2 and "unknown row 'nope'" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_the_pop_row_end_to_end_on_rsc15(shared_data: Path) -> None:
+    row = next(r for r in bench.SUITE if r.name == "pop")
+    res = bench.run_row(row, bench.load_dataset("rsc15-100k", shared_data))
+    assert res.n_predictions == 10152 and res.passed
+    assert [(c.metric, round(c.measured, 4)) for c in res.checks] == [("recall@20", 0.0894), ("mrr@20", 0.0264)]

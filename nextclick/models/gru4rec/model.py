@@ -208,7 +208,7 @@ class GRU4Rec(Recommender):
         sess = np.asarray(sess, dtype=np.int64)
         with _one_thread():
             h = self._run(sessions.items, sessions.offsets[sess], np.asarray(plen, dtype=np.int64), every=False)
-            return self.net_.scores(h).numpy()
+            return self._scores(h).numpy()
 
     def iter_scores(
         self, sessions: Sessions, batch_size: int = 1024
@@ -217,11 +217,18 @@ class GRU4Rec(Recommender):
         length); the states after each click are then scored ``batch_size`` prefixes at a time."""
         for queries, targets, sess, plen in self.iter_queries(sessions, batch_size):
             with _one_thread():
-                scores = self.net_.scores(queries).numpy()
+                scores = self._scores(queries).numpy()
             scores[:, 0] = -np.inf
             yield scores, targets, sess, plen
 
     # ------------------------------------------------------------------ live sessions
+    @torch.no_grad()
+    def _scores(self, h: torch.Tensor) -> torch.Tensor:
+        """(k, D) top-layer states -> (k, n_items + 1) scores, against :meth:`_output_matrix` (the
+        same contiguous matrices whether the net was just trained or loaded: the same sums)."""
+        W, b = self._output_matrix()
+        return torch.addmm(b, h, W.t())
+
     def _output_matrix(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The output weights (V+1, D) and bias (V+1,), contiguous, for inference.
 

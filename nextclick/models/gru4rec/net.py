@@ -1,5 +1,5 @@
 """GRU4Rec's network: the weights as plain tensors, the one definition of the GRU step
-(:func:`gru_cell`), the inference forward pass and the scores.
+(:func:`gru_cell`) and the inference forward pass (the scores: ``GRU4Rec._scores``).
 
 The GRU step is defined once, in :func:`gru_cell` (torch). Its twins, kept for speed, are tested
 equal to it: :meth:`Net.forward_np` (numpy, for the service's small batches) and the compiled
@@ -217,11 +217,6 @@ class Net:
             inp = h
             lo += Dl
         return out
-
-    @torch.no_grad()
-    def scores(self, h: torch.Tensor) -> torch.Tensor:
-        """(k, D) top-layer states -> (k, n_items + 1) scores."""
-        return torch.addmm(self.out_b.contiguous(), h, self.out_w.t())
 
 
 def mode(cfg: GRU4RecConfig) -> str:

@@ -239,7 +239,7 @@ class SASRecNet(nn.Module):
         (B, t), every row with at least one real click; equal to :meth:`forward` at that slot."""
         dev = self.item_emb.weight.device
         real = x > 0  # (B, t)
-        pos = torch.from_numpy(np.ascontiguousarray(self._positions(real))).to(dev)
+        pos = torch.from_numpy(np.array(self._positions(real), dtype=np.int64)).to(dev)  # a writable copy of a broadcast view
         h = self.item_emb(torch.from_numpy(x).to(dev)) * self.scale + self.pos_emb(pos)  # (B, t, D)
         mask = torch.from_numpy(causal_mask(real)[:, None]).to(dev)  # (B, 1, t, t)
         for blk in self.blocks:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -168,7 +169,29 @@ def barrier() -> None:
         dist.barrier()
 
 
+_CLOSE_TIMEOUT = 60.0  # seconds a rank waits for the others to take the group down
+
+
 def close() -> None:
-    """Leave the process group (at the end of a launched fit)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group (at the end of a launched fit).
+
+    No rank returns (and may exit, closing its sockets) before every rank has taken its group
+    down: a gloo rank whose peer vanished while it was still tearing down can abort. The ranks
+    count themselves out on the rendezvous store, which outlives the group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = dist.get_world_size()
+    store = dist.distributed_c10d._get_default_store() if world > 1 else None
+    dist.destroy_process_group()
+    if store is None:
+        return
+    global _closed
+    _closed += 1
+    key = f"nextclick/closed/{_closed}"
+    store.add(key, 1)
+    deadline = time.monotonic() + _CLOSE_TIMEOUT
+    while store.add(key, 0) < world and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+_closed = 0  # groups this process has left (each has its own count on the store)

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ class Artifact:
     arrays: dict[str, np.ndarray]
 
 
-def _digest(path: Path) -> dict[str, Any]:
+def digest(path: Path) -> dict[str, Any]:
+    """A file's size and SHA-256, as the metadata files of artifacts and exports record them."""
     with open(path, "rb") as f:
         return {"bytes": path.stat().st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
 
@@ -121,19 +123,32 @@ def write(path: str | Path, header: dict[str, Any], vocab: ItemVocab, arrays: di
     path = Path(path)
     _target(path)
     _check_finite(arrays, str(path))
+
+    def fill(tmp: Path) -> None:
+        vocab.save(tmp / VOCAB_FILE)
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / WEIGHTS_FILE))
+        files = {name: digest(tmp / name) for name in (VOCAB_FILE, WEIGHTS_FILE)}
+        (tmp / CONFIG_FILE).write_text(json.dumps({"format": ARTIFACT_FORMAT, **header, "files": files}, indent=1))
+
+    write_dir_atomically(path, fill)
+    return path
+
+
+def write_dir_atomically(path: Path, fill: Callable[[Path], Any]) -> Any:
+    """``fill(tmp)`` writes a directory's files into a temporary directory beside ``path``; they
+    are synced to disk, then the directory is renamed to ``path`` (an existing one is moved aside
+    first, then removed), so a crash leaves the old directory or none, never half a new one.
+    Returns what ``fill`` returns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        vocab.save(tmp / VOCAB_FILE)
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / WEIGHTS_FILE))
-        files = {name: _digest(tmp / name) for name in (VOCAB_FILE, WEIGHTS_FILE)}
-        (tmp / CONFIG_FILE).write_text(json.dumps({"format": ARTIFACT_FORMAT, **header, "files": files}, indent=1))
-        for name in FILES:  # on disk before the rename makes them visible
-            with open(tmp / name, "rb") as f:
+        result = fill(tmp)
+        for f_path in tmp.iterdir():  # on disk before the rename makes them visible
+            with open(f_path, "rb") as f:
                 os.fsync(f.fileno())
-        if path.exists():  # an artifact (checked above): moved aside, then replaced
+        if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "artifact")
+            os.replace(path, old / path.name)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -141,7 +156,7 @@ def write(path: str | Path, header: dict[str, Any], vocab: ItemVocab, arrays: di
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return path
+    return result
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -175,7 +190,7 @@ def _check_files(path: Path, header: dict[str, Any]) -> None:
         want = recorded.get(name) if isinstance(recorded, dict) else None
         if not isinstance(want, dict):
             raise NextclickError(f"{path / CONFIG_FILE}: no checksum recorded for {name}")
-        got = _digest(path / name)
+        got = digest(path / name)
         if got != {"bytes": want.get("bytes"), "sha256": want.get("sha256")}:
             what = "truncated" if got["bytes"] < (want.get("bytes") or 0) else "altered"
             raise NextclickError(f"{path / name}: does not match the checksum in {CONFIG_FILE} ({what}); "

@@ -29,12 +29,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nextclick.errors import NextclickError
+from nextclick.models.artifact import digest, write_dir_atomically
 
 if TYPE_CHECKING:
     import torch
@@ -203,11 +200,6 @@ def _trace(module: torch.nn.Module, example: tuple[torch.Tensor, ...], io: dict[
 
 
 # ---------------------------------------------------------------------- the directory
-def _digest(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        return {"bytes": path.stat().st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
-
-
 def _how_to(name: str, graph: str) -> str:
     if name == "gru4rec":
         run = (f"A new session starts from state = zeros(1, state_size). On each click run {graph} with the session's "
@@ -247,22 +239,9 @@ def _write(tmp: Path, model: Any, module: Any, example: Any, io: dict[str, Any],
         "model_config": dataclasses.asdict(model.config),
         "source_artifact": source,
     }
-    meta["files"] = {n: _digest(tmp / n) for n in (graph, OUTPUT_FILE, VOCAB_FILE)}
+    meta["files"] = {n: digest(tmp / n) for n in (graph, OUTPUT_FILE, VOCAB_FILE)}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
-    for n in (graph, OUTPUT_FILE, VOCAB_FILE, META_FILE):  # on disk before the rename makes them visible
-        with open(tmp / n, "rb") as f:
-            os.fsync(f.fileno())
     return meta
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():  # an earlier export (checked by _target): moved aside, then replaced
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / "export")
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def export_onnx(model: Recommender | str | Path, out_dir: str | Path) -> dict[str, Any]:
@@ -277,13 +256,6 @@ def export_onnx(model: Recommender | str | Path, out_dir: str | Path) -> dict[st
         raise NextclickError(f"export: {rec.name} has no neural serving graph; only {' and '.join(EXPORTABLE)} "
                              "models can be exported to ONNX")
     module, example, io = (_gru4rec_module if rec.name == "gru4rec" else _sasrec_module)(rec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        meta = _write(tmp, rec, module, example, io, source)
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    meta = write_dir_atomically(out, lambda tmp: _write(tmp, rec, module, example, io, source))
     log.info("exported %s (%s, opset %d) to %s", rec.name, meta["graph"], OPSET, out)
     return meta

@@ -33,6 +33,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nextclick.data.batching import pad_arrays  # noqa: E402
 from nextclick.data.dataset import load_sessions  # noqa: E402
 from nextclick.models import create_model  # noqa: E402
 from nextclick.models.base import Recommender  # noqa: E402
@@ -68,13 +69,6 @@ def cases(model: Recommender, batch: int, calls: int, rng: np.random.Generator) 
     return out
 
 
-def left_padded(clicks: list[np.ndarray], width: int) -> np.ndarray:
-    x = np.zeros((len(clicks), width), np.int64)
-    for r, c in enumerate(clicks):
-        c = c[-width:]
-        x[r, width - c.size :] = c
-    return x
-
 
 def paths(model: Recommender, out: Path, k: int, scoring: str, ort) -> dict[str, Callable]:  # type: ignore[no-untyped-def]
     """The timed calls, each mapping (states before the click, new items, clicks so far) to its
@@ -108,7 +102,7 @@ def paths(model: Recommender, out: Path, k: int, scoring: str, ort) -> dict[str,
             return live.queries(None, clicks)
 
         def onnx_q(st, items, clicks):  # type: ignore[no-untyped-def]
-            return sess.run(None, {"clicks": left_padded(clicks, T)})[0]
+            return sess.run(None, {"clicks": pad_arrays(clicks, T)[0]})[0]
 
     return {
         "ours": lambda *a: scorer.topk(ours_q(*a), k)[0],

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from nextclick.data.batching import pad_arrays
 from nextclick.errors import NextclickError
 from nextclick.models import create_model
 from nextclick.models.base import Recommender
@@ -107,13 +108,6 @@ def test_gru4rec_step_matches_live_sessions(variant: str, gru, ort, tmp_path: Pa
     np.testing.assert_allclose(one, live.advance(ours[:1], np.array([4])), atol=ATOL, rtol=0)
 
 
-def _left_padded(sessions: list[np.ndarray], width: int) -> np.ndarray:
-    x = np.zeros((len(sessions), width), np.int64)
-    for r, s in enumerate(sessions):
-        s = s[-width:]
-        x[r, width - s.size :] = s
-    return x
-
 
 @pytest.mark.parametrize("variant", list(SAS_VARIANTS))
 def test_sasrec_query_matches_live_sessions(variant: str, sas, ort, tmp_path: Path) -> None:
@@ -125,11 +119,11 @@ def test_sasrec_query_matches_live_sessions(variant: str, sas, ort, tmp_path: Pa
     rng = np.random.default_rng(0)
     # shorter than T, exactly T, and longer than T (only the last T count)
     sessions = [rng.integers(1, model.n_items_ + 1, size=n) for n in (1, 3, T, T + 4, 2 * T + 1)]
-    (q,) = run(None, {"clicks": _left_padded(sessions, T)})
+    (q,) = run(None, {"clicks": pad_arrays(sessions, T)[0]})
     ours = live.queries(None, sessions).numpy()
     np.testing.assert_allclose(q, ours, atol=ATOL, rtol=0)
     _assert_same_rows(live.scores(None, sessions), _scores(q, tmp_path / "x"))
-    (q1,) = run(None, {"clicks": _left_padded(sessions[3:4], T)})  # batch 1
+    (q1,) = run(None, {"clicks": pad_arrays(sessions[3:4], T)[0]})  # batch 1
     np.testing.assert_allclose(q1[0], ours[3], atol=ATOL, rtol=0)
 
 
@@ -194,7 +188,7 @@ def test_cli_exports_and_refuses_knn(chain_data, sas, ort, tmp_path: Path) -> No
     assert p.returncode == 0, p.stderr
     assert "exported sasrec as onnx" in p.stdout and (tmp_path / "onnx" / "query.onnx").is_file()
     sess = ort.InferenceSession(str(tmp_path / "onnx" / "query.onnx"))
-    x = _left_padded([np.array([1, 2, 3])], T)
+    x = pad_arrays([np.array([1, 2, 3])], T)[0]
     np.testing.assert_allclose(sess.run(None, {"clicks": x})[0], sas["end-preln"].live().queries(None, [x[0]]).numpy(),
                                atol=ATOL, rtol=0)
     knn = create_model("vsknn").fit(chain_data.train).save(tmp_path / "vsknn")

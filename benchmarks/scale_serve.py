@@ -1,11 +1,13 @@
 """Benchmark: the service at OTTO's catalogue size (about 1.9M items), GRU4Rec.
 
-``--make`` trains the artifact it serves, as a user with a bounded budget would: GRU4Rec
-(``official_rsc15``) for one epoch on a uniform sample of the sessions of the full-size
-synthetic log (``nextclick generate --size otto``: every Parquet part contributes the sessions
-whose id hashes into the sample), with consecutive repeats dropped and sessions of one click
-removed, over the whole catalogue of ``items.parquet``. The sample's size is the budget: the
-script prints the clicks seen, the items they touch and the wall time.
+``--make`` trains the artifact it serves, as a user with a time budget would: GRU4Rec
+(``official_rsc15``, one epoch, ``time_budget`` = ``--budget`` seconds) on the most recent
+sessions of the full-size synthetic log (``nextclick generate --size otto``) that the budget
+covers at ``--rate`` clicks per second (a rate measured on this machine), with consecutive
+repeats dropped and sessions of one click removed, over the whole catalogue of
+``items.parquet``. Training stops when the budget runs out even if the epoch has not ended
+(the artifact records where). The script prints the clicks trained on, the items they touch
+and the wall time.
 
 Then, for the artifact: the time from starting ``nextclick serve`` (model in its own process,
 in-memory store) to ``/readyz``; each process's memory from ``/proc`` (RSS, its private part
@@ -15,7 +17,7 @@ wrk on loopback (one connection, then several), every request a click of a live 
 session, as ``serve_load.py`` does; the model's share of a lone click (server-side model time per
 click at one connection, and the in-process GRU step and top-k).
 
-    python benchmarks/scale_serve.py --make [--share 0.025] [--data runs/scale/otto] [--out runs/scale/gru4rec_otto]
+    python benchmarks/scale_serve.py --make [--budget 3000] [--rate 10500] [--data runs/scale/otto] [--out runs/scale/gru4rec_otto]
     python benchmarks/scale_serve.py runs/scale/gru4rec_otto [--duration 10] [--connections 1,6]
 """
 
@@ -39,7 +41,7 @@ from serve_load import LUA, breakdown, cpu_seconds, micro, parse_wrk, server_sum
 from tests.serve.servers import start_service, stop  # noqa: E402
 
 
-def make(data: Path, out: Path, share: float, seed: int) -> None:
+def make(data: Path, out: Path, budget: float, rate: float) -> None:
     import polars as pl
 
     from nextclick.data.dataset import encode_clicks
@@ -49,26 +51,29 @@ def make(data: Path, out: Path, share: float, seed: int) -> None:
 
     t0 = time.perf_counter()
     vocab = ItemVocab.fit(pl.read_parquet(data / "items.parquet", columns=["ItemId"])["ItemId"].to_numpy())
-    k = round(1 / share)
-    parts = sorted((data / "clicks").glob("*.parquet"))
-    frames = [
-        pl.scan_parquet(p).select("SessionId", "ItemId", "Time").filter(pl.col("SessionId").hash(seed) % k == 0).collect()
-        for p in parts
-    ]
-    df, rep = drop_repeats(pl.concat(frames))
+    log = pl.scan_parquet(sorted((data / "clicks").glob("*.parquet"))).select("SessionId", "ItemId", "Time")
+    sessions = (
+        log.group_by("SessionId").agg(pl.col("Time").min().alias("start"), pl.len().alias("n"))
+        .sort("start", "SessionId", descending=True).collect(engine="streaming")
+    )
+    keep = sessions.filter(pl.col("n").cum_sum() <= budget * rate)["SessionId"]
+    df, rep = drop_repeats(log.filter(pl.col("SessionId").is_in(keep.implode())).collect(engine="streaming"))
     df = df.filter(pl.len().over("SessionId") >= 2)
     train, _ = encode_clicks(df, vocab)
-    del frames, df
+    first = df["Time"].min()
+    del df, sessions
     seen = int((np.bincount(train.items, minlength=vocab.n_items + 1)[1:] > 0).sum())
-    print(f"sample: {train.n_events:,} clicks, {train.n_sessions:,} sessions from {len(parts)} parts (1 in {k} sessions), "
+    print(f"the most recent {train.n_sessions:,} sessions ({train.n_events:,} clicks, from {first}), "
           f"{rep.removed_events:,} repeats dropped; {seen:,} of {vocab.n_items:,} items clicked; read in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
-    m = GRU4Rec.from_preset("official_rsc15", n_epochs=1, n_threads=1)
+    m = GRU4Rec.from_preset("official_rsc15", n_epochs=1, n_threads=1, time_budget=budget)
     t1 = time.perf_counter()
     m.fit(train)
     fit_s = time.perf_counter() - t1
     m.save(out)
-    print(f"trained GRU4Rec official_rsc15, 1 epoch, in {fit_s:.0f} s ({train.n_events / fit_s:,.0f} clicks/s) -> {out}")
+    done = m.training_.get("out_of_time", {}).get("events", train.n_events)
+    print(f"trained GRU4Rec official_rsc15 on {done:,} clicks in {fit_s:.0f} s ({done / fit_s:,.0f} clicks/s; "
+          f"budget {budget:g} s) -> {out}")
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -139,13 +144,13 @@ def main() -> None:
     ap.add_argument("--make", action="store_true", help="train the artifact first (into --out)")
     ap.add_argument("--data", default="runs/scale/otto", help="the full-size log: clicks/*.parquet and items.parquet")
     ap.add_argument("--out", default="runs/scale/gru4rec_otto")
-    ap.add_argument("--share", type=float, default=0.025, help="share of the log's sessions trained on (the budget)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--budget", type=float, default=3000.0, help="GRU4Rec's training budget in seconds")
+    ap.add_argument("--rate", type=float, default=10500.0, help="GRU4Rec's training clicks per second at this size")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", default="1,6")
     a = ap.parse_args()
     if a.make:
-        make(Path(a.data), Path(a.out), a.share, a.seed)
+        make(Path(a.data), Path(a.out), a.budget, a.rate)
     target = a.model_dir or (a.out if a.make else None)
     if target:
         if shutil.which("wrk") is None:

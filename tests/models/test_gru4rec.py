@@ -527,3 +527,18 @@ def test_a_batch_of_one_without_negatives_in_more_blocks_than_rows(parts: int) -
     for _p, idx, g in rows:
         out.index_add_(0, idx, g)
     np.testing.assert_allclose(out[:, :6].numpy(), ref["item_out"], atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "torch"])
+def test_a_time_budget_stops_training_and_is_recorded(chain_data, engine, tmp_path) -> None:
+    # a budget that has run out at the first check: one epoch's first 64 steps, then the fit stops
+    model = _small(n_epochs=25, batch_size=1, engine=engine, time_budget=1e-9).fit(chain_data.train)
+    assert len(model.epoch_losses_) == 1
+    assert model.training_["out_of_time"] == {"epoch": 1, "events": 64}
+    model.save(tmp_path / "m")
+    assert Recommender.load(tmp_path / "m").training_["out_of_time"]["events"] == 64
+    # without a budget every epoch runs on every event
+    full = _small(n_epochs=2, batch_size=1, engine=engine).fit(chain_data.train)
+    assert len(full.epoch_losses_) == 2 and "out_of_time" not in full.training_
+    with pytest.raises(NextclickError, match="time_budget"):
+        _small(time_budget=-1.0).fit(chain_data.train)

@@ -46,6 +46,9 @@ class GRU4RecConfig:
     # and across processes launched by torchrun)
     engine: Literal["compiled", "torch"] = "compiled"
     device: str = "cpu"  # the torch engine's device: "cpu", "cuda" or "cuda:<index>"
+    # seconds of training after which it stops (at the next 64th step; the weights are kept as
+    # they are then, and the artifact records where it stopped); 0 = no limit
+    time_budget: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, int):
@@ -77,7 +80,7 @@ def check_config(c: GRU4RecConfig) -> None:
     for name in ("learning_rate", "adagrad_eps"):
         if not getattr(c, name) > 0:
             raise bad(name, "a positive number")
-    for name in ("sample_alpha", "bpreg", "elu_param", "logq"):
+    for name in ("sample_alpha", "bpreg", "elu_param", "logq", "time_budget"):
         if getattr(c, name) < 0:
             raise bad(name, "a number >= 0")
     if c.n_sample and c.sample_cache_max_size < c.n_sample:

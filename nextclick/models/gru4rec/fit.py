@@ -102,6 +102,7 @@ class Epoch:
     loss: float  # mean loss per event
     n_events: int
     seconds: float
+    out_of_time: bool = False  # the time budget ran out during this epoch (the last one trained)
 
 
 def epochs(cfg: GRU4RecConfig, train: Sessions, counts: np.ndarray, n_items: int) -> tuple[Net, Iterator[Epoch]]:
@@ -173,12 +174,15 @@ def _run(
         np.errstate(over="ignore", invalid="ignore"),
     ):
         trainer = Trainer(net, cfg, counts, parts=parts)
+        deadline = _deadline(cfg)
         for epoch in range(cfg.n_epochs):
             if epoch and reshuffle:
                 plan = EpochPlan.build(batches)
             t0 = time.perf_counter()
-            loss, n_ev = run_epoch(trainer, plan, store, epoch)
-            yield Epoch(epoch, loss, n_ev, time.perf_counter() - t0)
+            loss, n_ev, late = run_epoch(trainer, plan, store, epoch, deadline=deadline)
+            yield Epoch(epoch, loss, n_ev, time.perf_counter() - t0, late)
+            if late:
+                return
 
 
 def _run_torch(
@@ -191,6 +195,7 @@ def _run_torch(
 
     with torch_threads(cfg.n_threads), torch.no_grad():
         trainer = TorchTrainer(net, cfg, counts, str(device))
+        deadline = _deadline(cfg)
         for epoch in range(cfg.n_epochs):
             if epoch and reshuffle:
                 plan = EpochPlan.build(batches)
@@ -200,17 +205,38 @@ def _run_torch(
                 steps[trainer.rank] = n_steps
                 n_steps = int(distributed.all_reduce_sum(steps.to(device)).max())
             t0 = time.perf_counter()
-            loss, n_ev = run_epoch(trainer, plan.to(device), store, epoch, n_steps)
+            loss, n_ev, late = run_epoch(trainer, plan.to(device), store, epoch, n_steps, deadline)
             trainer.sync()
-            yield Epoch(epoch, loss, n_ev, time.perf_counter() - t0)
+            yield Epoch(epoch, loss, n_ev, time.perf_counter() - t0, late)
+            if late:
+                return
+
+
+def _deadline(cfg: GRU4RecConfig) -> float | None:
+    """When training must stop (``time.monotonic()``), or None without a time budget."""
+    return time.monotonic() + cfg.time_budget if cfg.time_budget else None
+
+
+def _late(deadline: float | None, synchronous: bool, device: torch.device) -> bool:
+    """Whether the time budget has run out; with several ranks, whether it has on any of them
+    (every rank asks at the same step, so all of them stop there)."""
+    if deadline is None:
+        return False
+    late = time.monotonic() > deadline
+    if synchronous:
+        flag = torch.tensor([float(late)], device=device)
+        late = bool(distributed.all_reduce_sum(flag).item() > 0)
+    return late
 
 
 def run_epoch(
-    trainer: Trainer | TorchTrainer, plan: EpochPlan, store: SampleStore | None, epoch: int, n_steps: int | None = None
-) -> tuple[float, int]:
-    """One pass over the session-parallel steps; returns the mean loss per event and #events.
-    ``n_steps`` beyond the plan's steps: empty steps at the end (a rank of a data-parallel fit
-    whose shard ran out takes part in the others' steps)."""
+    trainer: Trainer | TorchTrainer, plan: EpochPlan, store: SampleStore | None, epoch: int, n_steps: int | None = None,
+    deadline: float | None = None,
+) -> tuple[float, int, bool]:
+    """One pass over the session-parallel steps; returns the mean loss per event, #events, and
+    whether it stopped early because ``deadline`` (``time.monotonic()``) passed (checked every 64
+    steps). ``n_steps`` beyond the plan's steps: empty steps at the end (a rank of a data-parallel
+    fit whose shard ran out takes part in the others' steps)."""
     from tqdm.auto import tqdm
 
     cfg = trainer.cfg
@@ -247,7 +273,13 @@ def run_epoch(
         n_ev += b
         if t % 64 == 63:
             bar.update(o + b - bar.n)
-    for _ in range(len(plan.off), n_steps or 0):  # empty steps: the other ranks' tail
+            if _late(deadline, synchronous, dev):
+                bar.close()
+                return total / max(n_ev, 1), n_ev, True
+    for t in range(len(plan.off), n_steps or 0):  # empty steps: the other ranks' tail
         trainer.step(plan.x[:0], plan.y[:0], store.next() if store else None, [h[:0] for h in H])
+        if t % 64 == 63 and _late(deadline, synchronous, dev):
+            bar.close()
+            return total / max(n_ev, 1), n_ev, True
     bar.close()
-    return total / max(n_ev, 1), n_ev
+    return total / max(n_ev, 1), n_ev, False

@@ -146,6 +146,9 @@ class GRU4Rec(Recommender):
                 self.epoch_losses_.append(loss)
                 self.events_per_second_.append(n_ev / dt)
                 msg = f"epoch {ep.index + 1}/{cfg.n_epochs}: loss {loss:.6f} ({dt:.2f}s, {n_ev / dt:,.0f} events/s)"
+                if ep.out_of_time:
+                    msg += f"; the time budget ({cfg.time_budget:g} s) ran out after {n_ev:,} of its events"
+                    self.training_["out_of_time"] = {"epoch": ep.index + 1, "events": n_ev}
                 if valid is not None and valid.n_predictions():
                     msg += " valid Recall@20 {:.4f} MRR@20 {:.4f}".format(*self._recall_mrr(valid, 20))
                 log.info(msg)

@@ -15,7 +15,10 @@ the items of the slice. Models:
 Each is evaluated on the same random subset of test sessions (``--max-sessions``; a subset of
 sessions, ranked against the full catalogue with conservative ties, not sampled negatives).
 
-    python benchmarks/scale_accuracy.py [--data runs/scale/otto] [--clicks 10000000] [--budget 600] [--max-sessions 500]
+    python benchmarks/scale_accuracy.py [--data runs/scale/otto] [--clicks 10000000] [--budget 600] [--max-sessions 500] [--json PATH]
+
+``--json PATH`` also writes the slice's counts and the table's rows (part ``accuracy``) as JSON
+(see ``scale.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,18 @@ def load_slice(data: Path, clicks: int):
     return pl.concat(frames), len(frames)
 
 
+def write_json(path: str, a: argparse.Namespace, slice_: dict, rows: list[tuple], res) -> None:
+    """The slice's counts and the printed rows (``res``: the last evaluation, for its subset of test sessions)."""
+    from scale import write_part
+
+    sub = res.subset or {}
+    slice_ = {**slice_, "evaluated_sessions": sub.get("n_sessions", slice_["test_sessions"])}
+    keys = ("model", "trained_on", "fit_s", "recall@20", "mrr@20", "predictions", "eval_s")
+    write_part(path, "accuracy", {"budget_s": a.budget, "rate": a.rate, "knn_sample": a.knn_sample,
+                                  "max_sessions": a.max_sessions, "slice": slice_,
+                                  "rows": [dict(zip(keys, r)) for r in rows]})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="runs/scale/otto")
@@ -49,6 +64,7 @@ def main() -> None:
     ap.add_argument("--knn-sample", type=int, default=500)
     ap.add_argument("--max-sessions", type=int, default=500)
     ap.add_argument("--models", default="pop,vsknn,gru4rec", help="comma-separated subset to run")
+    ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     a = ap.parse_args()
 
     import polars as pl
@@ -62,6 +78,7 @@ def main() -> None:
     data = Path(a.data)
     t0 = time.perf_counter()
     df, n_parts = load_slice(data, a.clicks)
+    n_clicks = df.height
     ds = prepare(df, Path(tempfile.mkdtemp()) / "slice", PrepareOptions())
     del df
     vocab = ItemVocab.fit(pl.read_parquet(data / "items.parquet", columns=["ItemId"])["ItemId"].to_numpy())
@@ -100,6 +117,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, what, fit_s, r, mrr, n, ev in rows:
         print(f"| {name} | {what} | {fit_s:.0f} | {r:.4f} | {mrr:.4f} | {n:,} | {ev:.0f} |")
+    if a.json:
+        write_json(a.json, a, {"parts": n_parts, "clicks": n_clicks, "train_clicks": train.n_events,
+                               "train_sessions": train.n_sessions, "test_clicks": test.n_events,
+                               "test_sessions": test.n_sessions, "items": vocab.n_items}, rows, res)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ and the size of the item matrix; build time is not counted.
 
     python benchmarks/scale_evaluate.py                       # 1.9M items chunked, 200k both ways
     python benchmarks/scale_evaluate.py --items 1900000 --rows-items 200000 --predictions 1000
+
+``--json PATH`` also writes every configuration's figures (part ``evaluate``), each with the flag of
+the last column (``same_as_rows``), as JSON (see ``scale.py``).
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ def main() -> None:
     ap.add_argument("--chunk-items", type=int, default=None, help="default: nextclick.evaluate.CHUNK_ITEMS")
     ap.add_argument("--models", default="gru4rec,sasrec")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     ap.add_argument("--one", nargs=3, metavar=("MODEL", "ITEMS", "PATH"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.chunk_items is None:
@@ -152,17 +156,31 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
             print(f"  done {kind} {n_items:,} {path}", file=sys.stderr, flush=True)
+    report(runs, a)
+    if a.json:
+        from scale import write_part
+
+        rows = {(r["model"], r["items"]): r for r in runs if r["path"] == "rows"}
+        write_part(a.json, "evaluate", {"chunk_items": a.chunk_items, "threads": a.threads, "batch_size": 512,
+                                        "rows": [{**r, "same_as_rows": flag(r, rows)} for r in runs]})
+
+
+def flag(r: dict, rows: dict) -> str:
+    """The last column of a run: ``-`` without a whole-rows run of its model and catalogue (or for that run)."""
+    ref = rows.get((r["model"], r["items"]))
+    return "-" if ref is None or ref is r else same(r["metrics"], ref["metrics"])
+
+
+def report(runs: list[dict], a: argparse.Namespace) -> None:
     rows = {(r["model"], r["items"]): r for r in runs if r["path"] == "rows"}
     print(f"exact full-catalogue evaluation, conservative ties, chunk_items={a.chunk_items:,}, batch_size=512, "
           f"torch threads {a.threads}")
     print(f"{'model':8} {'items':>10} {'path':8} {'predictions':>11} {'s/1000 pred':>11} {'RSS before MB':>13} "
           f"{'peak RSS MB':>11} {'item matrix MB':>14} {'recall@20':>9}  same metrics as rows")
     for r in runs:
-        ref = rows.get((r["model"], r["items"]))
-        flag = "-" if ref is None or ref is r else same(r["metrics"], ref["metrics"])
         print(f"{r['model']:8} {r['items']:>10,} {r['path']:8} {r['predictions']:>11,} {r['per_1000']:>11.2f} "
               f"{r['rss_before_mb']:>13,.0f} {r['peak_mb']:>11,.0f} {r['items_mb']:>14,.0f} "
-              f"{r['metrics']['recall@20']:>9.4f}  {flag}")
+              f"{r['metrics']['recall@20']:>9.4f}  {flag(r, rows)}")
     if any(r["path"] != "rows" and (r["model"], r["items"]) in rows and same(r["metrics"], rows[r["model"], r["items"]]["metrics"]) == "yes*" for r in runs):
         print("yes*: popularity@K differs in its last digits only: summed over other batches (SASRec's whole rows "
               "come in batches capped by the size of their score block)")

@@ -7,9 +7,10 @@ Then the same steps on a slice of the first parts (about --pandas-clicks clicks)
 nextclick and once written in pandas, side by side: pandas holds the whole log in int64 columns
 and does not fit the full size in this machine's memory.
 
-    python benchmarks/scale_prepare.py [--data runs/scale/otto] [--size otto] [--sessionize]
+    python benchmarks/scale_prepare.py [--data runs/scale/otto] [--size otto] [--sessionize] [--json PATH]
 
 ``--sessionize`` drops the session column and rebuilds sessions from each user's clicks (30 min gap).
+``--json PATH`` also writes the table's rows (part ``prepare``) as JSON (see ``scale.py``).
 """
 
 from __future__ import annotations
@@ -109,17 +110,31 @@ def slice_parts(data: Path, clicks: int, folder: Path) -> list[Path]:
     return chosen
 
 
-def nextclick_row(name: str, src: Path, out: Path, sessionize: bool) -> tuple:
+def nextclick_row(name: str, kind: str, src: Path, out: Path, sessionize: bool) -> dict:
+    """One run of ``prepare`` in a fresh process: its counts as read, seconds and peak RSS (MB), or its error."""
     res = run_child(CHILD_NEXTCLICK, str(src), str(out), "1" if sessionize else "0")
     if "error" in res:
-        return (name, "-", "-", "-", "-", "-", res["error"])
+        return {"run": name, "kind": kind, "error": res["error"]}
     read = res["report"][0]["details"]
     for r in res["report"]:
         print(f"  {r['step']:<16} removed {r['removed_events']:>12,} events {r['removed_sessions']:>11,} sessions")
     for role, st in res["stats"].items():
         print(f"  {role:<9} {st['events']:>12,} events {st['sessions']:>11,} sessions {st['items']:>9,} items")
     sessions = read.get("sessions", res["report"][1]["details"].get("sessions_built", "-"))
-    return (name, read["events"], sessions, read["items"], f"{res['seconds']:.1f}", f"{res['peak_rss_mb']:,.0f}")
+    return {"run": name, "kind": kind, "clicks": read["events"], "sessions": sessions, "items": read["items"],
+            "seconds": res["seconds"], "peak_rss_mb": res["peak_rss_mb"]}
+
+
+def print_table(rows: list[dict], sessionize: bool) -> None:
+    steps = "read parts, " + ("sessionize 30 min, " if sessionize else "") + "drop repeats, 5/2 filter, 1-day split x2, write"
+    print(f"| run ({steps}) | clicks | sessions | items | seconds | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        fmt = lambda v: f"{v:,}" if isinstance(v, int) else v  # noqa: E731
+        counts = " | ".join(fmt(r.get(k, "-")) for k in ("clicks", "sessions", "items"))
+        sec = f"{r['seconds']:.1f}" if "seconds" in r else "-"
+        rss = f"{r['peak_rss_mb']:,.0f}" if "peak_rss_mb" in r else "-"
+        print(f"| {r['run']} | {counts} | {sec} | {rss} |" + (f" {r['error']}" if "error" in r else ""))
 
 
 def main() -> None:
@@ -129,6 +144,7 @@ def main() -> None:
     ap.add_argument("--pandas-clicks", type=int, default=22_000_000, help="clicks in the slice both tools run on")
     ap.add_argument("--sessionize", action="store_true", help="rebuild sessions from users (drop SessionId)")
     ap.add_argument("--skip-full", action="store_true", help="run only the slice")
+    ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     args = ap.parse_args()
     ensure_log(args.data, args.size)
     rows = []
@@ -136,25 +152,26 @@ def main() -> None:
         tmp_path = Path(tmp)
         if not args.skip_full:
             print("nextclick, whole log:")
-            rows.append(nextclick_row("nextclick prepare, whole log", args.data / "clicks", tmp_path / "full", args.sessionize))
+            rows.append(nextclick_row("nextclick prepare, whole log", "full", args.data / "clicks", tmp_path / "full", args.sessionize))
         (tmp_path / "slice").mkdir()
         parts = slice_parts(args.data, args.pandas_clicks, tmp_path / "slice")
         print(f"nextclick, slice of {len(parts)} parts:")
-        rows.append(nextclick_row(f"nextclick prepare, slice ({len(parts)} parts)", tmp_path / "slice", tmp_path / "s1", args.sessionize))
+        rows.append(nextclick_row(f"nextclick prepare, slice ({len(parts)} parts)", "slice", tmp_path / "slice", tmp_path / "s1",
+                                  args.sessionize))
         (tmp_path / "s2").mkdir()
         res = run_child(CHILD_PANDAS, str(tmp_path / "s2"), "1" if args.sessionize else "0", *map(str, parts))
-        same = rows[-1][1:4]
+        same = {k: rows[-1][k] for k in ("clicks", "sessions", "items") if k in rows[-1]}
+        pandas = {"run": "same steps in pandas, slice", "kind": "pandas", **same}
         if "error" in res:
-            rows.append(("same steps in pandas, slice", *same, "-", "-", res["error"]))
+            rows.append({**pandas, "error": res["error"]})
         else:
-            rows.append(("same steps in pandas, slice", *same, f"{res['seconds']:.1f}", f"{res['peak_rss_mb']:,.0f}"))
+            rows.append({**pandas, "seconds": res["seconds"], "peak_rss_mb": res["peak_rss_mb"]})
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
-    steps = "read parts, " + ("sessionize 30 min, " if args.sessionize else "") + "drop repeats, 5/2 filter, 1-day split x2, write"
-    print(f"| run ({steps}) | clicks | sessions | items | seconds | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|")
-    for name, clicks, sessions, items, sec, rss, *err in rows:
-        fmt = lambda v: f"{v:,}" if isinstance(v, int) else v  # noqa: E731
-        print(f"| {name} | {fmt(clicks)} | {fmt(sessions)} | {fmt(items)} | {sec} | {rss} |" + (f" {err[0]}" if err else ""))
+    print_table(rows, args.sessionize)
+    if args.json:
+        from scale import write_part
+
+        write_part(args.json, "prepare", {"sessionize": args.sessionize, "slice_parts": len(parts), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ session, as ``serve_load.py`` does; the model's share of a lone click (server-si
 click at one connection, and the in-process GRU step and top-k).
 
     python benchmarks/scale_serve.py --make [--budget 3000] [--rate 10500] [--data runs/scale/otto] [--out runs/scale/gru4rec_otto]
-    python benchmarks/scale_serve.py runs/scale/gru4rec_otto [--duration 10] [--connections 1,6]
+    python benchmarks/scale_serve.py runs/scale/gru4rec_otto [--duration 10] [--connections 1,6] [--json PATH]
+
+``--json PATH`` also writes the service's figures (part ``serve``: ready seconds, each process's
+memory, each wrk run, the in-process lone click) as JSON (see ``scale.py``).
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ def memory(pid: int) -> dict[str, float]:
     return out
 
 
-def serve(model_dir: str, duration: int, connections: list[int]) -> None:
+def serve(model_dir: str, duration: int, connections: list[int]) -> dict:
+    """Measure the service of ``model_dir``, print the tables and return the figures printed."""
     import httpx
 
     from nextclick.models.base import Recommender
@@ -120,21 +124,36 @@ def serve(model_dir: str, duration: int, connections: list[int]) -> None:
     finally:
         stop(proc)
     mic = micro(model_dir)
-    print(f"\nGRU4Rec, {mic['n_items']:,} items: service ready {load_s:.1f} s after start (snapshot copy, checksum, "
+    res = {
+        "model_dir": model_dir, "model": mic["model"], "items": mic["n_items"], "duration_s": duration, "ready_s": load_s,
+        "memory": [{"process": name, "idle": a, "after_load": b}
+                   for name, a, b in zip(("event loop", "model process"), mem_idle, mem_load)],
+        "load": [{"connections": c, **w, **br, "cores": cpu} for c, w, br, cpu in rows],
+        "in_process": {k: mic[k] for k in ("step_ms", "topk_ms", "store_ms")},
+    }
+    report(res)
+    return res
+
+
+def report(res: dict) -> None:
+    """Print the figures of :func:`serve`: ready time, memory table, load table, in-process lone click."""
+    print(f"\nGRU4Rec, {res['items']:,} items: service ready {res['ready_s']:.1f} s after start (snapshot copy, checksum, "
           "weights mapped, top-k index built)")
     print("\n| process | RSS MB (idle) | private (RssAnon) | file-backed, shared (RssFile) | Pss | RSS MB after load | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
-    for name, a, b in zip(("event loop", "model process"), mem_idle, mem_load):
-        print(f"| {name} | {a['VmRSS']:,.0f} | {a['RssAnon']:,.0f} | {a['RssFile']:,.0f} | {a['Pss']:,.0f} | {b['VmRSS']:,.0f} | "
-              f"{b['VmHWM']:,.0f} |")
-    print(f"\nwrk on loopback, 1 wrk thread, {duration} s per run, POST /v1/sessions/{{id}}/clicks k=20, in-memory store")
+    for m in res["memory"]:
+        a, b = m["idle"], m["after_load"]
+        print(f"| {m['process']} | {a['VmRSS']:,.0f} | {a['RssAnon']:,.0f} | {a['RssFile']:,.0f} | {a['Pss']:,.0f} | "
+              f"{b['VmRSS']:,.0f} | {b['VmHWM']:,.0f} |")
+    print(f"\nwrk on loopback, 1 wrk thread, {res['duration_s']} s per run, POST /v1/sessions/{{id}}/clicks k=20, in-memory store")
     print("| connections | req/s | p50 ms | p90 ms | p99 ms | errors | server ms/req | mean batch | model ms/click | "
           "cores: event loop / model |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for c, w, br, cpu in rows:
-        print(f"| {c} | {w['rps']:,.0f} | {w['p50']:.2f} | {w['p90']:.2f} | {w['p99']:.2f} | {w['errors']} | "
-              f"{br['server_ms']:.2f} | {br['mean_batch']:.1f} | {br['model_ms_per_click']:.3f} | "
-              f"{' / '.join(f'{x:.2f}' for x in cpu)} |")
+    for r in res["load"]:
+        print(f"| {r['connections']} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['errors']} | "
+              f"{r['server_ms']:.2f} | {r['mean_batch']:.1f} | {r['model_ms_per_click']:.3f} | "
+              f"{' / '.join(f'{x:.2f}' for x in r['cores'])} |")
+    mic = res["in_process"]
     print(f"\nin-process lone click (batch of one, one thread): GRU step {mic['step_ms']:.3f} ms, top-k {mic['topk_ms']:.3f} ms")
 
 
@@ -148,14 +167,21 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=10500.0, help="GRU4Rec's training clicks per second at this size")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", default="1,6")
+    ap.add_argument("--json", metavar="PATH", help="also write the service's figures as JSON to PATH")
     a = ap.parse_args()
+    if a.json and not (a.model_dir or a.make):
+        ap.error("--json needs a model to serve (MODEL_DIR or --make)")
     if a.make:
         make(Path(a.data), Path(a.out), a.budget, a.rate)
     target = a.model_dir or (a.out if a.make else None)
     if target:
         if shutil.which("wrk") is None:
             sys.exit("wrk is not installed: apt-get install wrk")
-        serve(target, a.duration, [int(x) for x in a.connections.split(",")])
+        res = serve(target, a.duration, [int(x) for x in a.connections.split(",")])
+        if a.json:
+            from scale import write_part
+
+            write_part(a.json, "serve", res)
 
 
 if __name__ == "__main__":

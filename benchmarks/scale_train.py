@@ -18,6 +18,9 @@ and in two ranks (torchrun), for each of ``--seeds``, then ``nextclick evaluate`
 the spread over seeds in one process is the noise the two-rank figures are read against.
 
     python benchmarks/scale_train.py --rsc15 ../shared/data/rsc15-100k --epochs 8 --seeds 0,1
+
+``--json PATH`` also writes the table's rows (part ``train_sasrec``; ``mode`` ``throughput`` or
+``rsc15``) as JSON (see ``scale.py``).
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def free_port() -> int:
 
 def launch(a: argparse.Namespace, ranks: int, out: Path) -> list[dict]:
     """Run :func:`worker` in ``ranks`` fresh processes (torchrun for more than one)."""
-    skip = ("worker", "ranks", "item_optimizers", "rsc15", "epochs", "seeds", "in_batch")
+    skip = ("worker", "ranks", "item_optimizers", "rsc15", "epochs", "seeds", "in_batch", "json")
     args = [__file__, "--worker", str(out), *(["--in-batch"] if a.in_batch else [])]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in skip]
     if ranks == 1:
@@ -103,9 +106,10 @@ def launch(a: argparse.Namespace, ranks: int, out: Path) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
 
 
-def accuracy(a: argparse.Namespace) -> None:
-    """Test Recall@20 / MRR@20 of SASRec (rsc15 preset) fitted in one process and in two ranks."""
+def accuracy(a: argparse.Namespace) -> list[dict]:
+    """Test Recall@20 / MRR@20 of SASRec (rsc15 preset) fitted in one process and in two ranks; the rows printed."""
     data = Path(a.rsc15)
+    rows = []
     print(f"SASRec --preset tuned_rsc15, {a.epochs} epochs, train_full -> test of {data}")
     print("| processes | seed | Recall@20 | MRR@20 | fit s |")
     print("|---|---|---|---|---|")
@@ -125,6 +129,33 @@ def accuracy(a: argparse.Namespace) -> None:
             r = json.loads(res.stdout)
             print(f"| {ranks} | {seed} | {r['recall@20']:.4f} | {r['mrr@20']:.4f} | {cfg['fit_seconds']:.0f} |",
                   flush=True)
+            rows.append({"processes": ranks, "seed": int(seed), "recall@20": r["recall@20"], "mrr@20": r["mrr@20"],
+                         "fit_s": cfg["fit_seconds"]})
+    return rows
+
+
+def throughput(a: argparse.Namespace) -> list[dict]:
+    """Positions per second and peak RSS per rank of every item optimizer and process count; the rows printed."""
+    print(f"SASRec {a.loss} ({a.n_negatives} negatives{' + in-batch' if a.in_batch else ''}), d={a.hidden}, T={a.max_len}, batch {a.batch_size} "
+          f"(all ranks), {a.steps} steps, {a.threads} thread(s) per process")
+    print("| item optimizer | processes | items | positions | epoch s | positions/s | peak RSS per rank (GB) "
+          "| item table + moments (+ dense grad) (GB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for opt in a.item_optimizers.split(","):
+        a.item_optimizer = opt
+        for ranks in (int(r) for r in a.ranks.split(",")):
+            with tempfile.TemporaryDirectory() as tmp:
+                recs = launch(a, ranks, Path(tmp))
+            secs = max(r["epoch_s"] for r in recs)
+            pos = recs[0]["positions"]
+            rss = " / ".join(f"{r['rss_peak_gb']:.2f}" for r in recs)
+            print(f"| {opt} | {ranks} | {recs[0]['n_items']:,} | {pos:,} | {secs:.1f} | {pos / secs:,.0f} | {rss} | "
+                  f"{recs[0]['table_gb']:.2f} |", flush=True)
+            rows.append({"item_optimizer": opt, "processes": ranks, "items": recs[0]["n_items"], "positions": pos,
+                         "epoch_s": secs, "positions_per_s": pos / secs,
+                         "peak_rss_gb_per_rank": [r["rss_peak_gb"] for r in recs], "table_gb": recs[0]["table_gb"]})
+    return rows
 
 
 def main() -> None:
@@ -146,26 +177,21 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8, help="--rsc15: epochs per fit")
     p.add_argument("--seeds", default="0,1", help="--rsc15: comma-separated seeds")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     a = p.parse_args()
     if a.worker:
         return worker(a)
     if a.rsc15:
-        return accuracy(a)
-    print(f"SASRec {a.loss} ({a.n_negatives} negatives{' + in-batch' if a.in_batch else ''}), d={a.hidden}, T={a.max_len}, batch {a.batch_size} "
-          f"(all ranks), {a.steps} steps, {a.threads} thread(s) per process")
-    print("| item optimizer | processes | items | positions | epoch s | positions/s | peak RSS per rank (GB) "
-          "| item table + moments (+ dense grad) (GB) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for opt in a.item_optimizers.split(","):
-        a.item_optimizer = opt
-        for ranks in (int(r) for r in a.ranks.split(",")):
-            with tempfile.TemporaryDirectory() as tmp:
-                recs = launch(a, ranks, Path(tmp))
-            secs = max(r["epoch_s"] for r in recs)
-            pos = recs[0]["positions"]
-            rss = " / ".join(f"{r['rss_peak_gb']:.2f}" for r in recs)
-            print(f"| {opt} | {ranks} | {recs[0]['n_items']:,} | {pos:,} | {secs:.1f} | {pos / secs:,.0f} | {rss} | "
-                  f"{recs[0]['table_gb']:.2f} |", flush=True)
+        mode, rows = "rsc15", accuracy(a)
+        settings = {"rsc15": a.rsc15, "epochs": a.epochs, "preset": "tuned_rsc15"}
+    else:
+        mode, rows = "throughput", throughput(a)
+        settings = {"loss": a.loss, "n_negatives": a.n_negatives, "in_batch": a.in_batch, "hidden": a.hidden,
+                    "max_len": a.max_len, "batch_size": a.batch_size, "steps": a.steps, "threads": a.threads}
+    if a.json:
+        from scale import write_part
+
+        write_part(a.json, "train_sasrec", {"mode": mode, **settings, "rows": rows})
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,9 @@ includes the set-up (the catalogue, the initialisation's float64 draws); the RSS
 is what the weights, their optimiser state and the training hold. The rsc15 preset has embedding
 dropout, which the engines draw differently, so their losses differ a little.
 
-    python benchmarks/scale_train_gru4rec.py [--sessions 3000] [--preset spec_rsc15] [--threads 1] [--engines compiled,torch] [--repeats 2]
+    python benchmarks/scale_train_gru4rec.py [--sessions 3000] [--preset spec_rsc15] [--threads 1] [--engines compiled,torch] [--repeats 2] [--json PATH]
+
+``--json PATH`` also writes every run's figures (part ``train_gru4rec``) as JSON (see ``scale.py``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="n_threads of both engines")
     ap.add_argument("--engines", default="compiled,torch")
     ap.add_argument("--repeats", type=int, default=2, help="runs of every engine, taken in turns")
+    ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     args = ap.parse_args()
     rows = []
     for engine in args.engines.split(",") * args.repeats:
@@ -94,6 +97,11 @@ def main() -> None:
     for r in rows:
         print(f"| {r['engine']} | {r['events_per_s']:,.0f} | {r['first_epoch_s']:.1f} | {r['setup_s']:.1f} | "
               f"{r['loss']:.4f} | {r['rss_mb']:,.0f} | {r['peak_rss_mb']:,.0f} |")
+    if args.json:
+        from scale import write_part
+
+        write_part(args.json, "train_gru4rec", {"preset": args.preset, "threads": args.threads, "sessions": args.sessions,
+                                                "rows": rows})
 
 
 if __name__ == "__main__":

@@ -151,6 +151,13 @@ SUITE: tuple[Row, ...] = (
         RSC15, 5, quick=True),
     Row("vsknn:tuned_rsc15", "rsc15-100k", "vsknn", "tuned_rsc15",
         _pair(0.674, 0.346, "published", "V-SKNN k=100, linear decay (data README)"), RSC15, 10, quick=True),
+    Row("stan:tuned_rsc15", "rsc15-100k", "stan", "tuned_rsc15",
+        _pair(0.6806, 0.3736, "ours", "our recorded run, regression check (no published STAN figure on this split)"),
+        RSC15, 10, quick=True),
+    Row("vstan:tuned_rsc15", "rsc15-100k", "vstan", "tuned_rsc15", (
+        *_pair(0.6879, 0.3761, "ours", "our recorded run, regression check (no published VSTAN figure on this split)"),
+        _ref("mrr@20", 0.3590, "ours", "our V-SKNN tuned_rsc15 on this split: VSTAN must be at least as accurate"),
+    ), RSC15, 10, quick=True),
     Row("gru4rec:tuned_rsc15", "rsc15-100k", "gru4rec", "tuned_rsc15", _pair(0.679, 0.366, "official", _OFFICIAL_XE),
         RSC15, 30, quick=True),
     Row("gru4rec:tuned_rsc15_bprmax", "rsc15-100k", "gru4rec", "tuned_rsc15_bprmax",

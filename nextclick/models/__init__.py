@@ -14,6 +14,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "spop": ("nextclick.models.pop", "SessionPopular"),
     "sr": ("nextclick.models.rules", "SequentialRules"),
     "vsknn": ("nextclick.models.sknn", "VSKNN"),
+    "stan": ("nextclick.models.stan", "STAN"),
+    "vstan": ("nextclick.models.stan", "VSTAN"),
     "gru4rec": ("nextclick.models.gru4rec.model", "GRU4Rec"),
     "sasrec": ("nextclick.models.sasrec.model", "SASRec"),
 }

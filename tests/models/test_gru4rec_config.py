@@ -14,7 +14,7 @@ from nextclick.models.gru4rec.config import PRESETS, GRU4RecConfig  # noqa: E402
 
 _COMMON = dict(
     nesterov=False, sample_cache_max_size=10_000_000, embedding=0, constrained_embedding=True, n_epochs=10,
-    session_order="time", adagrad_eps=1e-06, seed=42, n_threads=1, engine="compiled", device="cpu",
+    session_order="time", adagrad_eps=1e-06, seed=42, n_threads=1, engine="compiled", device="cpu", time_budget=0.0,
 )
 RESOLVED = {
     "spec_rsc15": dict(

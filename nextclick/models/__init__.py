@@ -18,6 +18,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "vstan": ("nextclick.models.stan", "VSTAN"),
     "gru4rec": ("nextclick.models.gru4rec.model", "GRU4Rec"),
     "sasrec": ("nextclick.models.sasrec.model", "SASRec"),
+    "stamp": ("nextclick.models.stamp", "STAMP"),
 }
 
 

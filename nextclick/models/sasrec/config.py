@@ -17,11 +17,12 @@ LOSSES: tuple[str, ...] = ("bce", "ce", "sampled_ce", "gbce")
 
 
 @dataclass
-class SASRecConfig:
+class SequenceConfig:
+    """How a next-item network over left-padded sequences is trained and validated: SASRec's,
+    and that of the models that share its trainer (:mod:`nextclick.models.sasrec.train`)."""
+
     max_len: int = 50  # T: most recent clicks kept per sequence
     hidden: int = 50  # d: embedding and hidden size
-    n_blocks: int = 2
-    n_heads: int = 1
     dropout: float = 0.5  # the paper's value for the sparse Amazon data (0.2 for MovieLens)
     lr: float = 0.001
     batch_size: int = 128
@@ -40,9 +41,6 @@ class SASRecConfig:
     # who shares a draw of n_negatives: "batch" (all positions of a mini-batch), "sequence" (the
     # positions of one sequence); "auto" = batch for sampled_ce, sequence for gbce
     neg_sharing: Literal["auto", "batch", "sequence"] = "auto"
-    pre_ln: bool = False  # see the module docstring of nextclick.models.sasrec.model
-    positions: Literal["start", "end"] = "start"  # "end" = the paper's padded-slot positions
-    scale_emb: bool = True  # multiply item embeddings by sqrt(d) at the input (reference code)
     patience: int = 5  # evaluations without improvement before stopping (0 = never stop early)
     # without validation data, the last click of this share of the training sequences is held out
     # to early-stop on (0 = no hold-out: all n_epochs)
@@ -55,6 +53,15 @@ class SASRecConfig:
     device: str = "cpu"
     n_threads: int = 1  # torch CPU threads during fit (0 = torch's setting); the ops are small
     progress: bool = True  # tqdm bar per epoch
+
+
+@dataclass
+class SASRecConfig(SequenceConfig):
+    n_blocks: int = 2
+    n_heads: int = 1
+    pre_ln: bool = False  # see the module docstring of nextclick.models.sasrec.model
+    positions: Literal["start", "end"] = "start"  # "end" = the paper's padded-slot positions
+    scale_emb: bool = True  # multiply item embeddings by sqrt(d) at the input (reference code)
 
 
 # Each preset states only what differs from SASRecConfig's defaults.
@@ -71,42 +78,42 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def check_config(c: SASRecConfig) -> None:
-    """Raise :class:`NextclickError` naming the first parameter out of range."""
+def check_config(c: SequenceConfig, name: str = "sasrec") -> None:
+    """Raise :class:`NextclickError` naming the first parameter out of range (``name``: the model's)."""
     for key in ("max_len", "hidden", "n_blocks", "n_heads", "batch_size"):
-        if getattr(c, key) < 1:
-            raise NextclickError(f"sasrec: {key} must be >= 1, got {getattr(c, key)}")
+        if hasattr(c, key) and getattr(c, key) < 1:
+            raise NextclickError(f"{name}: {key} must be >= 1, got {getattr(c, key)}")
     if not 0.0 <= c.dropout < 1.0:
-        raise NextclickError(f"sasrec: dropout must be in [0, 1), got {c.dropout}")
+        raise NextclickError(f"{name}: dropout must be in [0, 1), got {c.dropout}")
     if c.loss not in LOSSES:
-        raise NextclickError(f"sasrec: loss must be bce, ce, sampled_ce or gbce, got {c.loss!r}")
-    if c.positions not in ("start", "end"):
-        raise NextclickError(f"sasrec: positions must be 'start' or 'end', got {c.positions!r}")
+        raise NextclickError(f"{name}: loss must be bce, ce, sampled_ce or gbce, got {c.loss!r}")
+    if getattr(c, "positions", "start") not in ("start", "end"):
+        raise NextclickError(f"{name}: positions must be 'start' or 'end', got {c.positions!r}")
     if not 0.0 <= c.holdout < 1.0:
-        raise NextclickError(f"sasrec: holdout must be in [0, 1), got {c.holdout}")
+        raise NextclickError(f"{name}: holdout must be in [0, 1), got {c.holdout}")
     if c.eval_every < 1:
-        raise NextclickError(f"sasrec: eval_every must be >= 1, got {c.eval_every}")
+        raise NextclickError(f"{name}: eval_every must be >= 1, got {c.eval_every}")
     if c.neg_sharing not in ("auto", "batch", "sequence"):
-        raise NextclickError(f"sasrec: neg_sharing must be auto, batch or sequence, got {c.neg_sharing!r}")
+        raise NextclickError(f"{name}: neg_sharing must be auto, batch or sequence, got {c.neg_sharing!r}")
     if c.in_batch_negatives and c.loss != "sampled_ce":
-        raise NextclickError(f"sasrec: in_batch_negatives needs loss=sampled_ce, got {c.loss}")
+        raise NextclickError(f"{name}: in_batch_negatives needs loss=sampled_ce, got {c.loss}")
     if c.item_optimizer not in ("adam", "sparse_adam"):
-        raise NextclickError(f"sasrec: item_optimizer must be adam or sparse_adam, got {c.item_optimizer!r}")
+        raise NextclickError(f"{name}: item_optimizer must be adam or sparse_adam, got {c.item_optimizer!r}")
     if c.item_optimizer == "sparse_adam" and (c.loss == "ce" or c.l2 > 0):
-        raise NextclickError("sasrec: item_optimizer=sparse_adam needs a sampled loss (bce, sampled_ce, gbce) and "
+        raise NextclickError(f"{name}: item_optimizer=sparse_adam needs a sampled loss (bce, sampled_ce, gbce) and "
                              f"l2=0, got loss={c.loss}, l2={c.l2}")
     if c.loss in ("sampled_ce", "gbce") and c.n_negatives < 1:
-        raise NextclickError(f"sasrec: loss {c.loss} needs n_negatives >= 1, got {c.n_negatives}")
+        raise NextclickError(f"{name}: loss {c.loss} needs n_negatives >= 1, got {c.n_negatives}")
 
 
-def neg_sharing(c: SASRecConfig) -> str:
+def neg_sharing(c: SequenceConfig) -> str:
     """``neg_sharing`` with ``"auto"`` resolved: sequence for gbce, batch otherwise."""
     if c.neg_sharing != "auto":
         return c.neg_sharing
     return "sequence" if c.loss == "gbce" else "batch"
 
 
-def valid_cutoffs(c: SASRecConfig) -> tuple[int, ...]:
+def valid_cutoffs(c: SequenceConfig) -> tuple[int, ...]:
     """The cutoffs validation evaluates: 10, 20 and the K of ``valid_metric``, which is checked."""
     metric = c.valid_metric
     name, _, k = metric.removeprefix("sampled_").partition("@")

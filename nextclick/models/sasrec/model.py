@@ -142,9 +142,14 @@ class SASRec(Recommender):
         return dev
 
     def _build(self, fit: bool = False) -> None:
-        check_config(self.config)
+        check_config(self.config, self.name)
         self.device_ = self._device(fit)
-        self.net_ = SASRecNet(self.n_items_, self.config).to(self.device_)
+        self.net_ = self._make_net().to(self.device_)
+
+    def _make_net(self) -> torch.nn.Module:
+        """The network; the models that share SASRec's trainer give theirs (same interface as
+        :class:`SASRecNet`: ``item_emb``, ``forward``, ``forward_last``, ``reset_parameters``, ``set_rng``)."""
+        return SASRecNet(self.n_items_, self.config)
 
     def _fit(self, train: Sessions, valid: Sessions | None) -> None:
         c = self.config
@@ -227,7 +232,7 @@ class SASRec(Recommender):
         n_pred = L[s] - 1
         if sessions.last_only:
             return s, n_pred, np.ones_like(s)
-        if self.config.positions == "end":  # positions depend on the prefix end: one pass per prefix
+        if getattr(self.config, "positions", "start") == "end":  # positions depend on the prefix end: one pass per prefix
             sess, plen, _ = sessions.prefixes()
             return sess, plen, np.ones_like(sess)
         first = np.minimum(n_pred, T)  # one pass covers the first min(L - 1, T) prefixes ...

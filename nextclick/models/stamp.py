@@ -1,0 +1,150 @@
+"""STAMP: short-term attention/memory priority (Liu, Zeng, Mokhosi and Zhang, "STAMP: Short-Term
+Attention/Memory Priority Model for Session-based Recommendation", KDD 2018; the authors' code:
+github.com/uestcnlp/STAMP, not used here).
+
+For the prefix x_1 .. x_t of a session (item embeddings, d = ``hidden``):
+
+* the session's general interest m_s = mean(x_1 .. x_t) and its last click m_t = x_t;
+* attention over the clicks: ``a_i = w_0 . sigmoid(W_1 x_i + W_2 x_t + W_3 m_s + b_a)``, not
+  normalised, and the attended memory ``m_a = sum_i a_i x_i`` (Eq. 7-8);
+* two one-layer MLPs: ``h_s = tanh(W_s m_a + b_s)``, ``h_t = tanh(W_t m_t + b_t)``;
+* the score of item j: the trilinear product ``<h_s, h_t, x_j> = (h_s * h_t) . x_j``, the
+  query ``h_s * h_t`` against the item table, trained with softmax cross-entropy.
+
+Training and serving are SASRec's (:mod:`nextclick.models.sasrec`): left-padded windows of the
+last ``max_len`` clicks, a prediction at every position of a window in one pass (the attention
+at position t reads clicks 1..t only, so every prefix of a session is one training example, as
+the paper's augmentation makes it), the same losses, early stopping, hold-out and torchrun
+data parallelism. The class differs from SASRec only in the network.
+
+Deviations from the paper (Sec. 4) and the authors' code:
+
+============================  ===========================================  =====================
+what                          paper / authors' code                        here
+============================  ===========================================  =====================
+score                         sigmoid of the trilinear product, then       the trilinear product
+                              softmax (paper Eq. 9-10)                     as the softmax logit
+clicks attended               the whole session                            the last ``max_len`` (20)
+initialisation                N(0, 0.002) weights, N(0, 0.05) embeddings   N(0, 0.05) for both
+embedding dropout             none                                         ``dropout`` (0: none)
+optimiser                     Adam, lr 0.005, batch 512                    Adam (beta2 0.98), lr 0.005, batch 512
+============================  ===========================================  =====================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nextclick.errors import NextclickError
+from nextclick.models.sasrec.config import SequenceConfig
+from nextclick.models.sasrec.model import SASRec
+from nextclick.models.sasrec.net import NumpyDropout
+
+
+@dataclass
+class STAMPConfig(SequenceConfig):
+    max_len: int = 20
+    hidden: int = 100
+    dropout: float = 0.0
+    lr: float = 0.005
+    batch_size: int = 512
+    n_epochs: int = 30
+
+
+class STAMPNet(nn.Module):
+    """STAMP's network over left-padded batches, with :class:`SASRecNet`'s interface."""
+
+    def __init__(self, n_items: int, cfg: STAMPConfig) -> None:
+        super().__init__()
+        d = cfg.hidden
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.drop = NumpyDropout(cfg.dropout)
+        self.w1 = nn.Linear(d, d, bias=False)
+        self.w2 = nn.Linear(d, d, bias=False)
+        self.w3 = nn.Linear(d, d)  # its bias is b_a
+        self.w0 = nn.Linear(d, 1, bias=False)
+        self.mlp_s = nn.Linear(d, d)
+        self.mlp_t = nn.Linear(d, d)
+
+    def reset_parameters(self) -> None:
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            else:
+                nn.init.normal_(p, 0.0, 0.05)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def set_rng(self, rng: np.random.Generator | None) -> None:
+        self.drop.rng = rng
+
+    def _embed(self, x: np.ndarray, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dev = self.item_emb.weight.device
+        flat = torch.from_numpy(np.ascontiguousarray(x).reshape(-1)).to(dev)
+        if extra is None:
+            return self.item_emb(flat).view(*x.shape, -1), None
+        e, ex = self.item_emb(torch.cat([flat, extra])).split([flat.numel(), extra.numel()])
+        return e.view(*x.shape, -1), ex
+
+    def attention(self, e: torch.Tensor, real: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """``a`` (B, q, t): the attention of ``q`` query positions over the t clicks of each row;
+        ``e`` (B, t, d) click embeddings (0 at padding), ``real`` (B, t) bool, ``query`` (B, q)
+        the position (0..t-1) each query reads up to (and including)."""
+        B, t, _ = e.shape
+        cnt = real.cumsum(1).clamp(min=1).to(e.dtype)  # clicks up to each position
+        m_s = e.cumsum(1) / cnt[..., None]  # (B, t, d): mean of the clicks so far
+        q_at = query[..., None].expand(-1, -1, e.shape[-1])  # (B, q, d)
+        last, mean = e.gather(1, q_at), m_s.gather(1, q_at)  # x_t and m_s at each query
+        keys = self.w1(e)  # (B, t, d)
+        a = self.w0(torch.sigmoid(keys[:, None] + (self.w2(last) + self.w3(mean))[:, :, None])).squeeze(-1)  # (B, q, t)
+        visible = real[:, None, :] & (torch.arange(t, device=e.device)[None, None, :] <= query[..., None])
+        return a * visible
+
+    def _query(self, e: torch.Tensor, real: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        a = self.attention(e, real, query)  # (B, q, t)
+        m_a = a @ e  # (B, q, d)
+        last = e.gather(1, query[..., None].expand(-1, -1, e.shape[-1]))
+        return torch.tanh(self.mlp_s(m_a)) * torch.tanh(self.mlp_t(last))
+
+    def forward(self, x: np.ndarray, weights: list | None = None, extra: torch.Tensor | None = None) -> Any:
+        """(B, t) left-padded item indices -> (N, d) queries of the N real positions, row by row
+        in position order (each from the clicks at or before it); with ``extra``, also the
+        embeddings of those item indices (as :meth:`SASRecNet.forward`)."""
+        e, ex = self._embed(x, extra)
+        e = self.drop(e)
+        real = torch.from_numpy(x > 0).to(e.device)
+        B, t = x.shape
+        query = torch.arange(t, device=e.device).expand(B, t)
+        h = self._query(e, real, query)[real]  # (N, d)
+        return h if extra is None else (h, ex)
+
+    def forward_last(self, x: np.ndarray) -> torch.Tensor:
+        """Inference: (B, d) queries at the last slot of each left-padded row."""
+        e, _ = self._embed(x, None)
+        real = torch.from_numpy(x > 0).to(e.device)
+        B, t = x.shape
+        return self._query(e, real, torch.full((B, 1), t - 1, device=e.device))[:, 0]
+
+
+class STAMP(SASRec):
+    """STAMP; see the module docstring."""
+
+    name = "stamp"
+    Config = STAMPConfig
+    presets: dict[str, dict[str, Any]] = {}
+    renamed_presets: dict[str, str] = {}
+    recommended: dict[str, str] = {}
+
+    def _make_net(self) -> nn.Module:
+        return STAMPNet(self.n_items_, self.config)
+
+    def attention(self, session_items_idx: Any, per_head: bool = False) -> list[np.ndarray]:
+        raise NextclickError("stamp: attention maps are SASRec's; STAMP's click weights are STAMPNet.attention")
+
+    def click_weights(self, session_items: Any, block: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        raise NextclickError("stamp: attention maps are SASRec's; STAMP's click weights are STAMPNet.attention")

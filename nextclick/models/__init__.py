@@ -19,6 +19,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "gru4rec": ("nextclick.models.gru4rec.model", "GRU4Rec"),
     "sasrec": ("nextclick.models.sasrec.model", "SASRec"),
     "stamp": ("nextclick.models.stamp", "STAMP"),
+    "narm": ("nextclick.models.narm", "NARM"),
 }
 
 

@@ -69,6 +69,7 @@ class Row:
     met: str = ""
     when: str = ""
     command: str = ""
+    where: str = ""  # for a missed bar: where the time or memory goes
 
 
 def below(value: float, limit: float, unit: str = "") -> str:
@@ -173,6 +174,18 @@ def serve_rows(doc: Doc) -> list[Row]:
                     f"{lone['model_ms_per_click']:.2f} ms" if lone else "not measured (no 1-connection run)", "< 1.7 ms",
                     below(lone["model_ms_per_click"], 1.7, "ms") if lone else "-"))
     mic = doc["in_process"]
+    inside = f"in the model process a lone click is top-k {mic['topk_ms']:.2f} ms + step {mic['step_ms']:.2f} ms"
+    for r in rows:
+        if not r.met.startswith("missed"):
+            continue
+        if "requests/s" in r.measure:
+            cores = best.get("cores") or []
+            r.where = (f"the model process: {cores[-1]:.2f} cores busy, {best['model_ms_per_click']:.2f} ms of model time per "
+                       f"click at a mean batch of {best['mean_batch']:.1f}; {inside}") if cores else inside
+        elif "share" in r.measure and lone:
+            r.where = f"{inside}; the other {max(lone['model_ms_per_click'] - mic['topk_ms'] - mic['step_ms'], 0):.2f} ms is outside the step and the top-k as timed alone"
+        else:
+            r.where = f"waiting for the model process; {inside}"
     rows.append(Row(f"{at}: in process, a lone click", f"step {mic['step_ms']:.2f} ms, top-k {mic['topk_ms']:.2f} ms"))
     rows.append(Row(f"{at}: ready after start", f"{doc['ready_s']:.1f} s"))
     rows += [Row(f"{at}: memory, {m['process']}", memory_figure(m)) for m in doc["memory"]]
@@ -203,16 +216,17 @@ def table_rows(results: Path) -> list[Row]:
             rows += [Row(m, "not run", bar, "not run" if bar else "") for m, bar in NOT_RUN[part]]
             continue
         doc = json.loads(path.read_text())
-        for row in BUILD[part](doc):
-            row.when, row.command = f"{doc['commit']}, {doc['date']}", f"`{doc['command']}`"
+        for i, row in enumerate(BUILD[part](doc)):
+            row.when, row.command = f"{doc['commit']}, {doc['date']}", f"`{doc['command']}`" if i == 0 else "as above"
             rows.append(row)
     return rows
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| measure | figure | bar | met? | commit, date | command |", "|---|---|---|---|---|---|"]
+    lines = ["| measure | figure | bar | met? | where the time goes (missed bars) | commit, date | command |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = (r.measure, r.figure, r.bar or "-", r.met or "-", r.when or "-", r.command or "-")
+        cells = (r.measure, r.figure, r.bar or "-", r.met or "-", r.where or "-", r.when or "-", r.command or "-")
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 

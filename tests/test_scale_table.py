@@ -68,13 +68,17 @@ def test_met_missed_and_not_run_rows(scale: ModuleType, tmp_path: Path) -> None:
     assert rows[f"{at}: errors, all runs"].met == "met"
     assert rows[f"{at}: model's share of a lone click (model ms per click, 1 connection)"].met == "missed by 1.63 ms"
     assert rows[f"{at}: ready after start"].figure == "35.0 s"
+    # a missed bar says where the time goes; a met one does not
+    assert "top-k" in rows[f"{at}: model's share of a lone click (model ms per click, 1 connection)"].where
+    assert "cores busy" in rows[f"{at}: requests/s sustained (best of 2 connection counts)"].where
+    assert rows[f"{at}: p90 latency, 1 connection"].where == ""
 
     for measure in ("training at 1.9M items: SASRec, 1 and 2 processes", "evaluation at 1.9M items",
                     "accuracy on a ~10M-click slice: GRU4Rec, V-SKNN, popularity"):
         assert rows[measure].figure == "not run" and rows[measure].when == ""
 
     text = scale.table(tmp_path)
-    assert text.count("| measure | figure | bar | met? | commit, date | command |") == 1
+    assert text.count("| measure | figure | bar | met? | where the time goes (missed bars) | commit, date | command |") == 1
     assert len(text.splitlines()) == len(rows) + 2
 
 

@@ -83,12 +83,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: Path | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
     """Two CPU ranks on this machine through torchrun (gloo), on a free port."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 

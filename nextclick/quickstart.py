@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 QUICK_PARAMS: dict[str, dict[str, Any]] = {
     "gru4rec": {"n_epochs": 3, "layers": (96,), "batch_size": 64, "n_sample": 512, "learning_rate": 0.1, "n_threads": 1},
     "sasrec": {"n_epochs": 3, "max_len": 20, "dropout": 0.2, "n_threads": 1, "progress": False},
+    "narm": {"n_epochs": 3, "n_threads": 1, "progress": False},
+    "stamp": {"n_epochs": 3, "n_threads": 1, "progress": False},
 }
 
 

@@ -11,7 +11,7 @@ import typer
 
 
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Only the cheap rows (pop, vsknn, gru4rec tuned_rsc15 and official_rsc15): a few minutes, for CI.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Only the cheap rows (pop, the kNN models, gru4rec tuned_rsc15 and official_rsc15): a few minutes, for CI.")] = False,
     rows: Annotated[
         Optional[str], typer.Option("--rows", help="Comma-separated row names to run (e.g. pop,gru4rec:tuned_rsc15).")
     ] = None,

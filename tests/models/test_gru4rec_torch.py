@@ -201,6 +201,12 @@ def _worker(out: Path) -> None:
         np.savez(out / f"case{i}_rank{rank}.npz", losses=np.array(losses), **w)
     model = GRU4Rec(GRU4Rec.Config(**FIT)).fit(make_chain_data().train)  # its own shard of the sessions
     np.savez(out / f"fit_rank{rank}.npz", losses=np.array(model.epoch_losses_), **_weights(model.net_))
+    # a time budget that runs out on rank 0 only: both ranks must stop at the same step
+    budget = dict(FIT, batch_size=1, n_epochs=3, time_budget=1e-9 if rank == 0 else 1e9)
+    model = GRU4Rec(GRU4Rec.Config(**budget)).fit(make_chain_data().train)
+    late = model.training_.get("out_of_time", {})
+    np.savez(out / f"budget_rank{rank}.npz", epochs=np.array([len(model.epoch_losses_)]),
+             late_epoch=np.array([late.get("epoch", 0)]), **_weights(model.net_))
     distributed.close()
 
 
@@ -250,6 +256,12 @@ def test_two_ranks_step_as_one_process_with_both_batches(tmp_path: Path, chain_d
     assert fits[0].keys() == fits[1].keys()
     for k in fits[0]:  # the same gathered gradients in the same order: bit for bit
         np.testing.assert_array_equal(fits[1][k], fits[0][k], err_msg=k)
+    # the budget ran out on rank 0 alone, and both ranks stopped in the first epoch with the same weights
+    budgets = [dict(np.load(tmp_path / f"budget_rank{r}.npz", allow_pickle=False)) for r in range(2)]
+    for b in budgets:
+        assert b.pop("epochs")[0] == 1 and b.pop("late_epoch")[0] == 1
+    for k in budgets[0]:
+        np.testing.assert_array_equal(budgets[1][k], budgets[0][k], err_msg=k)
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

@@ -244,7 +244,7 @@ def run_epoch(
     skip_single = cfg.loss == "bpr-max" and store is None and not synchronous  # one slot, no negatives: no BPR-max
     dev = plan.x.device
     H = [torch.zeros(plan.size[0], Dl, device=dev) for Dl in cfg.layers]
-    total, n_ev = 0.0, 0
+    total, n_ev, late = 0.0, 0, False
     bar = tqdm(
         total=plan.n_events,
         desc=f"gru4rec epoch {epoch + 1}/{cfg.n_epochs}",
@@ -273,13 +273,12 @@ def run_epoch(
         n_ev += b
         if t % 64 == 63:
             bar.update(o + b - bar.n)
-            if _late(deadline, synchronous, dev):
-                bar.close()
-                return total / max(n_ev, 1), n_ev, True
-    for t in range(len(plan.off), n_steps or 0):  # empty steps: the other ranks' tail
-        trainer.step(plan.x[:0], plan.y[:0], store.next() if store else None, [h[:0] for h in H])
-        if t % 64 == 63 and _late(deadline, synchronous, dev):
-            bar.close()
-            return total / max(n_ev, 1), n_ev, True
+            if late := _late(deadline, synchronous, dev):
+                break
+    else:  # the plan ran to its end (no time-out): empty steps, the other ranks' tail
+        for t in range(len(plan.off), n_steps or 0):
+            trainer.step(plan.x[:0], plan.y[:0], store.next() if store else None, [h[:0] for h in H])
+            if t % 64 == 63 and (late := _late(deadline, synchronous, dev)):
+                break
     bar.close()
-    return total / max(n_ev, 1), n_ev, False
+    return total / max(n_ev, 1), n_ev, late

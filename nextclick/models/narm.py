@@ -152,15 +152,8 @@ class NARM(SASRec):
 
     def _make_net(self) -> nn.Module:
         c = self.config
-        for key in ("gru_hidden",):
-            if getattr(c, key) < 1:
-                raise NextclickError(f"narm: {key} must be >= 1, got {getattr(c, key)}")
+        if c.gru_hidden < 1:
+            raise NextclickError(f"narm: gru_hidden must be >= 1, got {c.gru_hidden}")
         if not 0.0 <= c.dropout_context < 1.0:
             raise NextclickError(f"narm: dropout_context must be in [0, 1), got {c.dropout_context}")
         return NARMNet(self.n_items_, c)
-
-    def attention(self, session_items_idx: Any, per_head: bool = False) -> list[np.ndarray]:
-        raise NextclickError("narm: attention maps are SASRec's; NARM's click weights are NARMNet.attention")
-
-    def click_weights(self, session_items: Any, block: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        raise NextclickError("narm: attention maps are SASRec's; NARM's click weights are NARMNet.attention")

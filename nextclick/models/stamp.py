@@ -40,7 +40,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from nextclick.errors import NextclickError
 from nextclick.models.sasrec.config import SequenceConfig
 from nextclick.models.sasrec.model import SASRec
 from nextclick.models.sasrec.net import NumpyDropout
@@ -142,9 +141,3 @@ class STAMP(SASRec):
 
     def _make_net(self) -> nn.Module:
         return STAMPNet(self.n_items_, self.config)
-
-    def attention(self, session_items_idx: Any, per_head: bool = False) -> list[np.ndarray]:
-        raise NextclickError("stamp: attention maps are SASRec's; STAMP's click weights are STAMPNet.attention")
-
-    def click_weights(self, session_items: Any, block: int = -1) -> tuple[np.ndarray, np.ndarray]:
-        raise NextclickError("stamp: attention maps are SASRec's; STAMP's click weights are STAMPNet.attention")

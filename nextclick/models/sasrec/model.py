@@ -282,6 +282,8 @@ class SASRec(Recommender):
         weights: list[torch.Tensor] = []
         with eval_mode(self.net_):
             self.net_(s[None, :], weights)
+        if not weights:  # a network on this trainer without self-attention blocks (NARM, STAMP)
+            raise NextclickError(f"{self.name}: no attention maps (only SASRec's self-attention blocks record them)")
         out = [w[0].cpu().numpy() for w in weights]  # (H, t, t) each
         return out if per_head else [w.mean(0) for w in out]
 

@@ -132,13 +132,17 @@ class STAN(Recommender):
 
     def neighbours(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> sp.csr_matrix:
         """(B, N) sparse: each row's ``k`` neighbours and their similarity (recency included)."""
+        row, item, _, w = self._query(sessions, sess, np.asarray(plen, dtype=np.int64))
+        return self._neighbours(row, item, w, len(sess))
+
+    def _neighbours(self, row: np.ndarray, item: np.ndarray, w: np.ndarray, B: int) -> sp.csr_matrix:
+        """:meth:`neighbours` from the rows' items and weights (:meth:`_query`)."""
         c = self.config
-        row, item, _, w = self._query(sessions, sess, plen)
-        q = sp.csr_matrix((w, (row, item)), shape=(len(sess), self.n_items_ + 1))
+        q = sp.csr_matrix((w, (row, item)), shape=(B, self.n_items_ + 1))
         sims = (q @ self.items_sess_).tocsr()  # sum of w over the items shared with each session
         if c.sample_size > 0:
             sims = topk_per_row(sims, c.sample_size, key=self.session_time_[sims.indices])
-        qn = np.sqrt(np.bincount(row, weights=w * w, minlength=len(sess)))
+        qn = np.sqrt(np.bincount(row, weights=w * w, minlength=B))
         rows = np.repeat(np.arange(sims.shape[0]), np.diff(sims.indptr))
         sims.data /= np.maximum(qn[rows] * self.sess_norm_[sims.indices], 1e-300)
         if c.lambda_snh > 0 and self.timed_:
@@ -149,7 +153,8 @@ class STAN(Recommender):
         c = self.config
         B, V1 = len(sess), self.n_items_ + 1
         plen = np.asarray(plen, dtype=np.int64)
-        nb = self.neighbours(sessions, sess, plen).tocoo()
+        qrow, qitem, qpos, w = self._query(sessions, sess, plen)
+        nb = self._neighbours(qrow, qitem, w, B).tocoo()
         keep = nb.data > 0
         pr, pn, sim = nb.row[keep].astype(np.int64), nb.col[keep].astype(np.int64), nb.data[keep]
         if pr.size == 0:
@@ -162,7 +167,6 @@ class STAN(Recommender):
         at = np.repeat(P.indptr[pn].astype(np.int64), cnt) + np.arange(int(cnt.sum())) - seg[pair]
         e_item, e_pos = P.indices[at].astype(np.int64), P.data[at].astype(np.float64)
         # which of them the current session holds, and at which position
-        qrow, qitem, qpos, _ = self._query(sessions, sess, plen)
         qkey = qrow * V1 + qitem  # sorted (by row, then item)
         ekey = pr[pair] * V1 + e_item
         j = np.minimum(np.searchsorted(qkey, ekey), max(qkey.size - 1, 0))

@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 from nextclick.errors import NextclickError  # noqa: E402
 from nextclick.models import create_model  # noqa: E402
 from nextclick.models.narm import NARMConfig, NARMNet, right_align  # noqa: E402
+from tests.models.test_stamp import assert_positions_are_prefixes  # noqa: E402
 
 
 def net(d: int = 5, H: int = 6, n_items: int = 9) -> NARMNet:
@@ -42,14 +43,7 @@ def test_attention_is_zero_on_padding_and_on_later_clicks() -> None:
 
 
 def test_left_padding_and_later_clicks_change_nothing() -> None:
-    m = net()
-    with torch.no_grad():
-        all_pos = m(np.array([[0, 0, 3, 5, 2, 6], [1, 2, 3, 4, 5, 6]]))  # (4 + 6, d)
-        for j, prefix in enumerate([[3], [3, 5], [3, 5, 2], [3, 5, 2, 6]]):
-            alone = m.forward_last(np.array([prefix]))[0]
-            padded = m.forward_last(np.array([[0] * 2 + prefix]))[0]
-            torch.testing.assert_close(alone, all_pos[j], rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-6)
+    assert_positions_are_prefixes(net(), [3, 5, 2, 6], others=([1, 2, 3, 4, 5, 6],))
 
 
 def test_query_follows_the_equations() -> None:

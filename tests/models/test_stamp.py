@@ -35,15 +35,21 @@ def test_attention_is_zero_on_padding_and_on_later_clicks() -> None:
     assert torch.all(a[allowed] != 0)
 
 
-def test_left_padding_and_later_clicks_change_nothing() -> None:
-    m = net()
+def assert_positions_are_prefixes(m: torch.nn.Module, row: list[int], others: tuple[list[int], ...] = ()) -> None:
+    """The query at each position of ``row`` (left-padded by two, in a batch with ``others`` of
+    the same width) equals that of its prefix alone, and of the prefix left-padded by three."""
     with torch.no_grad():
-        all_pos = m(np.array([[0, 0, 3, 5, 2, 6]]))  # (4, d): the queries after 3, 5, 2, 6
-        for j, prefix in enumerate([[3], [3, 5], [3, 5, 2], [3, 5, 2, 6]]):
+        all_pos = m(np.array([[0, 0, *row], *others]))  # the first len(row) are row's queries
+        for j in range(len(row)):
+            prefix = row[: j + 1]
             alone = m.forward_last(np.array([prefix]))[0]
             padded = m.forward_last(np.array([[0] * 3 + prefix]))[0]
             torch.testing.assert_close(alone, all_pos[j], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_left_padding_and_later_clicks_change_nothing() -> None:
+    assert_positions_are_prefixes(net(), [3, 5, 2, 6])
 
 
 def test_query_follows_the_equations() -> None:

@@ -156,11 +156,11 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
             print(f"  done {kind} {n_items:,} {path}", file=sys.stderr, flush=True)
-    report(runs, a)
+    rows = {(r["model"], r["items"]): r for r in runs if r["path"] == "rows"}
+    report(runs, rows, a)
     if a.json:
         from scale import write_part
 
-        rows = {(r["model"], r["items"]): r for r in runs if r["path"] == "rows"}
         write_part(a.json, "evaluate", {"chunk_items": a.chunk_items, "threads": a.threads, "batch_size": 512,
                                         "rows": [{**r, "same_as_rows": flag(r, rows)} for r in runs]})
 
@@ -171,8 +171,8 @@ def flag(r: dict, rows: dict) -> str:
     return "-" if ref is None or ref is r else same(r["metrics"], ref["metrics"])
 
 
-def report(runs: list[dict], a: argparse.Namespace) -> None:
-    rows = {(r["model"], r["items"]): r for r in runs if r["path"] == "rows"}
+def report(runs: list[dict], rows: dict, a: argparse.Namespace) -> None:
+    """Print the table; ``rows``: the whole-rows run of each (model, catalogue)."""
     print(f"exact full-catalogue evaluation, conservative ties, chunk_items={a.chunk_items:,}, batch_size=512, "
           f"torch threads {a.threads}")
     print(f"{'model':8} {'items':>10} {'path':8} {'predictions':>11} {'s/1000 pred':>11} {'RSS before MB':>13} "
@@ -181,7 +181,7 @@ def report(runs: list[dict], a: argparse.Namespace) -> None:
         print(f"{r['model']:8} {r['items']:>10,} {r['path']:8} {r['predictions']:>11,} {r['per_1000']:>11.2f} "
               f"{r['rss_before_mb']:>13,.0f} {r['peak_mb']:>11,.0f} {r['items_mb']:>14,.0f} "
               f"{r['metrics']['recall@20']:>9.4f}  {flag(r, rows)}")
-    if any(r["path"] != "rows" and (r["model"], r["items"]) in rows and same(r["metrics"], rows[r["model"], r["items"]]["metrics"]) == "yes*" for r in runs):
+    if any(flag(r, rows) == "yes*" for r in runs):
         print("yes*: popularity@K differs in its last digits only: summed over other batches (SASRec's whole rows "
               "come in batches capped by the size of their score block)")
 

@@ -17,8 +17,8 @@ wrk on loopback (one connection, then several), every request a click of a live 
 session, as ``serve_load.py`` does; the model's share of a lone click (server-side model time per
 click at one connection, and the in-process GRU step and top-k).
 
-    python benchmarks/scale_serve.py --make [--budget 3000] [--rate 10500] [--data runs/scale/otto] [--out runs/scale/gru4rec_otto]
-    python benchmarks/scale_serve.py runs/scale/gru4rec_otto [--duration 10] [--connections 1,6] [--json PATH]
+    python benchmarks/scale_serve.py --make [--budget 3000] [--rate 10500] [--data runs/scale/otto] [--out runs/scale/gru4rec_otto_budget]
+    python benchmarks/scale_serve.py runs/scale/gru4rec_otto_budget [--duration 10] [--connections 1,6] [--json PATH]
 
 ``--json PATH`` also writes the service's figures (part ``serve``: ready seconds, each process's
 memory, each wrk run, the in-process lone click) as JSON (see ``scale.py``).
@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument("model_dir", nargs="?")
     ap.add_argument("--make", action="store_true", help="train the artifact first (into --out)")
     ap.add_argument("--data", default="runs/scale/otto", help="the full-size log: clicks/*.parquet and items.parquet")
-    ap.add_argument("--out", default="runs/scale/gru4rec_otto")
+    ap.add_argument("--out", default="runs/scale/gru4rec_otto_budget")
     ap.add_argument("--budget", type=float, default=3000.0, help="GRU4Rec's training budget in seconds")
     ap.add_argument("--rate", type=float, default=10500.0, help="GRU4Rec's training clicks per second at this size")
     ap.add_argument("--duration", type=int, default=10)

@@ -43,7 +43,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nextclick.errors import NextclickError
 from nextclick.models.sasrec.config import SequenceConfig
 from nextclick.models.sasrec.model import SASRec
-from nextclick.models.sasrec.net import NumpyDropout
+from nextclick.models.sasrec.net import NumpyDropout, embed_with
 
 
 @dataclass
@@ -100,11 +100,7 @@ class NARMNet(nn.Module):
         ``n[b]`` slots), the counts ``n`` (B,), and the embeddings of ``extra`` (or None)."""
         dev = self.item_emb.weight.device
         xr, n = right_align(x)
-        flat = torch.from_numpy(xr.reshape(-1)).to(dev)
-        if extra is None:
-            e, ex = self.item_emb(flat), None
-        else:
-            e, ex = self.item_emb(torch.cat([flat, extra])).split([flat.numel(), extra.numel()])
+        e, ex = embed_with(self.item_emb, torch.from_numpy(xr.reshape(-1)).to(dev), extra)
         e = self.emb_drop(e.view(*x.shape, -1))
         packed = pack_padded_sequence(e, torch.from_numpy(np.maximum(n, 1)), batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])

@@ -42,7 +42,7 @@ from torch import nn
 
 from nextclick.models.sasrec.config import SequenceConfig
 from nextclick.models.sasrec.model import SASRec
-from nextclick.models.sasrec.net import NumpyDropout
+from nextclick.models.sasrec.net import NumpyDropout, embed_with
 
 
 @dataclass
@@ -84,10 +84,7 @@ class STAMPNet(nn.Module):
 
     def _embed(self, x: np.ndarray, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         dev = self.item_emb.weight.device
-        flat = torch.from_numpy(np.ascontiguousarray(x).reshape(-1)).to(dev)
-        if extra is None:
-            return self.item_emb(flat).view(*x.shape, -1), None
-        e, ex = self.item_emb(torch.cat([flat, extra])).split([flat.numel(), extra.numel()])
+        e, ex = embed_with(self.item_emb, torch.from_numpy(np.ascontiguousarray(x).reshape(-1)).to(dev), extra)
         return e.view(*x.shape, -1), ex
 
     def attention(self, e: torch.Tensor, real: torch.Tensor, query: torch.Tensor) -> torch.Tensor:

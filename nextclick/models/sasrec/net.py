@@ -36,6 +36,15 @@ def eval_mode(net: nn.Module) -> Iterator[None]:
             net.train()
 
 
+def embed_with(emb: nn.Embedding, items: torch.Tensor, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The embeddings of ``items`` and of ``extra`` (None: none) from one gather, so that the
+    item table gets one dense gradient instead of two."""
+    if extra is None:
+        return emb(items), None
+    e, ex = emb(torch.cat([items, extra])).split([items.numel(), extra.numel()])
+    return e, ex
+
+
 class NumpyDropout(nn.Module):
     """Inverted dropout whose masks come from a numpy generator (``rng``, set by ``fit``).
 
@@ -221,10 +230,7 @@ class SASRecNet(nn.Module):
         pos = self._positions(real)  # (B, t)
         layout = Layout.build(kept[order], t, dev)
         items = torch.from_numpy(xs[real]).to(dev)
-        if extra is not None:
-            e, extra_e = self.item_emb(torch.cat([items, extra])).split([items.numel(), extra.numel()])
-        else:
-            e, extra_e = self.item_emb(items), None
+        e, extra_e = embed_with(self.item_emb, items, extra)
         h = e * self.scale + self.pos_emb(torch.from_numpy(pos[real]).to(dev))  # (N, D)
         h = self.emb_drop(h)
         for blk in self.blocks:

@@ -20,6 +20,8 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "sasrec": ("nextclick.models.sasrec.model", "SASRec"),
     "stamp": ("nextclick.models.stamp", "STAMP"),
     "narm": ("nextclick.models.narm", "NARM"),
+    "srgnn": ("nextclick.models.srgnn", "SRGNN"),
+    "bert4rec": ("nextclick.models.bert4rec", "BERT4Rec"),
 }
 
 

@@ -80,9 +80,14 @@ function categoryColour(name) {
   return `hsl(${(h >>> 0) % 360}, 70%, 84%)`;
 }
 
-function chip(category) {
-  if (category === null || category === undefined) return null;
-  return el("span", { class: "chip", style: `background:${categoryColour(category)}`, "data-testid": "category-chip", text: category });
+const hasCategory = (item) => item.category !== null && item.category !== undefined;
+
+// a style attribute painting `prop` in the item's category colour (none without a category)
+const tint = (item, prop) => (hasCategory(item) ? `${prop}:${categoryColour(item.category)}` : null);
+
+function chip(item) {
+  if (!hasCategory(item)) return null;
+  return el("span", { class: "chip", style: tint(item, "background"), "data-testid": "category-chip", text: item.category });
 }
 
 const fmt = (x) => (Math.abs(x) >= 100 ? x.toFixed(1) : x.toPrecision(3));
@@ -105,10 +110,10 @@ async function ensureItems(ids) {
 
 function catalogueCard(item) {
   const price = item.price === null || item.price === undefined ? "" : `${Number(item.price).toFixed(2)}`;
-  return el("button", { type: "button", class: "card", "data-testid": "catalogue-item", "data-item": item.id, title: `Click ${item.title}`,
-    onclick: () => addClick(item.id) },
-  el("span", { class: "title", text: item.title }),
-  el("span", { class: "meta" }, chip(item.category), el("span", { class: "price", text: price })));
+  const attrs = { type: "button", class: "card", "data-testid": "catalogue-item", "data-item": item.id };
+  return el("button", { ...attrs, title: `Click ${item.title}`, onclick: () => addClick(item.id) },
+    el("span", { class: "title", text: item.title }),
+    el("span", { class: "meta" }, chip(item), el("span", { class: "price", text: price })));
 }
 
 async function loadCatalogue(append = false) {
@@ -152,16 +157,18 @@ async function sendClick(id) {
 function renderClicks() {
   const chips = state.clicks.map((id, i) => {
     const item = itemOf(id);
-    return el("li", { class: "click", "data-testid": "click-chip", "data-item": id,
-      style: item.category === null ? null : `border-color:${categoryColour(item.category)}` },
-    el("span", { class: "pos", text: i + 1 }), el("span", { text: item.title }), chip(item.category));
+    return el("li", { class: "click", "data-testid": "click-chip", "data-item": id, style: tint(item, "border-color") },
+      el("span", { class: "pos", text: i + 1 }), el("span", { text: item.title }), chip(item));
   });
-  if (!chips.length) chips.push(el("li", { class: "muted", text: "No clicks yet: the lists show each model's answer to an empty session." }));
+  if (!chips.length) {
+    chips.push(el("li", { class: "muted", text: "No clicks yet: the lists show each model's answer to an empty session." }));
+  }
   $("clicks").replaceChildren(...chips);
 }
 
 function buildColumns() {
-  $("models").replaceChildren(...state.models.map((m) => el("section", { class: "model", "data-testid": "model-col", "data-model": m.name, "data-clicks": "" },
+  $("models").replaceChildren(...state.models.map((m) => el("section",
+    { class: "model", "data-testid": "model-col", "data-model": m.name, "data-clicks": "" },
     el("h3", {}, el("span", { text: m.name }), el("span", { class: "muted", text: m.model === m.name ? "" : ` ${m.model}` })),
     el("p", { class: "note muted", "data-testid": "model-note" }),
     el("ol", { class: "recs", "data-testid": "rec-list" }))));
@@ -195,13 +202,14 @@ function renderColumn(m, r, err, n) {
     list.replaceChildren();
   } else {
     const prevRank = new Map((state.lists.get(m.name) || []).map((id, i) => [String(id), i]));
-    col.querySelector(".note").textContent = r.fallback ? "popularity fallback" : `after ${r.n_clicks} click${r.n_clicks === 1 ? "" : "s"}`;
+    const note = r.fallback ? "popularity fallback" : `after ${r.n_clicks} click${r.n_clicks === 1 ? "" : "s"}`;
+    col.querySelector(".note").textContent = note;
     list.replaceChildren(...r.items.map((id, i) => {
       const item = itemOf(id);
-      return el("li", {}, el("button", { type: "button", class: "rec", "data-testid": "rec-item", "data-item": id, "data-score": r.scores[i],
-        title: `Why ${item.title} for ${m.name}?`, onclick: () => explain(m, id) },
-      el("span", { class: "rank", text: i + 1 }), el("span", { class: "title", text: item.title }),
-      chip(item.category), el("span", { class: "score", text: fmt(r.scores[i]) }), movement(prevRank, id, i)));
+      const attrs = { type: "button", class: "rec", "data-testid": "rec-item", "data-item": id, "data-score": r.scores[i] };
+      return el("li", {}, el("button", { ...attrs, title: `Why ${item.title} for ${m.name}?`, onclick: () => explain(m, id) },
+        el("span", { class: "rank", text: i + 1 }), el("span", { class: "title", text: item.title }),
+        chip(item), el("span", { class: "score", text: fmt(r.scores[i]) }), movement(prevRank, id, i)));
     }));
     state.lists.set(m.name, r.items);
   }
@@ -213,9 +221,8 @@ async function newVisitor() {
   state.sid = randomId();
   state.clicks = [];
   state.lists.clear();
-  state.explainToken++;
+  closeExplanation();
   $("session-id").textContent = state.sid;
-  $("explanation").hidden = true;
   clearError();
   renderClicks();
   if (previous) api(previous, { method: "DELETE" }).catch(showError);
@@ -232,10 +239,12 @@ function influenceView(x) {
     x.influence.map((f, i) => {
       const width = (Math.abs(changes[i]) / max) * 50;
       const style = changes[i] >= 0 ? `left:50%;width:${width}%` : `left:${50 - width}%;width:${width}%`;
+      const sign = changes[i] >= 0 ? "+" : "";
       return el("div", { class: "infl", "data-testid": "influence-row" },
         el("span", { class: "label", text: `${f.position + 1}. ${itemOf(f.item).title}` }),
-        el("span", { class: "track" }, el("span", { class: `bar ${changes[i] >= 0 ? "pos" : "neg"}`, style, "data-testid": "influence-bar" })),
-        el("span", { class: "value", text: `${changes[i] >= 0 ? "+" : ""}${fmt(changes[i])} · rank ${f.rank_without + 1} without` }));
+        el("span", { class: "track" },
+          el("span", { class: `bar ${sign ? "pos" : "neg"}`, style, "data-testid": "influence-bar" })),
+        el("span", { class: "value", text: `${sign}${fmt(changes[i])} · rank ${f.rank_without + 1} without` }));
     }));
 }
 
@@ -243,33 +252,46 @@ function attentionView(x) {
   const blocks = x.attention.blocks;
   const max = Math.max(1e-12, ...blocks.flat());
   const n = Math.max(0, ...blocks.map((b) => b.length));
-  const clicks = x.clicks.slice(-n);
-  const head = el("tr", {}, el("th", {}), clicks.map((id, j) => el("th", { scope: "col", title: itemOf(id).title, text: `${j + 1 + x.clicks.length - clicks.length}` })));
-  const rows = blocks.map((weights, b) => el("tr", {}, el("th", { scope: "row", text: `block ${b + 1}` }),
-    weights.map((w, j) => el("td", { class: "cell", "data-testid": "attention-cell", title: `${itemOf(clicks[j]).title}: ${w.toFixed(3)}`,
-      style: `background:rgba(37,99,235,${(w / max).toFixed(3)});color:${w / max > 0.55 ? "#fff" : "#111"}`, text: w.toFixed(2) }))));
-  return el("div", { class: "part" }, el("h4", { text: "SASRec attention of the last position over the clicks (columns), per block (rows)" }),
+  const first = x.clicks.length - n; // the weights cover the last n clicks
+  const clicks = x.clicks.slice(first);
+  const head = el("tr", {}, el("th", {}),
+    clicks.map((id, j) => el("th", { scope: "col", title: itemOf(id).title, text: `${first + j + 1}` })));
+  const cell = (w, j) => el("td", {
+    class: "cell", "data-testid": "attention-cell", title: `${itemOf(clicks[j]).title}: ${w.toFixed(3)}`, text: w.toFixed(2),
+    style: `background:rgba(37,99,235,${(w / max).toFixed(3)});color:${w / max > 0.55 ? "#fff" : "#111"}` });
+  const rows = blocks.map((weights, b) => el("tr", {}, el("th", { scope: "row", text: `block ${b + 1}` }), weights.map(cell)));
+  return el("div", { class: "part" },
+    el("h4", { text: "Attention of the last position over the clicks (columns), per transformer block (rows)" }),
     el("table", { class: "heat", "data-testid": "attention" }, el("thead", {}, head), el("tbody", {}, rows)));
 }
 
 function neighboursView(x) {
+  const itemTag = (id) => el("span", {
+    class: `nb-item${String(id) === String(x.item) ? " target" : ""}`, text: itemOf(id).title,
+    style: tint(itemOf(id), "border-color") });
+  const about = (nb) => `session ${nb.session} · similarity ${fmt(nb.similarity)} · contribution ${fmt(nb.contribution)}`;
+  const row = (nb) => el("li", { "data-testid": "neighbour" },
+    el("span", { class: "muted", text: about(nb) }),
+    el("span", { class: "nb-items" }, nb.items.map(itemTag)));
   return el("div", { class: "part" }, el("h4", { text: "Neighbour sessions that vote for this item" }),
-    el("ol", { class: "neighbours", "data-testid": "neighbours" }, x.neighbours.map((nb) => el("li", { "data-testid": "neighbour" },
-      el("span", { class: "muted", text: `session ${nb.session} · similarity ${fmt(nb.similarity)} · contribution ${fmt(nb.contribution)}` }),
-      el("span", { class: "nb-items" }, nb.items.map((id) => el("span", {
-        class: `nb-item${String(id) === String(x.item) ? " target" : ""}`, text: itemOf(id).title,
-        style: itemOf(id).category === null ? null : `border-color:${categoryColour(itemOf(id).category)}` })))))));
+    el("ol", { class: "neighbours", "data-testid": "neighbours" }, x.neighbours.map(row)));
+}
+
+function closeExplanation() {
+  state.explainToken++;
+  $("explanation").hidden = true;
 }
 
 function explanationHeader(m, id, x) {
   const item = itemOf(id);
   return el("header", {},
     el("h3", {}, "Why ", el("q", { text: item.title }), ` for ${m.name}`),
-    chip(item.category),
-    x ? el("span", { class: "muted", text: ` rank ${x.rank + 1} of the catalogue, score ${fmt(x.score)}${x.truncated ? " (older clicks left out)" : ""}` }) : null,
+    chip(item),
+    x ? el("span", { class: "muted", text: ` rank ${x.rank + 1} of the catalogue, score ${fmt(x.score)}` }) : null,
+    x && x.truncated ? el("span", { class: "muted", text: "(the oldest clicks are left out)" }) : null,
     el("span", { class: "actions" },
       el("button", { type: "button", "data-testid": "explain-click", onclick: () => addClick(id), text: "Click this item" }),
-      el("button", { type: "button", "data-testid": "explain-close", onclick: () => { $("explanation").hidden = true; }, text: "Close" })));
+      el("button", { type: "button", "data-testid": "explain-close", onclick: closeExplanation, text: "Close" })));
 }
 
 async function explain(m, id) {
@@ -280,7 +302,8 @@ async function explain(m, id) {
   panel.replaceChildren(explanationHeader(m, id, null), el("p", { class: "muted", text: "Loading…" }));
   try {
     if (!state.clicks.length) {
-      panel.replaceChildren(explanationHeader(m, id, null), el("p", { class: "muted", text: "No clicks yet: there is nothing to explain." }));
+      const note = el("p", { class: "muted", text: "No clicks yet: there is nothing to explain." });
+      panel.replaceChildren(explanationHeader(m, id, null), note);
       panel.dataset.state = "empty";
       return;
     }
@@ -307,7 +330,10 @@ async function init() {
     clearTimeout(timer);
     timer = setTimeout(() => { state.catalogue.q = ev.target.value.trim(); loadCatalogue().catch(showError); }, 200);
   });
-  $("category").addEventListener("change", (ev) => { state.catalogue.category = ev.target.value; loadCatalogue().catch(showError); });
+  $("category").addEventListener("change", (ev) => {
+    state.catalogue.category = ev.target.value;
+    loadCatalogue().catch(showError);
+  });
   $("more").addEventListener("click", () => loadCatalogue(true).catch(showError));
 
   const [models, categories] = await Promise.all([api("/v1/models"), api("/v1/categories")]);

@@ -134,12 +134,13 @@ def evaluate(
     progress: bool = False,
     max_sessions: int | None = None,
     chunk_items: int | None = CHUNK_ITEMS,
+    on_batch: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on every next-click target of ``test`` (see the module docstring).
 
-    ``max_sessions``: only a random subset of that many test sessions (drawn with ``seed``), stated
-    in the result. ``chunk_items``: catalogue columns scored at once (None: whole score rows of
-    ``batch_size`` predictions, whatever the catalogue).
+    ``max_sessions``: only a random subset of that many test sessions (drawn with ``seed``), stated in the result.
+    ``chunk_items``: catalogue columns scored at once (None: whole score rows of ``batch_size`` predictions, whatever
+    the catalogue). ``on_batch(ranks, top-K items, sessions, clicks given)``: called with every batch's predictions.
     """
     if batch_size < 1:
         raise NextclickError(f"batch_size must be >= 1, got {batch_size}")
@@ -162,8 +163,10 @@ def evaluate(
 
         bar = tqdm(total=test.n_predictions(), desc="evaluate", unit="pred", leave=False)
     k = min(max(cutoffs), n_items)
-    for rank, top, sess, srank in _ranked_batches(model, test, k, batch_size, chunk_items, draw):
+    for rank, top, sess, srank, plen in _ranked_batches(model, test, k, batch_size, chunk_items, draw):
         tally.add(rank, top, test.lengths[sess], srank)
+        if on_batch is not None:
+            on_batch(rank, top, sess, plen)
         if bar is not None:
             bar.update(len(rank))
     if bar is not None:
@@ -234,8 +237,8 @@ def _ranked_batches(
     batch_size: int,
     chunk_items: int | None,
     draw: Callable[[np.ndarray], np.ndarray] | None,
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """``(ranks, top-k items, sessions, sampled ranks or None)`` batch by batch: from whole score
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]]:
+    """``(ranks, top-k items, sessions, sampled ranks or None, prefix lengths)`` batch by batch: from whole score
     rows when the catalogue fits in ``chunk_items`` columns or the model is not a dot-product one
     (then ``batch_size x chunk_items`` scores a batch at most), else from query vectors ranked in
     catalogue chunks. ``draw(sess)`` gives the sampled negatives of a batch."""
@@ -243,22 +246,22 @@ def _ranked_batches(
     layer = model.live().output_layer() if chunk_items is not None and n_cols > chunk_items else None
     if layer is None:
         rows = batch_size if chunk_items is None else max(1, min(batch_size, batch_size * chunk_items // n_cols))
-        for scores, targets, sess, _ in model.iter_scores(test, batch_size=rows):
+        for scores, targets, sess, plen in model.iter_scores(test, batch_size=rows):
             scores = _clean(scores)
             scores[:, 0] = -np.inf
             srank = None
             if draw is not None:
                 t = scores[np.arange(targets.size), targets][:, None]
                 srank = (np.take_along_axis(scores, draw(sess), axis=1) >= t).sum(axis=1)
-            yield conservative_rank(scores, targets), top_k_rows(scores, k)[0], sess, srank
+            yield conservative_rank(scores, targets), top_k_rows(scores, k)[0], sess, srank, plen
         return
     W, b = layer
     bounds = chunk_bounds(n_cols, chunk_items)
-    for q, targets, sess, _ in model.iter_queries(test, batch_size=batch_size):
+    for q, targets, sess, plen in model.iter_queries(test, batch_size=batch_size):
         neg = None if draw is None else draw(sess)
         r = rank_in_chunks(q, W, b, targets, k, bounds, neg)
         srank = None if r.extra is None else (r.extra >= r.target[:, None]).sum(axis=1)
-        yield r.rank, r.top, sess, srank
+        yield r.rank, r.top, sess, srank, plen
 
 
 def rank_metrics(rank: np.ndarray, k: int) -> tuple[float, float, float]:

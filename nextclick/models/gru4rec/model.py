@@ -140,6 +140,7 @@ class GRU4Rec(Recommender):
         self.net_, run = epochs(cfg, train, self.popularity_.astype(np.float64), self.n_items_)
         self.epoch_losses_: list[float] = []
         self.events_per_second_: list[float] = []
+        self.training_["curve"] = curve = []  # per epoch: epoch, loss, seconds (and validation figures)
         with closing(run):  # the training's thread settings end with the loop, even on an error
             for ep in run:
                 loss, n_ev, dt = ep.loss, ep.n_events, ep.seconds
@@ -149,8 +150,10 @@ class GRU4Rec(Recommender):
                 if ep.out_of_time:
                     msg += f"; the time budget ({cfg.time_budget:g} s) ran out after {n_ev:,} of its events"
                     self.training_["out_of_time"] = {"epoch": ep.index + 1, "events": n_ev}
+                curve.append({"epoch": ep.index + 1, "loss": float(loss), "seconds": float(dt)})
                 if valid is not None and valid.n_predictions():
-                    msg += " valid Recall@20 {:.4f} MRR@20 {:.4f}".format(*self._recall_mrr(valid, 20))
+                    curve[-1]["valid_recall@20"], curve[-1]["valid_mrr@20"] = self._recall_mrr(valid, 20)
+                    msg += " valid Recall@20 {:.4f} MRR@20 {:.4f}".format(curve[-1]["valid_recall@20"], curve[-1]["valid_mrr@20"])
                 log.info(msg)
 
     def _recall_mrr(self, sessions: Sessions, k: int) -> tuple[float, float]:

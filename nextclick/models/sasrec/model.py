@@ -172,6 +172,8 @@ class SASRec(Recommender):
                     valid_cutoffs(c)  # a bad metric name fails now, not after the first epochs
                 validate = (lambda: self._validate(valid)) if valid is not None else None
                 self.history_, best_epoch = train_net(self.net_, c, self.device_, self.n_items_, fit_data, validate)
+                self.training_["curve"] = [{"epoch": int(h["epoch"]), "loss": float(h["loss"]), "seconds": float(h["epoch_seconds"]),
+                                            **{f"valid_{k}": float(v) for k, v in h.get("valid", {}).items()}} for h in self.history_]
                 if best_epoch is not None:
                     self.best_epoch_ = best_epoch
                 if held:

@@ -47,10 +47,10 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-from nextclick.cli import bench, data, models, serve  # noqa: E402
+from nextclick.cli import bench, data, models, report, serve  # noqa: E402
 
 for _command in (data.prepare, models.train, models.tune, models.evaluate, models.recommend, models.export, models.models,
-                 data.recipes, data.generate, data.quickstart, serve.serve, bench.bench):
+                 data.recipes, data.generate, data.quickstart, report.report, serve.serve, bench.bench):
     app.command()(_command)
 
 

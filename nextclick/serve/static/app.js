@@ -150,6 +150,7 @@ async function sendClick(id) {
   clearError();
   if (body.unknown_items && body.unknown_items.length) showError(`The models do not know item ${body.unknown_items.join(", ")}.`);
   state.clicks.push(id);
+  closeExplanation(); // it explained the session before this click
   renderClicks();
   await refreshModels();
 }

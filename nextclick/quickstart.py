@@ -1,5 +1,6 @@
 """The main job on built-in data: generate the synthetic shop, prepare it, train every model,
-print a leaderboard and replay one anonymous session click by click."""
+print a leaderboard, replay one anonymous session click by click and write the HTML report
+(``<out>/report.html``, :mod:`nextclick.report`) from the same evaluation."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import numpy as np
 from nextclick.data.dataset import Dataset
 from nextclick.data.preprocess import PrepareOptions, prepare
 from nextclick.data.synthetic import Shop, ShopConfig, generate_shop
-from nextclick.evaluate import evaluate
 from nextclick.models import available_models, create_model
+from nextclick.report import ModelRun, item_categories, run_model, write_report
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,14 @@ def run_quickstart(
     test, _ = ds.sessions("test")
     rows: list[Row] = []
     fitted = {}
+    runs: list[ModelRun] = []
+    cats = item_categories(train.vocab, shop.items.get_column("ItemId").to_numpy(), shop.items.get_column("Category").to_numpy())[0]
     for name in models or available_models():
         model = create_model(name, **_quick(name))
         model.fit(train)
         model.save(out / "models" / name)
-        res = evaluate(model, test)
-        rows.append(Row(name, res.metrics, model.fit_seconds_))
+        runs.append(run_model(model, test, categories=cats))  # evaluated once: the leaderboard and the report
+        rows.append(Row(name, runs[-1].result.metrics, model.fit_seconds_))
         fitted[name] = model
     rows.sort(key=lambda r: -r.metrics["mrr@20"])
     echo("")
@@ -93,8 +96,21 @@ def run_quickstart(
         echo(f"  {r.model:<10} {m['recall@20']:9.4f} {m['mrr@20']:8.4f} {m['recall@5']:9.4f} {r.train_seconds:8.2f}")
     best = rows[0].model
     replay(fitted[best], shop, ds, echo)
+    report = _report(runs, shop, out)
     echo(f"\ndone in {time.perf_counter() - t0:.1f} s; models saved under {out}/models/")
+    echo(f"report: {report}")
+    dirs = " ".join(str(out / "models" / r.model) for r in rows)
+    echo(f"demo: nextclick serve {dirs} --items {out}/shop_items.parquet\n  then open http://127.0.0.1:8000/")
     return rows, shop
+
+
+def _report(runs: list[ModelRun], shop: Shop, out: Path) -> Path:
+    """The HTML report of the quickstart's models on the shop's test split."""
+    c = shop.config
+    context = [f"The synthetic shop ({c.n_items:,} items in {c.n_categories} categories, {c.n_sessions:,} sessions, seed "
+               f"{c.seed}; a visitor switches category with probability {c.p_shift:g} per click), models trained briefly by "
+               "`nextclick quickstart` (not tuned), evaluated on the test split. Item categories: shop_items.parquet."]
+    return write_report(runs, out / "report.html", title="nextclick quickstart report", context=context)
 
 
 def replay(model: Any, shop: Shop, ds: Dataset, echo: Callable[[str], None] = print, k: int = 5) -> None:

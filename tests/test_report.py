@@ -200,3 +200,18 @@ def test_kept_predictions_are_the_same_when_ranked_in_catalogue_chunks(shop: dic
     order_c = np.lexsort((chunked.position, chunked.session))
     for a, b in zip(whole, chunked):
         assert np.array_equal(a[order_w], b[order_c])
+
+
+def test_quickstart_ends_with_the_report_and_the_demo_command(tmp_path: Path) -> None:
+    from nextclick.data.synthetic import ShopConfig
+    from nextclick.quickstart import run_quickstart
+
+    lines: list[str] = []
+    rows, _ = run_quickstart(tmp_path / "qs", ShopConfig(n_items=200, n_sessions=2000), models=["pop", "sr"], echo=lines.append)
+    text = "\n".join(lines)
+    report = tmp_path / "qs" / "report.html"
+    assert f"report: {report}" in text and report.read_text().count("<img") == 5
+    models = " ".join(str(tmp_path / "qs" / "models" / r.model) for r in rows)
+    assert f"nextclick serve {models} --items {tmp_path / 'qs' / 'shop_items.parquet'}" in text
+    assert text.rstrip().endswith("then open http://127.0.0.1:8000/")
+    assert "Clicks to follow" in report.read_text()

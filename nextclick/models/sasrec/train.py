@@ -67,6 +67,10 @@ class BatchLoss:
         self.share = neg_sharing(c)
         self.beta = gbce_beta(c.n_negatives, n_items, c.gbce_t) if c.loss == "gbce" else 1.0
         self.workspace = SoftmaxWorkspace() if c.loss == "ce" else None
+        # a network may turn the next-click batch into its own (inputs, targets) with a
+        # ``loss_batch(x, y, rng)`` method (BERT4Rec's Cloze task); net(inputs) then returns the
+        # states at the targets' positions. Without it (SASRec, NARM, STAMP) the batch is used as it is.
+        self.prepare = getattr(net, "loss_batch", None)
         self.pop: PopularitySampler | None = None
         if c.loss == "sampled_ce":
             self.pop = PopularitySampler.from_clicks(train.items, n_items, c.sample_alpha)
@@ -96,6 +100,8 @@ class BatchLoss:
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, int]:
         c, net, dev = self.c, self.net, self.dev
+        if self.prepare is not None:
+            x, y = self.prepare(x, y, self.local)
         real = y > 0
         tgt_np = y[real]
         tgt = torch.from_numpy(tgt_np).to(dev)  # (N,) targets of the real positions

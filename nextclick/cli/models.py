@@ -27,6 +27,10 @@ def train(
     param: Annotated[
         Optional[list[str]], typer.Option("--param", "-p", help="Override a hyper-parameter: key=value (repeatable).")
     ] = None,
+    items: Annotated[
+        Optional[Path], typer.Option("--items", help="Item table (CSV or Parquet: id, title, category, optional price "
+                                                      "and image URL) to keep in the artifact, for the service's demo page.")
+    ] = None,
 ) -> None:
     """Train MODEL and save it as an artifact directory (JSON config + vocab, safetensors weights).
 
@@ -48,6 +52,11 @@ def train(
         raise NextclickError(f"train: {model} does not train data-parallel; run it without torchrun")
     main = os.environ.get("RANK", "0") == "0"
     refuse_test_split("--train", train)
+    table = None
+    if items is not None:
+        from nextclick.data.items import ItemTable
+
+        table = ItemTable.read(items)  # a bad table fails before the training
     tr, _ = load_sessions(train, "train")
     va = None
     if valid is not None:
@@ -64,6 +73,12 @@ def train(
     if main:
         rec.save(out)
         typer.echo(f"trained {model} in {rec.fit_seconds_:.2f} s -> {out}")
+        if table is not None:
+            from nextclick.data.items import ARTIFACT_FILE
+
+            table.write(Path(out) / ARTIFACT_FILE)
+            described, total = table.coverage(rec.vocab_.ids)
+            typer.echo(f"item table {items}: {len(table):,} rows, describing {described:,} of the model's {total:,} items")
     if ranks > 1:
         from nextclick.models import distributed
 

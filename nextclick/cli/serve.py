@@ -12,7 +12,14 @@ from nextclick.serve.settings import Settings
 
 
 def serve(
-    model_dir: Annotated[Path, typer.Argument(help="Artifact directory written by `nextclick train`.")],
+    model_dirs: Annotated[
+        list[Path], typer.Argument(help="Artifact directories written by `nextclick train`: the first is the default "
+                                        "model; each is served by its directory's name (?model=NAME).")
+    ],
+    items: Annotated[
+        Optional[Path], typer.Option(help="Item table (CSV or Parquet: id, title, category, optional price and image "
+                                          "URL) for the demo page and /v1/items (default: the first artifact's, if any).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     store: Annotated[
@@ -48,17 +55,25 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Serve next-click recommendations over HTTP (FastAPI/uvicorn; OpenAPI at /docs)."""
+    """Serve next-click recommendations over HTTP (FastAPI/uvicorn; OpenAPI at /docs, the demo page at /)."""
     import os
 
     import uvicorn
 
+    from nextclick.data.items import load_for
     from nextclick.models.base import Recommender
     from nextclick.serve.app import create_app
 
-    Recommender.load(model_dir, mmap=True)  # fail fast with a clear error before binding the port
+    model_dir, *more = model_dirs
+    first = None
+    for d in model_dirs:  # fail fast with a clear error before binding the port
+        m = Recommender.load(d, mmap=True)
+        first = first or m
+    load_for(model_dir, items, first.vocab_.ids)  # type: ignore[union-attr]
     settings = Settings(
         model_dir=str(model_dir),
+        more_models=tuple(str(d) for d in more),
+        items=str(items) if items is not None else None,
         store=store.value,
         redis_url=redis_url,
         session_ttl=session_ttl,

@@ -78,7 +78,7 @@ class ShopConfig:
 @dataclass
 class Shop:
     clicks: pl.DataFrame  # UserId, SessionId, ItemId, Time
-    items: pl.DataFrame  # ItemId, Category, CategoryName
+    items: pl.DataFrame  # ItemId, Category, CategoryName, Title, Price
     config: ShopConfig
 
     def category_of(self, item_ids: np.ndarray) -> np.ndarray:
@@ -203,13 +203,67 @@ def _category_names(n_cat: int) -> list[str]:
     ]
 
 
-def _item_table(cfg: ShopConfig, cat: _Catalogue, item_ids: np.ndarray) -> pl.DataFrame:
+# what the items of each named category are called, for readable generated titles
+_NOUNS = {
+    "power tools": ("cordless drill", "impact driver", "circular saw", "angle grinder", "jigsaw", "sander"),
+    "baby clothes": ("romper", "sleepsuit", "bodysuit", "knitted cardigan", "sun hat", "bib set"),
+    "garden": ("hose reel", "pruning shears", "rake", "planter", "lawn feed", "watering can"),
+    "kitchen": ("chef's knife", "frying pan", "stand mixer", "kettle", "cutting board", "saucepan"),
+    "laptops": ("ultrabook", "gaming laptop", "2-in-1 laptop", "business laptop", "chromebook", "workstation"),
+    "phones": ("smartphone", "phone case", "screen protector", "fast charger", "foldable phone", "power bank"),
+    "running shoes": ("trail shoe", "road shoe", "racing flat", "stability shoe", "track spike", "recovery sandal"),
+    "books": ("crime novel", "cookbook", "travel guide", "biography", "fantasy saga", "poetry collection"),
+    "toys": ("building set", "plush bear", "puzzle", "toy train", "doll house", "kite"),
+    "camping": ("dome tent", "sleeping bag", "camp stove", "head torch", "cool box", "folding chair"),
+    "bicycles": ("road bike", "mountain bike", "helmet", "bike lock", "saddle", "pump"),
+    "coffee": ("espresso beans", "filter coffee", "grinder", "moka pot", "french press", "milk frother"),
+    "pet food": ("dry dog food", "cat pouches", "dog treats", "bird seed", "fish flakes", "puppy food"),
+    "lighting": ("floor lamp", "desk lamp", "LED strip", "pendant light", "smart bulb", "wall light"),
+    "bathroom": ("bath towel", "shower head", "bath mat", "mirror cabinet", "soap dispenser", "towel rail"),
+    "board games": ("strategy game", "party game", "card game", "co-op game", "chess set", "dice set"),
+    "headphones": ("noise-cancelling headphones", "earbuds", "studio headphones", "sports earphones",
+                   "DJ headphones", "headset"),
+    "paint": ("wall paint", "primer", "roller set", "brush set", "wood stain", "masking tape"),
+    "vitamins": ("vitamin D", "multivitamin", "magnesium", "omega-3", "vitamin C", "zinc"),
+    "office chairs": ("ergonomic chair", "mesh chair", "task chair", "kneeling chair", "gaming chair", "stool"),
+    "cameras": ("mirrorless camera", "compact camera", "action camera", "prime lens", "zoom lens", "tripod"),
+    "watches": ("dive watch", "smartwatch", "chronograph", "field watch", "dress watch", "fitness band"),
+    "yoga": ("yoga mat", "yoga block", "strap", "bolster", "yoga leggings", "meditation cushion"),
+    "fishing": ("spinning rod", "reel", "lure set", "tackle box", "landing net", "waders"),
+}
+_BRANDS = ("Nordvik", "Alba", "Kestrel", "Lumo", "Brava", "Oakridge", "Vela", "Tundra", "Pico", "Marlow", "Sora", "Helix")
+_ADJECTIVES = ("classic", "pro", "compact", "deluxe", "eco", "lite", "max", "sport", "smart", "essential")
+_PRICE_MEDIAN = 25.0  # the median price of a category, before its own factor
+
+
+def _titles(cfg: ShopConfig, cat: _Catalogue) -> tuple[pl.Series, np.ndarray]:
+    """A readable title and a price per item, drawn from their own generator (the clicks are
+    unchanged): brand, adjective and a noun of the item's category, with a model number."""
+    rng = np.random.default_rng([cfg.seed, 1])
     names = _category_names(cfg.n_categories)
+    nouns = [_NOUNS.get(n.rsplit(" ", 1)[0] if n not in _NOUNS else n, ("item",)) for n in names]
+    n = cat.cat_of.size
+    noun_of = [nouns[c][j % len(nouns[c])] for c in range(cfg.n_categories) for j in range(6)]
+    pick = cat.cat_of * 6 + rng.integers(0, 6, n)
+    parts = [pl.Series(_BRANDS).gather(rng.integers(0, len(_BRANDS), n)), pl.Series(noun_of).gather(pick),
+         pl.Series(_ADJECTIVES).gather(rng.integers(0, len(_ADJECTIVES), n)), pl.Series(rng.integers(10, 1000, n)).cast(pl.String)]
+    titles = pl.DataFrame({str(i): p for i, p in enumerate(parts)}).select(pl.concat_str(pl.all(), separator=" ")).to_series()
+    factor = np.exp(rng.normal(0.0, 1.0, cfg.n_categories))
+    price = np.round(_PRICE_MEDIAN * factor[cat.cat_of] * np.exp(rng.normal(0.0, 0.5, n)), 2)
+    return titles, price
+
+
+def _item_table(cfg: ShopConfig, cat: _Catalogue, item_ids: np.ndarray) -> pl.DataFrame:
+    """The shop's item table: id, category (number and name), a generated title and a price."""
+    names = _category_names(cfg.n_categories)
+    titles, price = _titles(cfg, cat)
     return pl.DataFrame(
         {
             "ItemId": item_ids.astype(np.int64),
             "Category": cat.cat_of.astype(np.int64),
             "CategoryName": pl.Series(names, dtype=pl.String).gather(cat.cat_of),
+            "Title": titles,
+            "Price": price,
         }
     ).sort("ItemId")
 

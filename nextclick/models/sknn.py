@@ -107,6 +107,14 @@ class VSKNN(Recommender):
         return sp.csr_matrix((w[last].astype(np.float32), (row[last], item[last])), shape=(len(sess), self.n_items_ + 1))
 
     def _score(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> np.ndarray:
+        nb = self._neighbours(sessions, sess, plen)  # (B, N)
+        out = (nb @ self.sess_items_).toarray().astype(np.float32)  # (B, V+1)
+        if self.config.pop_tiebreak:
+            out += self.config.pop_tiebreak * self.popularity_ / (self.popularity_.max() + 1.0)
+        return out
+
+    def _neighbours(self, sessions: Sessions, sess: np.ndarray, plen: np.ndarray) -> sp.csr_matrix:
+        """(B, N) the similarity of each prefix to its ``k`` neighbour sessions (others 0)."""
         q = self._query(sessions, sess, plen)  # (B, V+1)
         sims = (q @ self.items_sess_).tocsr()  # (B, N): similarity to every session sharing an item
         if self.config.sample_size > 0:
@@ -116,11 +124,28 @@ class VSKNN(Recommender):
             rows = np.repeat(np.arange(sims.shape[0]), np.diff(sims.indptr))
             sims.data /= np.maximum(qn[rows] * self.sess_norm_[sims.indices], 1e-12)
         # k neighbours per row; among equally similar sessions the most recent win
-        nb = topk_per_row(sims, self.config.k, tiebreak=self.session_time_)  # (B, N)
-        out = (nb @ self.sess_items_).toarray().astype(np.float32)  # (B, V+1)
-        if self.config.pop_tiebreak:
-            out += self.config.pop_tiebreak * self.popularity_ / (self.popularity_.max() + 1.0)
-        return out
+        return topk_per_row(sims, self.config.k, tiebreak=self.session_time_)
+
+    def neighbours_of(self, clicks: np.ndarray, item: int, n: int = 10) -> dict:
+        """Why ``item`` (an internal index) scores what it does for one session of internal
+        indices ``clicks``: its score is the summed similarity of the neighbours that hold it (plus
+        the popularity term). Returns the neighbour count, the count holding ``item`` and the ``n``
+        of those with the largest contribution: training session number, similarity, contribution
+        (its similarity, as it holds the item) and the session's items (internal indices)."""
+        self._check_fitted()
+        one = Sessions.from_lists([list(np.asarray(clicks, dtype=np.int64))], n_items=self.n_items_)
+        nb = self._neighbours(one, np.zeros(1, np.int64), one.lengths).tocsr()
+        cols, sims = nb.indices, nb.data
+        holds = np.asarray(self.sess_items_[cols, item].todense()).ravel() > 0
+        order = np.argsort(-sims[holds], kind="stable")[:n]
+        picked, picked_sims = cols[holds][order], sims[holds][order]
+        s = self.sess_items_
+        return {
+            "n_neighbours": int(cols.size),
+            "n_holding_item": int(holds.sum()),
+            "neighbours": [{"session": int(j), "similarity": float(w), "contribution": float(w),
+                            "items": s.indices[s.indptr[j] : s.indptr[j + 1]]} for j, w in zip(picked, picked_sims)],
+        }
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.sess_items_

@@ -54,6 +54,11 @@ class Schemas:
     click: type[BaseModel]
     stateless: type[BaseModel]
     recommendation: type[BaseModel]
+    session: type[BaseModel]
+    explanation: type[BaseModel]
+    models: type[BaseModel]
+    items: type[BaseModel]
+    categories: type[BaseModel]
 
 
 def build_schemas(settings: Settings) -> Schemas:
@@ -92,6 +97,69 @@ def build_schemas(settings: Settings) -> Schemas:
             default_factory=list, description="Ids in this request the model does not know (ignored)."
         )
         fallback: bool = Field(False, description="No known click: the most popular items.")
-        model: str = ""
+        model: str = Field("", description="The artifact's content id.")
+        model_name: str = Field("", description="The served model's name.")
 
-    return Schemas(ClickBody, StatelessBody, RecommendationOut)
+    class SessionOut(BaseModel):
+        session_id: str
+        n_clicks: int
+        items: list[ItemId] = Field(..., description="The clicks the service keeps, oldest first.")
+
+    class Influence(BaseModel):
+        position: int = Field(..., description="The click's place among the explained clicks (0: oldest).")
+        item: ItemId
+        score_without: float = Field(..., description="The item's score with this click left out.")
+        score_change: float = Field(..., description="score - score_without: > 0 when the click pushes the item up.")
+        rank_without: int
+        rank_change: int = Field(..., description="rank_without - rank: > 0 when the item ranks higher thanks to the click.")
+
+    class Neighbour(BaseModel):
+        session: int = Field(..., description="The training session's number.")
+        similarity: float
+        contribution: float = Field(..., description="What it adds to the item's score.")
+        items: list[ItemId] = Field(..., description="The session's items (at most 20).")
+
+    class ExplanationOut(BaseModel):
+        session_id: str
+        model: str
+        item: ItemId
+        score: float
+        rank: int = Field(..., description="0-based rank in the full catalogue (ties count against the item).")
+        clicks: list[ItemId] = Field(..., description="The explained clicks, oldest first (the last 50 known).")
+        influence: list[Influence]
+        attention: dict[str, list[list[float]]] | None = Field(
+            None, description="SASRec: {'blocks': per block, the last position's attention over the clicks}.")
+        neighbours: list[Neighbour] | None = Field(None, description="V-SKNN: neighbour sessions holding the item.")
+        neighbour_counts: dict[str, int] | None = None
+        truncated: bool = Field(..., description="The session had more known clicks than were explained.")
+
+    class ModelInfo(BaseModel):
+        name: str
+        model: str
+        model_id: str
+        n_items: int
+        explanations: list[str]
+
+    class ModelsOut(BaseModel):
+        default: str
+        models: list[ModelInfo]
+
+    class Item(BaseModel):
+        id: ItemId
+        title: str
+        category: str | None = None
+        price: float | None = None
+        image_url: str | None = None
+
+    class ItemsOut(BaseModel):
+        total: int | None = Field(None, description="Matches in all (a search); null for a lookup by ids.")
+        items: list[Item]
+
+    class Category(BaseModel):
+        name: str
+        n_items: int
+
+    class CategoriesOut(BaseModel):
+        categories: list[Category]
+
+    return Schemas(ClickBody, StatelessBody, RecommendationOut, SessionOut, ExplanationOut, ModelsOut, ItemsOut, CategoriesOut)

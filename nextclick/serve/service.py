@@ -11,14 +11,20 @@ unavailable model raises :class:`ServiceError`, which carries its HTTP status.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from nextclick.data.items import ItemTable
+from nextclick.data.items import load_for as load_items
+from nextclick.models.explain import explain
+from nextclick.models.explain import kinds as explain_kinds
 from nextclick.serve.artifacts import Loaded, discard, load_artifact
 from nextclick.serve.jobs import Job, popular
 from nextclick.serve.metrics import Metrics, Stats
@@ -41,8 +47,18 @@ class ServiceError(Exception):
 
 
 @dataclass
+class Served:
+    """A model served beside the default one (``nextclick serve DIR DIR ...``), by name."""
+
+    name: str
+    loaded: Loaded
+    worker: ModelWorker
+
+
+@dataclass
 class Runtime:
-    """A running service: its settings, the model it serves, the session store and the model worker."""
+    """A running service: its settings, the default model (``loaded``, swapped by a reload) and
+    its worker, the other models it serves by name, the session store and the item table."""
 
     settings: Settings
     loaded: Loaded  # the model requests are encoded for (swapped by a reload)
@@ -50,8 +66,28 @@ class Runtime:
     worker: ModelWorker
     stats: Stats
     metrics: Metrics
+    name: str = ""  # the default model's name
+    others: dict[str, Served] = field(default_factory=dict)
+    items: ItemTable | None = None
     locks: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    explain_slot: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    def pick(self, name: str | None) -> tuple[Loaded, ModelWorker, str]:
+        """The model named ``name`` (None: the default) with its worker; 404 for an unknown name."""
+        if name is None or name == self.name:
+            return self.loaded, self.worker, self.name
+        served = self.others.get(name)
+        if served is None:
+            raise ServiceError(404, f"no model {name!r}; models: {', '.join(self.model_names())}")
+        return served.loaded, served.worker, served.name
+
+    def model_names(self) -> list[str]:
+        return [self.name, *self.others]
+
+    def keep_clicks(self) -> int:
+        """Clicks a session record keeps: what the most demanding served model reads."""
+        return max([self.loaded.live.max_clicks, *(o.loaded.live.max_clicks for o in self.others.values()), 1])
 
     def lock(self, session_id: str) -> asyncio.Lock:
         """The lock that serializes the clicks of one session."""
@@ -68,27 +104,60 @@ def make_store(s: Settings) -> SessionStore:
     return MemoryStore(ttl=s.session_ttl, max_sessions=s.max_sessions)
 
 
-async def open_runtime(settings: Settings, metrics: Metrics | None = None, store: SessionStore | None = None) -> Runtime:
-    """Load the model (in a thread: the event loop goes on) and start its worker."""
-    torch.set_num_threads(max(settings.torch_threads, 1))
-    metrics = metrics or Metrics()
+def model_names(dirs: list[str]) -> list[str]:
+    """The names of served artifacts: their directories' base names, ``-2``, ``-3`` ... added to
+    repeats."""
+    names: list[str] = []
+    for d in dirs:
+        base = Path(d).resolve().name or "model"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
+async def _start(settings: Settings, stats: Stats, model_dir: str) -> tuple[Loaded, ModelWorker]:
+    """Load one artifact (in a thread: the event loop goes on) and start its worker."""
     in_thread = settings.model_worker == "thread"
-    loop = asyncio.get_running_loop()
-    loaded = await loop.run_in_executor(None, load_artifact, settings.model_dir, settings.scoring, in_thread)
-    stats = Stats(metrics)
-    worker: ModelWorker = ThreadWorker(settings.max_batch, stats) if in_thread else ProcessWorker(settings, stats)
+    loaded = await asyncio.get_running_loop().run_in_executor(None, load_artifact, model_dir, settings.scoring, in_thread)
+    wset = dataclasses.replace(settings, model_dir=model_dir)
+    worker: ModelWorker = ThreadWorker(settings.max_batch, stats) if in_thread else ProcessWorker(wset, stats)
     try:
         await worker.start(loaded)
     except BaseException:
         discard(loaded)
         raise
-    store = store or make_store(settings)
-    metrics.watch_store(store)
-    return Runtime(settings, loaded, store, worker, stats, metrics)
+    return loaded, worker
+
+
+async def open_runtime(settings: Settings, metrics: Metrics | None = None, store: SessionStore | None = None) -> Runtime:
+    """Load the models and start their workers, open the session store and read the item table."""
+    torch.set_num_threads(max(settings.torch_threads, 1))
+    metrics = metrics or Metrics()
+    stats = Stats(metrics)
+    names = model_names([settings.model_dir, *settings.more_models])
+    loaded, worker = await _start(settings, stats, settings.model_dir)
+    rt = Runtime(settings, loaded, store or make_store(settings), worker, stats, metrics, name=names[0])
+    try:
+        for name, d in zip(names[1:], settings.more_models):
+            other, w = await _start(settings, stats, d)
+            rt.others[name] = Served(name, other, w)
+        rt.items = await asyncio.get_running_loop().run_in_executor(
+            None, load_items, settings.model_dir, settings.items, loaded.model.vocab_.ids)
+    except BaseException:
+        await close_runtime(rt)
+        raise
+    metrics.watch_store(rt.store)
+    return rt
 
 
 async def close_runtime(rt: Runtime) -> None:
     rt.worker.close()
+    for o in rt.others.values():
+        o.worker.close()
+        discard(o.loaded)
     await rt.store.close()
     discard(rt.loaded)
 
@@ -128,13 +197,16 @@ def _job(loaded: Loaded, known: np.ndarray, new_idx: int | None, rec: SessionRec
 async def recommend(
     rt: Runtime, items: list[Any], new_item: Any | None, rec: SessionRecord | None, k: int,
     exclude_seen: bool = False, allow: list | None = None, deny: list | None = None, exclude_last: bool | None = None,
+    model: str | None = None,
 ) -> tuple[dict, np.ndarray | None]:
     """Recommendations for the clicks ``items`` (shop ids, oldest first; ``new_item``, when not
     None, is the last of them and just arrived), with the session's stored ``rec`` if any. Returns
     the answer's fields and the session's new model state. Without a known click: popularity.
     ``exclude_last``: leave out the last click's item (None: when the model's training data dropped
-    consecutive repeats, so the last click is never the next one)."""
-    loaded = rt.loaded
+    consecutive repeats, so the last click is never the next one). ``model``: the served model's
+    name (None: the default); the session's stored state is the default model's, so another model
+    rebuilds its own from the clicks."""
+    loaded, worker, name = rt.pick(model)
     vocab = loaded.model.vocab_
     idx = vocab.encode(vocab.coerce(items)) if items else np.zeros(0, np.int64)
     known = idx[idx > 0]
@@ -155,7 +227,7 @@ async def recommend(
         new_state = rec.state if rec is not None else None
     else:
         try:
-            new_state, ids, sc = await rt.worker.submit(_job(loaded, known, new_idx, rec, k, exclude, allow_idx, deny_idx))
+            new_state, ids, sc = await worker.submit(_job(loaded, known, new_idx, rec, k, exclude, allow_idx, deny_idx))
         except WorkerDied as e:
             raise ServiceError(503, f"model unavailable: {e}") from None
     out = {
@@ -164,6 +236,7 @@ async def recommend(
         "unknown_items": unknown,
         "fallback": known.size == 0,
         "model": loaded.model_id,
+        "model_name": name,
     }
     return out, new_state
 
@@ -194,7 +267,7 @@ async def append_click(
             rec = await stored(rt, rt.store.get(session_id))
             if rec is None:
                 rec = SessionRecord()
-            keep = max(rt.loaded.live.max_clicks, 1)
+            keep = rt.keep_clicks()
             items = [*rec.items, item][-keep:]
             out, new_state = await recommend(rt, items, item, rec, k, exclude_seen, allow, deny, exclude_last)
             rec.items = items
@@ -209,22 +282,25 @@ async def append_click(
 
 
 async def session_recommendations(
-    rt: Runtime, session_id: str, k: int, exclude_seen: bool = False, exclude_last: bool | None = None
+    rt: Runtime, session_id: str, k: int, exclude_seen: bool = False, exclude_last: bool | None = None,
+    model: str | None = None,
 ) -> dict:
-    """Recommendations for a session as it stands (popularity for an unknown session)."""
+    """Recommendations of the model named ``model`` (None: the default) for a session as it stands
+    (popularity for an unknown session)."""
     rec = await stored(rt, rt.store.get(session_id))
     items = rec.items if rec is not None else []
-    out, _ = await recommend(rt, items, None, rec, k, exclude_seen, exclude_last=exclude_last)
+    out, _ = await recommend(rt, items, None, rec, k, exclude_seen, exclude_last=exclude_last, model=model)
     out["unknown_items"] = []
     return {"session_id": session_id, "n_clicks": rec.n_clicks if rec else 0, **out}
 
 
 async def stateless_recommendations(
     rt: Runtime, items: list[Any], k: int, exclude_seen: bool = False, allow: list | None = None, deny: list | None = None,
-    exclude_last: bool | None = None,
+    exclude_last: bool | None = None, model: str | None = None,
 ) -> dict:
-    """Recommendations for a list of clicks the caller keeps itself (nothing is stored)."""
-    out, _ = await recommend(rt, list(items), None, None, k, exclude_seen, allow, deny, exclude_last)
+    """Recommendations of the model named ``model`` (None: the default) for a list of clicks the
+    caller keeps itself (nothing is stored)."""
+    out, _ = await recommend(rt, list(items), None, None, k, exclude_seen, allow, deny, exclude_last, model)
     return {"session_id": None, "n_clicks": len(items), **out}
 
 
@@ -264,3 +340,79 @@ async def _reload(rt: Runtime, model_dir: str | None) -> Loaded:
     rt.metrics.reloads.labels("ok").inc()
     log.info("reloaded: now serving %s (%s)", loaded.model.name, loaded.model_id)
     return loaded
+
+
+async def session_clicks(rt: Runtime, session_id: str) -> dict:
+    """A stored session's clicks, oldest first (404 when there is none)."""
+    rec = await stored(rt, rt.store.get(session_id))
+    if rec is None:
+        raise ServiceError(404, f"no session {session_id!r}")
+    return {"session_id": session_id, "n_clicks": rec.n_clicks, "items": list(rec.items)}
+
+
+async def explanation(rt: Runtime, session_id: str, item: Any, model: str | None) -> dict:
+    """Why the model named ``model`` (None: the default) recommends ``item`` to a stored session
+    (:func:`nextclick.models.explain.explain`), in shop ids. One explanation is computed at a
+    time, in a thread, on the service process's copy of the model: the clicks' path (the model
+    worker) is not involved."""
+    loaded, _, name = rt.pick(model)
+    rec = await stored(rt, rt.store.get(session_id))
+    if rec is None:
+        raise ServiceError(404, f"no session {session_id!r}")
+    m = loaded.model
+    vocab = m.vocab_
+    target = int(vocab.encode(vocab.coerce([item]))[0])
+    if target == 0:
+        raise ServiceError(404, f"item {item!r} is not in the catalogue of model {name!r}")
+    idx = vocab.encode(vocab.coerce(list(rec.items))) if rec.items else np.zeros(0, np.int64)
+    known = idx[idx > 0]
+    async with rt.explain_slot:
+        res = await asyncio.get_running_loop().run_in_executor(None, explain, m, known, target)
+    res["clicks"] = vocab.decode(res["clicks"]).tolist()
+    decoded = vocab.decode(np.array([x["item"] for x in res["influence"]], np.int64)).tolist()
+    for x, shop_id in zip(res["influence"], decoded):
+        x["item"] = shop_id
+    if res["neighbours"] is not None:
+        for nb in res["neighbours"]:
+            nb["items"] = vocab.decode(nb["items"][: _NEIGHBOUR_ITEMS]).tolist()
+    return {"session_id": session_id, "model": name, "item": item, **res}
+
+
+_NEIGHBOUR_ITEMS = 20  # items shown per neighbour session
+
+
+def model_list(rt: Runtime) -> dict:
+    """The served models: name, kind, artifact id, catalogue size and what their explanations hold."""
+    out = []
+    for name in rt.model_names():
+        loaded, _, _ = rt.pick(name)
+        out.append({"name": name, "model": loaded.model.name, "model_id": loaded.model_id,
+                    "n_items": loaded.model.n_items_, "explanations": explain_kinds(loaded.model)})
+    return {"default": rt.name, "models": out}
+
+
+def _plain_items(ids: list[Any]) -> list[dict]:
+    return [{"id": x, "title": str(x), "category": None, "price": None, "image_url": None} for x in ids]
+
+
+def find_items(rt: Runtime, q: str | None, category: str | None, limit: int, offset: int) -> dict:
+    """Items of the catalogue whose title or id contains ``q``, in ``category``; without an item
+    table, the default model's item ids (titles are the ids)."""
+    if rt.items is not None:
+        total, rows = rt.items.search(q, category, limit, offset)
+        return {"total": total, "items": rows}
+    if category is not None:
+        return {"total": 0, "items": []}
+    ids = rt.loaded.model.vocab_.ids
+    if q:
+        ids = ids[np.char.find(ids.astype(str), q) >= 0]
+    return {"total": int(ids.size), "items": _plain_items(ids[offset : offset + limit].tolist())}
+
+
+def items_by_id(rt: Runtime, ids: list[Any]) -> dict:
+    """The records of ``ids`` in the order asked; ids the catalogue does not hold are left out."""
+    if rt.items is not None:
+        return {"total": None, "items": rt.items.rows(ids)}
+    vocab = rt.loaded.model.vocab_
+    known = vocab.encode(vocab.coerce(ids)) > 0 if ids else np.zeros(0, bool)
+    return {"total": None, "items": _plain_items([x for x, k in zip(ids, known) if k])}

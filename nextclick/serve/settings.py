@@ -32,6 +32,8 @@ class Settings:
     torch_threads: int = 1
     scoring: Literal["auto", "exact", "fp16"] = "auto"  # top-k of dot-product models: see nextclick.ranking.bounded
     model_worker: Literal["process", "thread"] = "process"  # where the model runs: see nextclick.serve.worker
+    more_models: tuple[str, ...] = ()  # artifacts served beside model_dir, by name (their directories' names)
+    items: str | None = None  # item table (CSV/Parquet; default: the one in model_dir, if any)
 
     def __post_init__(self) -> None:
         if self.models_dir is None:  # fixed at start-up, whatever a reload later serves

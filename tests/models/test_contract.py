@@ -80,7 +80,7 @@ REAL: dict[str, dict[str, Any]] = {
     "narm": {**FAST["narm"], "n_epochs": 3, "max_len": 20, "hidden": 64, "gru_hidden": 64, "batch_size": 64, "lr": 0.003},
     # srgnn reached Recall@20 0.400 with three epochs when written (its SMOKE_FLOOR below)
     "srgnn": {**FAST["srgnn"], "n_epochs": 3, "max_len": 20, "hidden": 64, "batch_size": 64, "lr": 0.003},
-    # bert4rec reached Recall@20 0.169 with three epochs when written (its SMOKE_FLOOR below)
+    # bert4rec reached Recall@20 0.189 with three epochs when written (its SMOKE_FLOOR below)
     "bert4rec": {**FAST["bert4rec"], "n_epochs": 3, "max_len": 20, "hidden": 64, "batch_size": 64, "lr": 0.005, "mask_last": 0.3},
 }
 REAL_TORCH_SESSIONS = 5_000
@@ -89,7 +89,7 @@ REAL_TORCH_SESSIONS = 5_000
 # three epochs, narm 0.250 with three), less a margin for other BLAS builds
 SMOKE_FLOOR = {"pop": 0.085, "spop": 0.36, "sr": 0.59, "vsknn": 0.64, "stan": 0.66, "vstan": 0.655, "gru4rec": 0.42,
                "sasrec": 0.19, "stamp": 0.41, "narm": 0.23, "srgnn": 0.37}
-SMOKE_FLOOR["bert4rec"] = 0.15
+SMOKE_FLOOR["bert4rec"] = 0.17
 K = 5
 
 

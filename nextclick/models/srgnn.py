@@ -134,7 +134,8 @@ def session_graphs(x: torch.Tensor, row: torch.Tensor, pos: torch.Tensor) -> Ses
     at, at_node = reached.nonzero(as_tuple=True)
     pair = reached.view(-1).cumsum(0).view(-1, n) - 1  # (P, n) the pair of each reached node
     last = alias[row, pos]
-    return SessionGraphs(items, row, a_out, a_in, clicks, last, at, at_node, pair[torch.arange(row.numel(), device=x.device), last])
+    last_at = pair[torch.arange(row.numel(), device=x.device), last]
+    return SessionGraphs(items, row, a_out, a_in, clicks, last, at, at_node, last_at)
 
 
 class SRGNNNet(nn.Module):

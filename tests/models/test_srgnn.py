@@ -33,6 +33,12 @@ def test_graph_of_a_session_with_a_repeated_item() -> None:
     assert g.clicks.tolist() == [[2, 1, 1]] and g.last.tolist() == [2]
 
 
+def test_the_node_vectors_computed_are_those_of_the_nodes_each_prefix_reached() -> None:
+    g = graphs_of([[0, 5, 7, 5, 9]], [0, 0, 0, 0], [1, 2, 3, 4])  # prefixes [5], [5, 7], [5, 7, 5], [5, 7, 5, 9]
+    assert list(zip(g.at.tolist(), g.node.tolist())) == [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
+    assert g.last.tolist() == [0, 1, 0, 2] and g.last_at.tolist() == [0, 2, 3, 7]
+
+
 def test_graph_of_the_papers_example() -> None:
     """Sec. 3.2's example session v1, v2, v3, v2, v4: edge weights are shares of the degree."""
     g = graphs_of([[1, 2, 3, 2, 4]], [0], [4])

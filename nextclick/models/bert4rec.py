@@ -31,7 +31,7 @@ outputs at the [mask] slots, which is where the targets are. To keep SASRec's sc
 item table, each row of ``item_emb`` is ``[E_i, b^O_i]`` (d + 1 wide): the input reads E_i, the
 output is the query ``[q, 1]``, so ``query . row_i = q . E_i + b^O_i``.
 
-Deviations from the paper (Sec. 4.4) and the authors' code:
+Deviations from the paper (its implementation details, Sec. 4) and the authors' code:
 
 ============================  ===========================================  =========================
 what                          paper / authors' code                        here
@@ -45,10 +45,13 @@ masks per sequence            (code) 10 fixed copies (``dupe_factor``)     a new
 last-item-only samples        (code) one per sequence besides the 10       ``mask_last`` = 0.1 of the
                                                                            windows, in place of Cloze
 optimiser                     Adam, lr 1e-4, beta2 0.999, L2 weight        Adam (beta2 0.98), lr 0.001,
-                              decay 0.01, linear decay, 100 warm-up        no decay, warm-up or
-                              steps, gradient clipping at 5                clipping (SASRec's trainer)
-training length               400,000 steps of batch 256                   early stopping on a hold-out
+                              decay 0.01, linear lr decay, gradient        no weight decay, lr decay,
+                              clipping at 5; (code) 100 warm-up steps      warm-up or clipping
+                                                                           (SASRec's trainer)
+training length               (code) 400,000 steps of batch 256            early stopping on a hold-out
                                                                            (SASRec's), batch 256
+layer norms                   Eq. 7 has none in the output layer; (code)   as the code
+                              LN on the embeddings and after W^P's GELU
 padding                       (code) right-padded windows                  left-padded (positions count
                                                                            from the oldest click: same)
 ============================  ===========================================  =========================

@@ -269,6 +269,16 @@ def make_optimizer(net: SASRecNet, c: SASRecConfig, device: torch.device) -> tor
     )
 
 
+def decay_lr(opt: torch.optim.Optimizer | Optimizers, c: SASRecConfig, epoch: int) -> None:
+    """A step schedule for the configs that name one (SR-GNN's): the learning rate times
+    ``lr_decay`` after every ``lr_decay_every`` epochs; without ``lr_decay_every`` (or 0), constant."""
+    every = getattr(c, "lr_decay_every", 0)
+    if every > 0 and epoch % every == 0:
+        for o in opt.opts if isinstance(opt, Optimizers) else (opt,):
+            for group in o.param_groups:
+                group["lr"] *= c.lr_decay
+
+
 def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: int, train: Sessions,
               validate: Callable[[], dict[str, float]] | None) -> tuple[list[dict[str, Any]], int | None]:
     """Train ``net`` for up to ``n_epochs``; with ``validate`` (metrics of the current weights),
@@ -301,6 +311,7 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
     for epoch in range(1, c.n_epochs + 1):
         t0 = time.perf_counter()
         loss = run_epoch(net, c, opt, loss_fn, train, rng.permutation(usable), epoch)
+        decay_lr(opt, c, epoch)
         rec: dict[str, Any] = {"epoch": epoch, "loss": loss, "epoch_seconds": time.perf_counter() - t0}
         if rank == 0:
             log.info("sasrec epoch %d: %s loss %.4f (%.1f s)", epoch, c.loss, rec["loss"], rec["epoch_seconds"])

@@ -116,6 +116,15 @@ def cloze_mask(seq: np.ndarray, rng: np.random.Generator, mask_prob: float, mask
     return np.where(masked, mask_id, seq), np.where(masked, seq, 0)
 
 
+def length_groups(x: np.ndarray) -> list[tuple[np.ndarray, int]]:
+    """The rows of a left-padded batch ``x`` (B, t) grouped by their number of real slots in
+    power-of-two buckets (<= 4, 5-8, 9-16, ...): ``(rows, width)`` per group, so each group runs at
+    its own width (padding never changes an output; sessions are mostly much shorter than T)."""
+    kept = (x > 0).sum(1)
+    width = np.minimum(np.maximum(4, 2 ** np.ceil(np.log2(np.maximum(kept, 1)))), x.shape[1]).astype(np.int64)
+    return [(np.flatnonzero(width == w), int(w)) for w in np.unique(width)]
+
+
 class Layer(nn.Module):
     """One Transformer layer (BERT's, post-LN) with bidirectional attention over a (B, t, d) batch."""
 
@@ -187,10 +196,9 @@ class BERT4RecNet(nn.Module):
         seq = trim_padding(seq, min(seq.shape[1], self.T))
         return cloze_mask(seq, rng, self.cfg.mask_prob, self.cfg.mask_last, self.mask_id)
 
-    def encode(self, x: np.ndarray, weights: list | None = None,
-               extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, t) left-padded clicks and [mask] tokens -> (B, t, d) last-layer states (padding
-        slots' states are never read), and the item-table rows of ``extra`` (or None)."""
+    def embed(self, x: np.ndarray, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, t) left-padded clicks and [mask] tokens -> (B, t, d) item (or [mask]) plus position
+        embeddings, and the item-table rows of ``extra`` (or None) from the same gather."""
         dev = self.item_emb.weight.device
         B, t = x.shape
         real, is_mask = x > 0, x == self.mask_id
@@ -198,11 +206,17 @@ class BERT4RecNet(nn.Module):
         e, ex = embed_with(self.item_emb, items, extra)
         e = torch.where(torch.from_numpy(is_mask).to(dev)[..., None], self.mask_emb, e[:, : self.d].view(B, t, -1))
         pos = torch.from_numpy(np.cumsum(real, axis=1) * real).to(dev)  # (B, t): 1.. from the oldest slot, 0 = padding
-        h = self.emb_drop(self.ln_emb(e + self.pos_emb(pos)))
-        keys = torch.from_numpy(real[:, None, None, :]).to(dev)
+        return e + self.pos_emb(pos), ex
+
+    def encode(self, x: np.ndarray, weights: list | None = None, e: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, t) left-padded clicks and [mask] tokens -> (B, t, d) last-layer states (padding
+        slots' states are never read); ``e``: their :meth:`embed` when already gathered."""
+        h = self.embed(x)[0] if e is None else e
+        h = self.emb_drop(self.ln_emb(h))
+        keys = torch.from_numpy(x[:, None, None, :] > 0).to(h.device)  # (B, 1, 1, t)
         for layer in self.layers:
             h = layer(h, keys, weights)
-        return h, ex
+        return h
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """(..., d) states -> (..., d + 1) queries ``[LN(GELU(h W^P + b^P)), 1]`` against ``item_emb``."""
@@ -212,18 +226,30 @@ class BERT4RecNet(nn.Module):
     def forward(self, x: np.ndarray, weights: list | None = None, extra: torch.Tensor | None = None) -> Any:
         """(B, t) left-padded clicks with [mask] tokens -> (M, d + 1) queries at the M [mask] slots,
         row by row in position order; with ``extra``, also the item-table rows of those indices
-        (as :meth:`SASRecNet.forward`)."""
-        h, ex = self.encode(x, weights, extra)
-        out = self.head(h[torch.from_numpy(x == self.mask_id).to(h.device)])
+        (as :meth:`SASRecNet.forward`). Rows run in groups of similar length (:func:`length_groups`)."""
+        e, ex = self.embed(x, extra)  # one gather of the item table for every group
+        t, dev = x.shape[1], e.device
+        outs, rows_of = [], []
+        for rows, w in length_groups(x):
+            xg = x[rows, t - w :]
+            is_mask = xg == self.mask_id
+            h = self.encode(xg, weights, e[torch.from_numpy(rows).to(dev), t - w :])  # (rows, w, d)
+            outs.append(self.head(h[torch.from_numpy(is_mask).to(dev)]))  # (m_g, d + 1), row-major
+            rows_of.append(np.repeat(rows, is_mask.sum(1)))
+        order = np.argsort(np.concatenate(rows_of), kind="stable")  # back to row-major over the batch
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)[torch.from_numpy(order).to(dev)]
         return out if extra is None else (out, ex)
 
     def forward_last(self, x: np.ndarray) -> torch.Tensor:
         """Inference: (B, d + 1) queries at a [mask] appended after each left-padded row of ``x``
-        (B, t), keeping its last T - 1 clicks."""
+        (B, t), keeping its last T - 1 clicks; rows of similar length run together."""
         x = np.ascontiguousarray(x[:, max(0, x.shape[1] - (self.T - 1)) :])
         x = np.concatenate([x, np.full((x.shape[0], 1), self.mask_id, dtype=x.dtype)], axis=1)
-        h, _ = self.encode(x)
-        return self.head(h[:, -1])
+        out = self.item_emb.weight.new_empty(x.shape[0], self.d + 1)
+        for rows, w in length_groups(x):
+            h = self.encode(x[rows, x.shape[1] - w :])
+            out[torch.from_numpy(rows).to(out.device)] = self.head(h[:, -1])
+        return out
 
 
 class BERT4Rec(SASRec):

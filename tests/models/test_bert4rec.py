@@ -128,6 +128,24 @@ def test_padding_changes_nothing() -> None:
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_rows_of_every_length_give_the_outputs_they_give_alone() -> None:
+    """Rows run in groups of similar length (widths 4, 8, 12 here); each row's outputs are its own,
+    in row-major order."""
+    m = net(max_len=12)
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, V + 1, n) for n in (7, 1, 12, 3, 5, 2, 9)]
+    clicks = np.zeros((len(rows), 12), dtype=np.int64)
+    for b, r in enumerate(rows):
+        clicks[b, 12 - r.size :] = r
+    x = np.where((rng.random(clicks.shape) < 0.4) & (clicks > 0), MASK, clicks)
+    x[:, -1] = MASK  # at least one mask per row
+    with torch.no_grad():
+        alone = [m.head(m.encode(row[row > 0][None])[0][torch.from_numpy(row[row > 0] == MASK)]) for row in x]
+        torch.testing.assert_close(m(x), torch.cat(alone), rtol=1e-5, atol=1e-6)
+        last_alone = torch.cat([m.forward_last(r[None]) for r in rows])
+        torch.testing.assert_close(m.forward_last(clicks), last_alone, rtol=1e-5, atol=1e-6)
+
+
 def test_prediction_is_the_output_at_an_appended_mask_slot() -> None:
     m = net(max_len=5)
     with torch.no_grad():
@@ -145,7 +163,7 @@ def test_scores_are_the_query_against_items_and_output_bias(chain_data) -> None:
     idx = chain_data.vocab.encode(np.asarray(chain_data.chains[1][:3]))
     net_ = model.net_
     with torch.no_grad():
-        h, _ = net_.encode(np.array([[*idx, net_.mask_id]]))
+        h = net_.encode(np.array([[*idx, net_.mask_id]]))
         q = net_.ln_out(F.gelu(net_.proj(h[0, -1])))
         E, b = net_.item_emb.weight[:, :-1], net_.item_emb.weight[:, -1]
         want = (E @ q + b).numpy()

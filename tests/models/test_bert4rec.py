@@ -157,9 +157,15 @@ def test_prediction_is_the_output_at_an_appended_mask_slot() -> None:
     assert got.shape == (4, 9) and torch.all(got[:, -1] == 1)  # [q, 1]: the last column meets b^O
 
 
-def test_scores_are_the_query_against_items_and_output_bias(chain_data) -> None:
-    model = create_model("bert4rec", n_epochs=1, hidden=16, max_len=4, batch_size=16, progress=False,
-                         patience=0).fit(chain_data.train)
+@pytest.fixture(scope="module")
+def fitted(chain_data):
+    """A briefly trained model with a window of T = 4 slots (three clicks and the [mask])."""
+    return create_model("bert4rec", n_epochs=1, hidden=16, max_len=4, batch_size=16, progress=False,
+                        patience=0).fit(chain_data.train)
+
+
+def test_scores_are_the_query_against_items_and_output_bias(chain_data, fitted) -> None:
+    model = fitted
     idx = chain_data.vocab.encode(np.asarray(chain_data.chains[1][:3]))
     net_ = model.net_
     with torch.no_grad():
@@ -172,9 +178,8 @@ def test_scores_are_the_query_against_items_and_output_bias(chain_data) -> None:
 
 
 # ---------------------------------------------------------------------------- evaluation
-def test_scores_for_a_prefix_do_not_depend_on_later_clicks(chain_data) -> None:
-    model = create_model("bert4rec", n_epochs=1, hidden=16, max_len=4, batch_size=16, progress=False,
-                         patience=0).fit(chain_data.train)
+def test_scores_for_a_prefix_do_not_depend_on_later_clicks(chain_data, fitted) -> None:
+    model = fitted
     n = chain_data.vocab.n_items
     a = Sessions.from_lists([[1, 2, 3, 4, 5, 6], [7, 8]], n_items=n)
     b = Sessions.from_lists([[1, 2, 3, 9, 9, 9], [7, 8]], n_items=n)  # the same first three clicks
@@ -189,6 +194,17 @@ def test_scores_for_a_prefix_do_not_depend_on_later_clicks(chain_data) -> None:
         np.testing.assert_array_equal(out["aq", 0, p], out["bq", 0, p])
         np.testing.assert_allclose(out["a", 0, p][1:], model.score_batch([[1, 2, 3, 4, 5, 6][:p]])[0][1:], rtol=1e-5, atol=1e-5)
     assert not np.allclose(out["a", 0, 4], out["b", 0, 4])  # the fourth click differs
+
+
+def test_live_queries_score_as_the_model_does(fitted) -> None:
+    """The service's path (queries against the output layer) equals score_batch, for sessions
+    shorter and longer than the window."""
+    live = fitted.live()
+    sessions = [np.array([3]), np.array([1, 2]), np.array([5, 6, 7, 8, 9, 10, 4])]
+    W, b = live.output_layer()
+    got = (live.queries(None, sessions) @ W.T).numpy()
+    assert b is None  # the output bias is item_emb's last column, met by the query's constant 1
+    np.testing.assert_allclose(got[:, 1:], fitted.score_batch(sessions)[:, 1:], rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------- settings

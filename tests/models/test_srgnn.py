@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from nextclick.errors import NextclickError  # noqa: E402
 from nextclick.models import create_model  # noqa: E402
+from nextclick.models.sasrec.train import decay_lr  # noqa: E402
 from nextclick.models.srgnn import SRGNNConfig, SRGNNNet, session_graphs  # noqa: E402
 from tests.models.test_stamp import assert_positions_are_prefixes  # noqa: E402
 
@@ -127,9 +128,24 @@ def test_query_follows_the_equations(steps: int) -> None:
         np.testing.assert_allclose(got[b], numpy_query(W, s, steps), rtol=1e-5, atol=1e-6)
 
 
+def test_the_papers_learning_rate_falls_tenfold_every_three_epochs() -> None:
+    assert create_model("srgnn", "paper").config.lr_decay_every == 3
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.0)
+    lrs = []
+    for epoch in range(1, 8):
+        decay_lr(opt, SRGNNConfig(lr_decay_every=3), epoch)  # the paper's schedule  # after each epoch, as the trainer calls it
+        lrs.append(opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(lrs, [1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
+    decay_lr(opt, SRGNNConfig(), 9)  # the default: constant
+    assert opt.param_groups[0]["lr"] == lrs[-1]
+
+
 def test_bad_settings_are_named(chain_data) -> None:
     with pytest.raises(NextclickError, match="steps"):
         create_model("srgnn", steps=0).fit(chain_data.train)
+    with pytest.raises(NextclickError, match="lr_decay"):
+        create_model("srgnn", lr_decay=0.0).fit(chain_data.train)
     m = create_model("srgnn", n_epochs=1, hidden=8, batch_size=16, progress=False, patience=0).fit(chain_data.train)
     with pytest.raises(NextclickError, match="srgnn"):
         m.attention([1, 2])

@@ -39,8 +39,9 @@ what                          paper / authors' code                        here
 window                        N = 200 (ML), 50 (Beauty, Steam); (code)     T = ``max_len`` = 20 (the
                               long sequences cut by a sliding window       last 20 clicks of a session)
 masked share rho              0.2 (ML), 0.6 (Beauty), 0.4 (Steam)          0.2 (``mask_prob``)
-replacement of chosen items   [mask] (paper); (code) [mask] with           always [mask]
-                              ``mask_prob=1.0``, BERT's 80/10/10 off
+replacement of chosen items   [mask] (paper); (code) [mask] with its       always [mask]
+                              ``mask_prob=1.0`` (BERT's 80/10/10 off; the
+                              code's rho is ``masked_lm_prob``)
 masks per sequence            (code) 10 fixed copies (``dupe_factor``)     a new mask every epoch
 last-item-only samples        (code) one per sequence besides the 10       ``mask_last`` = 0.1 of the
                                                                            windows, in place of Cloze

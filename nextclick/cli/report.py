@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from nextclick.errors import NextclickError
+
+if TYPE_CHECKING:  # the CLI starts without numpy: these are imported when a report is written
+    import numpy as np
+
+    from nextclick.report import ModelRun
 
 
 def report(
@@ -57,7 +62,8 @@ def report(
     typer.echo(f"report -> {path}")
 
 
-def _run(model_dir: Path, data: Path, split: str, table, max_sessions: Optional[int], seed: int):  # type: ignore[no-untyped-def]
+def _run(model_dir: Path, data: Path, split: str, table: tuple[np.ndarray, np.ndarray] | None, max_sessions: Optional[int],
+         seed: int) -> ModelRun:
     """Load one artifact and its split of ``data`` and evaluate it, keeping every prediction."""
     from nextclick.data.dataset import load_sessions
     from nextclick.models.base import Recommender

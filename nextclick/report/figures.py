@@ -20,15 +20,22 @@ from nextclick.report.stats import Estimate
 DPI = 110
 
 
-def colours(n: int) -> list[str]:
-    """``n`` distinct colours (matplotlib's tab10, then tab20)."""
+def colours(n: int) -> list:
+    """``n`` colours: matplotlib's tab10; beyond ten, tab20's dark shades first, then its light ones."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    return [cmap(i % cmap.N) for i in range(n)]
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    cmap = colormaps["tab20"]
+    return [cmap((2 * i) % 20 + (i // 10) % 2) for i in range(n)]
 
 
-def _figure(ncols: int, width: float = 11.0, height: float = 4.2) -> tuple[Figure, np.ndarray]:
+def _legend(fig: Figure, ax) -> None:
+    """One legend for the figure, outside the axes on the right."""
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize="small")
+
+
+def _figure(ncols: int, width: float = 12.0, height: float = 4.2) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, np.atleast_1d(fig.subplots(1, ncols))
@@ -74,7 +81,7 @@ def curves_figure(names: Sequence[str], recall: np.ndarray, mrr: np.ndarray, col
         ax.set_ylabel(label)
         ax.set_xlim(1, ks[-1])
         ax.grid(alpha=0.3)
-    a.legend(fontsize="small")
+    _legend(fig, a)
     return png(fig)
 
 
@@ -96,7 +103,7 @@ def position_figure(names: Sequence[str], labels: Sequence[str], ests: Sequence[
         ax.set_xticks(x, labels)
         ax.set_xlabel("clicks given (position in the session)")
         ax.set_ylabel(label)
-    a.legend(fontsize="small")
+    _legend(fig, a)
     return png(fig)
 
 
@@ -111,14 +118,14 @@ def shift_figure(
     _lines_with_bands(b, x, names, hits, 0, cols)
     a.axhline(0.5, color="grey", linestyle="--", linewidth=1)
     for i in range(len(names)):
-        b.axhline(overall[i], color=cols[i], linestyle=":", linewidth=1)
+        b.axhline(overall[i], color=cols[i], linestyle=":", linewidth=1, alpha=0.7)
     a.set_ylabel(f"share of top-{k} in the new category")
     b.set_ylabel(f"Recall@{k}")
     for ax in (a, b):
         ax.set_xticks(x, ["0\n(target is\nthe shift)"] + [str(j) for j in x[1:]])
         ax.set_xlabel("clicks given in the new category")
     a.set_ylim(0, 1)
-    a.legend(fontsize="small")
+    _legend(fig, a)
     return png(fig)
 
 
@@ -134,7 +141,7 @@ def popularity_figure(
         a.bar(x + (i - (len(names) - 1) / 2) * width, coverage[i], width, color=cols[i], label=name)
     a.set_xticks(x, [f"@{c}" for c in cutoffs])
     a.set_ylabel("coverage: share of the catalogue recommended")
-    a.legend(fontsize="small")
+    _legend(fig, a)
     y = np.arange(len(names))[::-1]
     for i in range(len(names)):
         b.errorbar(pop.value[i, 0], y[i], xerr=_errors(pop, slice(i, i + 1), 0), fmt="o", color=cols[i], capsize=3)
@@ -162,5 +169,5 @@ def training_figure(names: Sequence[str], curves: Sequence[list[dict[str, float]
     for ax in (a, b):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    a.legend(fontsize="small")
+    _legend(fig, a)
     return png(fig)

@@ -27,6 +27,8 @@ QUICK_PARAMS: dict[str, dict[str, Any]] = {
     "sasrec": {"n_epochs": 3, "max_len": 20, "dropout": 0.2, "n_threads": 1, "progress": False},
     "narm": {"n_epochs": 3, "n_threads": 1, "progress": False},
     "stamp": {"n_epochs": 3, "n_threads": 1, "progress": False},
+    "srgnn": {"n_epochs": 3, "n_threads": 1, "progress": False},
+    "bert4rec": {"n_epochs": 5, "n_threads": 1, "progress": False},
 }
 
 

@@ -20,6 +20,9 @@ MODELS = {
     "vsknn": {"k": 5},
     "gru4rec": {"n_epochs": 1, "layers": (32,), "batch_size": 32, "n_sample": 128},
     "pop": {},
+    "sr": {},
+    "stan": {},
+    "narm": {"n_epochs": 1, "hidden": 16, "gru_hidden": 16, "progress": False},
 }
 
 
@@ -54,7 +57,8 @@ def test_models_listed_with_their_explanations(served) -> None:
     assert list(got) == list(MODELS)
     assert got["sasrec"]["explanations"] == ["influence", "attention"]
     assert got["vsknn"]["explanations"] == ["influence", "neighbours"]
-    assert got["gru4rec"]["explanations"] == ["influence"] and got["pop"]["n_items"] == served["train"].n_items
+    assert got["gru4rec"]["explanations"] == got["narm"]["explanations"] == ["influence"]
+    assert got["pop"]["n_items"] == served["train"].n_items
 
 
 def test_every_model_sees_every_click(served) -> None:

@@ -41,6 +41,13 @@ class SequenceConfig:
     # who shares a draw of n_negatives: "batch" (all positions of a mini-batch), "sequence" (the
     # positions of one sequence); "auto" = batch for sampled_ce, sequence for gbce
     neg_sharing: Literal["auto", "batch", "sequence"] = "auto"
+    # sampled_ce: of each position's negatives (sampled and in-batch), only the k with the highest
+    # logits as they enter the softmax (logQ-corrected, hits masked) take part (TRON's top-k
+    # negative sampling); 0 = all of them
+    top_k_negatives: int = 0
+    # sampled_ce: subtract each candidate's log sampling probability (logQ); False = the plain
+    # sampled softmax over raw scores (TRON's)
+    logq_correction: bool = True
     patience: int = 5  # evaluations without improvement before stopping (0 = never stop early)
     # without validation data, the last click of this share of the training sequences is held out
     # to early-stop on (0 = no hold-out: all n_epochs)
@@ -75,6 +82,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     # lr, max_len with CE; best validation Recall@20 at epoch 16), never on test; the epoch count
     # is part of the choice, so nothing is held out to choose it again
     "tuned_rsc15": dict(hidden=100, dropout=0.3, n_epochs=16, holdout=0.0),
+    # gSASRec (Petrov & Macdonald, RecSys 2023): gBCE with k = 256 uniform negatives per positive
+    # and t = 0.75, the paper's recommended values (README and ML-1M config of the authors' code),
+    # both already SASRecConfig's defaults; d = 128 as in that config. Differs from the authors'
+    # code: one draw of negatives per sequence, not per position (neg_sharing, see model.py),
+    # input and output share the item table (theirs has separate ones), T = 50 (theirs 200, for
+    # user histories), the loss sums the negatives' terms (theirs averages pos and negs: a scale)
+    "gsasrec": dict(loss="gbce", hidden=128),
+    # TRON (Wilm et al., RecSys 2023; configs/tron/*.json of the authors' code, same for OTTO,
+    # Yoochoose and Diginetica): sampled softmax, no logQ, uniform negatives shared by the batch
+    # plus in-batch negatives, of which the top 100 by score enter the softmax; d = 200, 2 blocks,
+    # pre-LN (theirs: norm_first), dropout 0.05, lr 0.0005, batch 128, T = 50, 10 epochs. Differs:
+    # n_negatives 4096 uniform, not 16384 (scaled to a CPU; on a 3k-item catalogue 16384 draws
+    # would repeat each item ~5 times); the in-batch negatives are all the batch's other targets
+    # (theirs: 127 clicks drawn from the other sessions of the batch per session); only a
+    # candidate equal to the target is masked (theirs drop the batch's clicks from the uniform
+    # draw and a session's own clicks from its in-batch ones); early stopping on a 10% hold-out
+    "tron": dict(loss="sampled_ce", sample_alpha=0.0, in_batch_negatives=True, n_negatives=4096, top_k_negatives=100,
+                 logq_correction=False, hidden=200, pre_ln=True, dropout=0.05, lr=0.0005, n_epochs=10),
 }
 
 
@@ -97,6 +122,10 @@ def check_config(c: SequenceConfig, name: str = "sasrec") -> None:
         raise NextclickError(f"{name}: neg_sharing must be auto, batch or sequence, got {c.neg_sharing!r}")
     if c.in_batch_negatives and c.loss != "sampled_ce":
         raise NextclickError(f"{name}: in_batch_negatives needs loss=sampled_ce, got {c.loss}")
+    if c.top_k_negatives < 0:
+        raise NextclickError(f"{name}: top_k_negatives must be >= 0 (0 = off), got {c.top_k_negatives}")
+    if c.loss != "sampled_ce" and (c.top_k_negatives > 0 or not c.logq_correction):
+        raise NextclickError(f"{name}: top_k_negatives and logq_correction need loss=sampled_ce, got {c.loss}")
     if c.item_optimizer not in ("adam", "sparse_adam"):
         raise NextclickError(f"{name}: item_optimizer must be adam or sparse_adam, got {c.item_optimizer!r}")
     if c.item_optimizer == "sparse_adam" and (c.loss == "ce" or c.l2 > 0):

@@ -97,11 +97,19 @@ def ce_loss(h: torch.Tensor, E: torch.Tensor, target: torch.Tensor, workspace: S
 
 
 def sampled_ce_loss(pos: torch.Tensor, neg: torch.Tensor, log_q_pos: torch.Tensor, log_q_neg: torch.Tensor,
-                    hit: torch.Tensor) -> torch.Tensor:
+                    hit: torch.Tensor, top_k: int = 0) -> torch.Tensor:
     """Sampled softmax with logQ correction. ``pos`` (N,), ``neg`` (N, K) logits; ``log_q_*`` the log
     sampling probabilities of the target (N,) and of the negatives ((K,) or (N, K)); ``hit`` (N, K)
-    True where a negative is the target itself (masked out)."""
-    logits = torch.cat([(pos - log_q_pos)[:, None], (neg - log_q_neg).masked_fill(hit, float("-inf"))], dim=1)
+    True where a negative is the target itself (masked out).
+
+    ``top_k`` > 0 (top-k negative sampling, TRON): of each row's K corrected negative logits
+    ``neg - log_q_neg`` (hits masked), only the ``top_k`` largest enter the softmax, i.e. the
+    largest terms of the sampled partition sum; the others get no gradient. ``top_k >= K`` (or 0)
+    is the plain loss. A row with fewer than ``top_k`` unmasked negatives keeps them all."""
+    neg_c = (neg - log_q_neg).masked_fill(hit, float("-inf"))
+    if 0 < top_k < neg_c.shape[1]:
+        neg_c = neg_c.topk(top_k, dim=1, sorted=False).values  # (N, top_k)
+    logits = torch.cat([(pos - log_q_pos)[:, None], neg_c], dim=1)
     return -torch.log_softmax(logits, dim=1)[:, 0].mean()
 
 

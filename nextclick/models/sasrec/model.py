@@ -36,6 +36,32 @@ Losses (``loss``), all averaged over the real (non-padding) positions of a batch
   positive term raised to beta = alpha (t (1 - 1/alpha) + 1/alpha), alpha = n_negatives / (n_items
   - 1), t = ``gbce_t``: loss = -beta log sigma(s+) - sum_j log(1 - sigma(s-_j)).
 
+Two options refine ``sampled_ce``: ``top_k_negatives=k`` keeps, per position, only the k
+negatives (sampled and in-batch) with the largest logits as they enter the softmax (after the
+logQ correction, a masked hit never), the top-k negative sampling of TRON (Wilm et al., RecSys
+2023); ``logq_correction=False`` drops the correction (TRON's plain sampled softmax). With
+uniform negatives alone (``sample_alpha=0``) every candidate's correction is the same constant,
+so neither option changes which negatives are the top k.
+
+The recipes people compare against, and what realises each (presets in :mod:`.config`, which
+state where each value comes from and what differs from the authors' code):
+
+======================  ============  ==========================================================
+recipe                  preset        loss and options
+======================  ============  ==========================================================
+SASRec (paper)          ``paper``     ``bce``: one uniform negative per position, unseen items
+SASRec + full CE        ``paper_ce``  ``ce`` (Klenitskiy & Vasilev)
+gSASRec                 ``gsasrec``   ``gbce``, ``n_negatives=256``, ``gbce_t=0.75``, one draw
+                                      of negatives per sequence
+TRON                    ``tron``      ``sampled_ce``, ``sample_alpha=0`` (uniform, shared by the
+                                      batch), ``in_batch_negatives``, ``top_k_negatives=100``,
+                                      ``logq_correction=False``
+GRU4Rec+ (the GRU4Rec   GRU4Rec's     :mod:`nextclick.models.gru4rec`: the mini-batch's targets
+of TRON's comparison)   presets       plus ``n_sample`` popularity**alpha negatives shared by
+                                      the batch, cross-entropy (optional logQ) or BPR-max; no
+                                      top-k
+======================  ============  ==========================================================
+
 Deliberate deviations from the paper (measured with benchmarks/sasrec_amazon.py, or harmless):
 
 1. ``positions="start"`` (default): the position index counts from the oldest KEPT click (1..t),

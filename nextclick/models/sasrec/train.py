@@ -80,6 +80,9 @@ class BatchLoss:
                 clicks[0] = 0.0
                 self.p_click = torch.tensor(clicks / clicks.sum(), dtype=torch.float32, device=device)  # (V + 1,)
                 self.q = torch.tensor(np.concatenate([[0.0], self.pop.q]), dtype=torch.float32, device=device)
+            if not c.logq_correction:  # the plain sampled softmax: no candidate's logit is corrected
+                self.log_q.zero_()
+        self.top_k = c.top_k_negatives
 
     def sample(self, shape: tuple[int, ...], rng: np.random.Generator | None = None) -> np.ndarray:
         """Negatives of ``shape`` from ``rng`` (default: the shared generator): popularity**alpha
@@ -135,7 +138,7 @@ class BatchLoss:
             return self._mixed(h, pn[:n], tgt, pos_l, neg_l, torch.from_numpy(neg_of).to(dev), hit), n
         if c.loss == "sampled_ce":
             log_q_neg = self.log_q[torch.from_numpy(neg_of).to(dev)]
-            return sampled_ce_loss(pos_l, neg_l, self.log_q[tgt], log_q_neg, hit), n
+            return sampled_ce_loss(pos_l, neg_l, self.log_q[tgt], log_q_neg, hit, self.top_k), n
         return gbce_loss(pos_l, neg_l, self.beta, hit), n
 
     def _mixed(self, h: torch.Tensor, pt: torch.Tensor, tgt: torch.Tensor, pos_l: torch.Tensor, neg_l: torch.Tensor,
@@ -143,14 +146,20 @@ class BatchLoss:
         """Sampled softmax over the target, the batch's other targets and the sampled negatives
         (``in_batch_negatives``): every logit is corrected by the log of its item's expected count
         among the candidates, ``log(N p_click + K q)`` (both sources' logQ); another position's
-        target that is this position's target is masked out. ``h``, ``pt`` (N, D); ``neg_l`` (N, K)."""
+        target that is this position's target is masked out (``logq_correction=False``: no correction).
+        With ``top_k_negatives`` only the k largest corrected logits of the N + K negatives take part.
+        ``h``, ``pt`` (N, D); ``neg_l`` (N, K)."""
         n, K = tgt.numel(), self.c.n_negatives
         in_batch = h @ pt.T  # (N, N): position i against position j's target
         same = tgt[:, None] == tgt[None, :]  # (N, N), the diagonal included (that is the positive)
-        log_c_t = torch.log(n * self.p_click[tgt] + K * self.q[tgt])  # (N,)
-        log_c_n = torch.log(n * self.p_click[neg_of] + K * self.q[neg_of])  # (1, K) or (N, K)
+        if self.c.logq_correction:
+            log_c_t = torch.log(n * self.p_click[tgt] + K * self.q[tgt])  # (N,)
+            log_c_n = torch.log(n * self.p_click[neg_of] + K * self.q[neg_of])  # (1, K) or (N, K)
+        else:
+            log_c_t, log_c_n = h.new_zeros(n), h.new_zeros(1, 1)
         log_c = torch.cat([log_c_t[None].expand(n, n), log_c_n.expand(n, K)], dim=1)  # (N, N + K)
-        return sampled_ce_loss(pos_l, torch.cat([in_batch, neg_l], dim=1), log_c_t, log_c, torch.cat([same, hit], dim=1))
+        return sampled_ce_loss(pos_l, torch.cat([in_batch, neg_l], dim=1), log_c_t, log_c, torch.cat([same, hit], dim=1),
+                               self.top_k)
 
     def _touch(self, x: np.ndarray, extra: torch.Tensor) -> torch.Tensor:
         """``extra`` unchanged; records the item rows the batch reads (inputs + ``extra``) when

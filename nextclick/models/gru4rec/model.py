@@ -12,6 +12,14 @@ Papers:
 * B. Hidasi, A. Czapp. *The Effect of Third Party Implementations on Reproducibility.* RecSys 2023
   -- the list of features a faithful implementation needs (all of them are here).
 
+What its losses cover of TRON's recipe (Wilm et al., RecSys 2023, who compare SASRec variants
+with this GRU4Rec+): every step's negatives are the mini-batch's other targets (in-batch) plus
+``n_sample`` items from popularity**``sample_alpha`` (0: uniform) shared by the whole mini-batch,
+scored by cross-entropy -- a sampled softmax, with logQ correction when ``logq`` > 0 -- or by
+BPR-max. Every negative enters the loss: there is no top-k selection of the hardest. TRON's
+top-k sampled softmax is SASRec's ``top_k_negatives`` option and ``tron`` preset
+(:mod:`nextclick.models.sasrec.model`).
+
 What one training step does (``B`` slots of the session-parallel batch, ``S = n_sample``)::
 
     x (B,) current clicks, y (B,) next clicks, s (S,) shared negatives (from the sample store)

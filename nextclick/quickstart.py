@@ -32,6 +32,11 @@ QUICK_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
+#: served side by side in the demo the quickstart proposes, with the leaderboard's best: one model
+#: per kind of explanation (attention, neighbours, click influence) and popularity
+DEMO_MODELS = ("sasrec", "vsknn", "gru4rec", "pop")
+
+
 @dataclass
 class Row:
     model: str
@@ -101,7 +106,8 @@ def run_quickstart(
     report = _report(runs, shop, out)
     echo(f"\ndone in {time.perf_counter() - t0:.1f} s; models saved under {out}/models/")
     echo(f"report: {report}")
-    dirs = " ".join(str(out / "models" / r.model) for r in rows)
+    demo = [r.model for r in rows if r.model == best or r.model in DEMO_MODELS]  # leaderboard order, the best first
+    dirs = " ".join(str(out / "models" / name) for name in demo)
     echo(f"demo: nextclick serve {dirs} --items {out}/shop_items.parquet\n  then open http://127.0.0.1:8000/")
     return rows, shop
 

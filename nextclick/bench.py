@@ -168,6 +168,11 @@ SUITE: tuple[Row, ...] = (
     Row("sasrec:tuned_rsc15", "rsc15-100k", "sasrec", "tuned_rsc15",
         _pair(0.7137, 0.3819, "ours", "our recorded run, regression check (no published SASRec figure on this split)"),
         RSC15, 90, {"progress": False}),
+    *(Row(name, "rsc15-100k", name, None,
+          _pair(r20, m20, "ours", "our recorded run at the defaults, one seed, untuned: a regression check"),
+          RSC15, seconds, {"progress": False})
+      for name, r20, m20, seconds in (("narm", 0.6543, 0.3234, 340), ("stamp", 0.6519, 0.3490, 200),
+                                      ("srgnn", 0.6439, 0.3267, 120), ("bert4rec", 0.6391, 0.3321, 150))),
     Row("sasrec:paper", "amazon-games", "sasrec", "paper", (
         _ref("sampled_hr@10", 0.741, "paper", "Kang & McAuley 2018, Table III"),
         _ref("sampled_ndcg@10", 0.536, "paper", "Kang & McAuley 2018, Table III"),

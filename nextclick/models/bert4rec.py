@@ -158,6 +158,8 @@ class BERT4RecNet(nn.Module):
     """BERT4Rec's network over left-padded windows, with :class:`SASRecNet`'s interface; ``forward``
     reads the outputs at the [mask] slots (id ``n_items + 1``). ``item_emb`` rows are ``[E_i, b_i]``."""
 
+    label = "bert4rec"  # the model's name in the trainer's messages
+
     def __init__(self, n_items: int, cfg: BERT4RecConfig) -> None:
         super().__init__()
         d = self.d = cfg.hidden

@@ -72,6 +72,8 @@ def right_align(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class NARMNet(nn.Module):
     """NARM's network over left-padded batches, with :class:`SASRecNet`'s interface."""
 
+    label = "narm"  # the model's name in the trainer's messages
+
     def __init__(self, n_items: int, cfg: NARMConfig) -> None:
         super().__init__()
         d, H = cfg.hidden, cfg.gru_hidden

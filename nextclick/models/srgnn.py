@@ -148,6 +148,8 @@ def session_graphs(x: torch.Tensor, row: torch.Tensor, pos: torch.Tensor) -> Ses
 class SRGNNNet(nn.Module):
     """SR-GNN's network over left-padded batches, with :class:`SASRecNet`'s interface."""
 
+    label = "srgnn"  # the model's name in the trainer's messages
+
     def __init__(self, n_items: int, cfg: SRGNNConfig) -> None:
         super().__init__()
         d = cfg.hidden

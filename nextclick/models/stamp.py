@@ -58,6 +58,8 @@ class STAMPConfig(SequenceConfig):
 class STAMPNet(nn.Module):
     """STAMP's network over left-padded batches, with :class:`SASRecNet`'s interface."""
 
+    label = "stamp"  # the model's name in the trainer's messages
+
     def __init__(self, n_items: int, cfg: STAMPConfig) -> None:
         super().__init__()
         d = cfg.hidden

@@ -156,14 +156,14 @@ class SASRec(Recommender):
         try:
             dev = torch.device(c.device)
         except RuntimeError as e:
-            raise NextclickError(f"sasrec: device must be a torch device such as 'cpu' or 'cuda', got {c.device!r}") from e
+            raise NextclickError(f"{self.name}: device must be a torch device such as 'cpu' or 'cuda', got {c.device!r}") from e
         if fit and dev.type == "cuda" and torch.cuda.is_available():
             dev = distributed.local_device(dev)  # under torchrun: this rank's GPU
         if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
             if fit:
-                raise NextclickError(f"sasrec: device {c.device!r}, but torch sees no such CUDA device here "
+                raise NextclickError(f"{self.name}: device {c.device!r}, but torch sees no such CUDA device here "
                                      f"(torch.cuda.is_available() is {torch.cuda.is_available()}); use device=cpu")
-            log.info("sasrec: the artifact names device %r, which this machine lacks: loading on the CPU", c.device)
+            log.info("%s: the artifact names device %r, which this machine lacks: loading on the CPU", self.name, c.device)
             return torch.device("cpu")
         return dev
 
@@ -192,8 +192,8 @@ class SASRec(Recommender):
                 fit_data = train
                 if held:
                     fit_data, valid = hold_out_last_clicks(train, c.holdout, c.seed)
-                    log.info("sasrec: no validation data: the last click of %d training sequences is held out to "
-                             "choose the epoch (holdout=%g)", valid.n_sessions, c.holdout)
+                    log.info("%s: no validation data: the last click of %d training sequences is held out to "
+                             "choose the epoch (holdout=%g)", self.name, valid.n_sessions, c.holdout)
                 if valid is not None:
                     valid_cutoffs(c)  # a bad metric name fails now, not after the first epochs
                 validate = (lambda: self._validate(valid)) if valid is not None else None
@@ -373,7 +373,7 @@ class SASRecLive(LiveSessions):
         seqs = [np.asarray(c, dtype=np.int64) for c in clicks]
         x = trim_padding(pad_arrays([s[(s > 0) & (s <= m.n_items_)] for s in seqs], m.config.max_len)[0])  # (B, t)
         if ((x > 0).sum(1) == 0).any():  # not expected from the service (it answers those with popularity)
-            raise NextclickError("sasrec: a live session has no known click")
+            raise NextclickError(f"{m.name}: a live session has no known click")
         with eval_mode(m.net_), torch.no_grad():
             h = m.net_.forward_last(x)
         return h.float().cpu().contiguous()

@@ -182,7 +182,7 @@ def run_epoch(net: SASRecNet, c: SASRecConfig, opt: torch.optim.Optimizer | Opti
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(bar, desc=f"sasrec epoch {epoch}", leave=False, unit="batch")
+        bar = tqdm(bar, desc=f"{label(net)} epoch {epoch}", leave=False, unit="batch")
     for b in bar:
         batch = perm[b * c.batch_size : (b + 1) * c.batch_size]
         opt.zero_grad(set_to_none=True)
@@ -190,7 +190,7 @@ def run_epoch(net: SASRecNet, c: SASRecConfig, opt: torch.optim.Optimizer | Opti
         if not math.isfinite(loss):
             stats[2] += 1
             if world == 1:
-                _raise_nonfinite(c, loss, epoch, b)
+                _raise_nonfinite(label(net), c, loss, epoch, b)
         if world > 1:
             _sync_gradients(net, loss_fn, stats, epoch, b, c)
         opt.step()
@@ -229,7 +229,7 @@ def _sync_gradients(net: SASRecNet, loss_fn: BatchLoss, stats: torch.Tensor, epo
     raise on every rank when some rank's loss was not finite."""
     bad = distributed.all_reduce_sum(stats[2:].clone())
     if bad.item() > 0:
-        _raise_nonfinite(c, float("nan"), epoch, b)
+        _raise_nonfinite(label(net), c, float("nan"), epoch, b)
     emb = net.item_emb.weight
     distributed.average_gradients(p for p in net.parameters() if p is not emb)
     if c.item_optimizer == "sparse_adam":
@@ -240,9 +240,14 @@ def _sync_gradients(net: SASRecNet, loss_fn: BatchLoss, stats: torch.Tensor, epo
         distributed.average_rows(emb, loss_fn.touched)
 
 
-def _raise_nonfinite(c: SASRecConfig, loss: float, epoch: int, b: int) -> None:
+def label(net: torch.nn.Module) -> str:
+    """The model's name in the trainer's messages: the network's ``label`` (SASRec's without one)."""
+    return getattr(net, "label", "sasrec")
+
+
+def _raise_nonfinite(who: str, c: SASRecConfig, loss: float, epoch: int, b: int) -> None:
     raise NextclickError(
-        f"sasrec: {c.loss} loss is {loss} at epoch {epoch}, batch {b + 1}; lower lr (now {c.lr}) or check the data"
+        f"{who}: {c.loss} loss is {loss} at epoch {epoch}, batch {b + 1}; lower lr (now {c.lr}) or check the data"
     )
 
 
@@ -305,11 +310,11 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
     net.set_rng(np.random.default_rng([c.seed, 1] if world == 1 else [c.seed, 1, rank]))  # dropout masks
     usable = np.flatnonzero(train.lengths >= 2)
     if usable.size == 0:
-        raise NextclickError("sasrec: no training sequence has 2 or more clicks (nothing to predict)")
+        raise NextclickError(f"{label(net)}: no training sequence has 2 or more clicks (nothing to predict)")
     if world > 1:
         for p in net.parameters():  # the same start on every rank, whatever each initialised
             distributed.broadcast(p.data)
-        log.info("sasrec rank %d of %d: %d of every batch_size=%d sequences per step", rank, world,
+        log.info("%s rank %d of %d: %d of every batch_size=%d sequences per step", label(net), rank, world,
                  math.ceil(c.batch_size / world), c.batch_size)
     net.item_emb.sparse = c.item_optimizer == "sparse_adam"
     opt = make_optimizer(net, c, device)
@@ -323,11 +328,11 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
         decay_lr(opt, c, epoch)
         rec: dict[str, Any] = {"epoch": epoch, "loss": loss, "epoch_seconds": time.perf_counter() - t0}
         if rank == 0:
-            log.info("sasrec epoch %d: %s loss %.4f (%.1f s)", epoch, c.loss, rec["loss"], rec["epoch_seconds"])
+            log.info("%s epoch %d: %s loss %.4f (%.1f s)", label(net), epoch, c.loss, rec["loss"], rec["epoch_seconds"])
         stop = False
         if validate is not None and (epoch % c.eval_every == 0 or epoch == c.n_epochs):
             te = time.perf_counter()
-            improved, stop = _validate(validate, rec, c, best, since_best, device)
+            improved, stop = _validate(validate, rec, c, best, since_best, device, label(net))
             eval_time += time.perf_counter() - te
             if improved:
                 best, since_best, best_epoch = rec.get("valid", {}).get(c.valid_metric, best), 0, epoch
@@ -338,7 +343,7 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
         history.append(rec)
         if stop:
             if rank == 0:
-                log.info("sasrec: early stop at epoch %d; best %s = %.4f at epoch %d", epoch, c.valid_metric, best,
+                log.info("%s: early stop at epoch %d; best %s = %.4f at epoch %d", label(net), epoch, c.valid_metric, best,
                          best_epoch)
             break
     if best_state is not None:
@@ -350,14 +355,14 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
 
 
 def _validate(validate: Callable[[], dict[str, float]], rec: dict[str, Any], c: SASRecConfig, best: float,
-              since_best: int, device: torch.device) -> tuple[bool, bool]:
+              since_best: int, device: torch.device, who: str) -> tuple[bool, bool]:
     """Rank 0 evaluates (into ``rec["valid"]``) and decides ``(improved, stop)``; the decision is
     broadcast so every rank keeps and restores the same weights."""
     flags = torch.zeros(2, dtype=torch.int64, device=device)
     if distributed.is_main():
         rec["valid"] = metrics = validate()
         score = metrics[c.valid_metric]
-        log.info("sasrec epoch %d: valid %s = %.4f", rec["epoch"], c.valid_metric, score)
+        log.info("%s epoch %d: valid %s = %.4f", who, rec["epoch"], c.valid_metric, score)
         improved = score > best
         flags[0] = int(improved)
         flags[1] = int(not improved and c.patience > 0 and since_best + 1 >= c.patience)

@@ -11,8 +11,16 @@ throwaway environment through a small driver script written to a temporary direc
 
     python3 -m venv /tmp/rbenv
     /tmp/rbenv/bin/pip install torch==2.13.0 'numpy<2' recbole==1.2.0
+    /tmp/rbenv/bin/pip install kmeans_pytorch 'pandas==2.1.4'
 
-    .venv/bin/python benchmarks/recbole_side_by_side.py --models stamp,narm --epochs 3
+    .venv/bin/python benchmarks/recbole_side_by_side.py --epochs 3 --out /tmp/recbole_results.md
+    .venv/bin/python benchmarks/recbole_side_by_side.py --epochs 3 --runs sized   # nextclick at RecBole's sizes
+    .venv/bin/python benchmarks/recbole_side_by_side.py --epochs 10 --models stamp,narm,srgnn
+
+The second install line: RecBole 1.2.0's model lookup imports every model module, one of which
+needs ``kmeans_pytorch`` (not declared by the package), and its ID remapping fails under pandas 3
+("Length of values (1) does not match length of index"); pandas 2.1.4 works. Nothing in RecBole
+is patched.
 
 Data for RecBole (written to ``--recbole-data``, never into the repository): RecBole's
 ``benchmark_filename`` mode reads pre-split atomic files and does NOT build prefixes itself (its

@@ -182,7 +182,7 @@ def test_cli_writes_the_report(shop: dict, tmp_path: Path) -> None:
     assert str(out) in res.output and out.read_text().count("<img") == 5  # no training curve: pop and sr
     assert "random SUBSET" in out.read_text()
     res = CliRunner().invoke(app, [*args[:5], "--items", str(root / "items.parquet"), "--category-col", "Aisle"])
-    assert isinstance(res.exception, NextclickError) and "no column Aisle" in str(res.exception)
+    assert isinstance(res.exception, NextclickError) and "no column 'Aisle' for the category" in str(res.exception)
 
 
 def test_cli_missing_data_dir_exits_2(tmp_path: Path) -> None:

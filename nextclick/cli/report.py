@@ -24,7 +24,10 @@ def report(
         typer.Option("--items", help="Item table (Parquet, CSV or TSV) with ItemId and a category column: enables the "
                                      "intent-shift figure (the synthetic shop writes shop_items.parquet)."),
     ] = None,
-    category_col: Annotated[str, typer.Option("--category-col", help="The category column of --items.")] = "Category",
+    category_col: Annotated[
+        Optional[str], typer.Option("--category-col", help="The category column of --items (default: found by name, "
+                                                          "CategoryName before Category).")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
     max_sessions: Annotated[
         Optional[int],
@@ -57,7 +60,7 @@ def report(
         table = read_items(items, category_col)
     runs = [_run(d, data, split, table, max_sessions, seed) for d in model_dirs]
     context = [f"Models: {', '.join(str(d) for d in model_dirs)}. Data: {data}, split {split!r}."
-               + (f" Item categories: {items}, column {category_col!r}." if items is not None else "")]
+               + (f" Item categories: {items}" + (f", column {category_col!r}." if category_col else ".") if items is not None else "")]
     path = write_report(runs, out, options=ReportOptions(n_boot=n_boot, seed=seed), context=context)
     typer.echo(f"report -> {path}")
 

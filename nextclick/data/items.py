@@ -35,16 +35,21 @@ REQUIRED = ("id", "title", "category")
 ARTIFACT_FILE = "items.parquet"
 
 
-def _pick(path: Path, columns: list[str]) -> dict[str, str]:
-    """The table's column for each field (see :data:`COLUMNS`); a required one missing is an error."""
+def _pick(path: Path, columns: list[str], need: tuple[str, ...], named: dict[str, str] | None) -> dict[str, str]:
+    """The table's column for each field: ``named`` ones as given, the others found by name (see
+    :data:`COLUMNS`); a field of ``need`` missing is an error."""
     lower = {c.lower(): c for c in columns}
     found: dict[str, str] = {}
+    for field, col in (named or {}).items():
+        if col not in columns:
+            raise NextclickError(f"{path}: item table has no column {col!r} for the {field} (columns: {', '.join(columns)})")
+        found[field] = col
     for field, names in COLUMNS.items():
         for n in names:
-            if n in lower:
+            if field not in found and n in lower:
                 found[field] = lower[n]
                 break
-    missing = [f for f in REQUIRED if f not in found]
+    missing = [f for f in need if f not in found]
     if missing:
         want = "; ".join(f"{f}: one of {', '.join(COLUMNS[f])}" for f in missing)
         raise NextclickError(f"{path}: item table has no column for {want} (columns: {', '.join(columns)})")
@@ -70,8 +75,9 @@ class ItemTable:
         return self.frame.height
 
     @classmethod
-    def read(cls, path: str | Path) -> ItemTable:
-        """Read and check a CSV or Parquet item table (see the module docstring)."""
+    def read(cls, path: str | Path, need: tuple[str, ...] = REQUIRED, columns: dict[str, str] | None = None) -> ItemTable:
+        """Read and check a CSV or Parquet item table (see the module docstring): the fields of
+        ``need`` must be found; ``columns`` names a field's column explicitly (``{"category": "Aisle"}``)."""
         path = Path(path)
         if not path.is_file():
             raise NextclickError(f"item table {path}: no such file")
@@ -86,18 +92,21 @@ class ItemTable:
             raise
         except Exception as e:  # a corrupt or unreadable file
             raise NextclickError(f"item table {path}: cannot be read ({type(e).__name__}: {e})") from None
-        return cls.from_frame(raw, str(path))
+        return cls.from_frame(raw, str(path), need, columns)
 
     @classmethod
-    def from_frame(cls, raw: pl.DataFrame, source: str = "item table") -> ItemTable:
-        cols = _pick(Path(source), raw.columns)
+    def from_frame(cls, raw: pl.DataFrame, source: str = "item table", need: tuple[str, ...] = REQUIRED,
+                   columns: dict[str, str] | None = None) -> ItemTable:
+        cols = _pick(Path(source), raw.columns, tuple(dict.fromkeys(("id", *need))), columns)
         out = {f: raw.get_column(c) for f, c in cols.items()}
+        ids = out["id"].cast(pl.String)
+        nothing = pl.Series([None] * raw.height, dtype=pl.String)
         frame = pl.DataFrame({
-            "id": out["id"].cast(pl.String),
-            "title": out["title"].cast(pl.String).fill_null(""),
-            "category": out["category"].cast(pl.String),
+            "id": ids,
+            "title": (out["title"].cast(pl.String) if "title" in out else ids).fill_null(""),
+            "category": out["category"].cast(pl.String) if "category" in out else nothing,
             "price": _price(out.get("price"), raw.height, source),
-            "image_url": out["image_url"].cast(pl.String) if "image_url" in out else pl.Series([None] * raw.height, dtype=pl.String),
+            "image_url": out["image_url"].cast(pl.String) if "image_url" in out else nothing,
         })
         nulls = int(frame.get_column("id").null_count())
         if nulls:
@@ -137,6 +146,10 @@ class ItemTable:
         """Every category with its number of items, largest first."""
         c = self.frame.get_column("category").drop_nulls().value_counts(sort=True)
         return [{"name": n, "n_items": int(k)} for n, k in c.iter_rows()]
+
+    def id_array(self) -> np.ndarray:
+        """Every id of the table: int64 when all of them are integers, else strings."""
+        return self._shown.get_column("id").to_numpy()
 
     def category_of(self, ids: list[Any]) -> list[str | None]:
         """The category of each of ``ids`` (None where the table has none)."""

@@ -16,7 +16,6 @@ import numpy as np
 
 from nextclick.data.sessions import Sessions
 from nextclick.data.vocab import ItemVocab
-from nextclick.errors import NextclickError
 from nextclick.evaluate import EvalResult, evaluate, session_subset
 from nextclick.models.base import Recommender
 
@@ -100,26 +99,19 @@ def run_model(
     )
 
 
-def read_items(path: str | Path, category_col: str = "Category") -> tuple[np.ndarray, np.ndarray]:
-    """``(item ids, categories)`` of an item table (Parquet or CSV/TSV) with an ``ItemId`` column
-    and ``category_col``."""
-    import polars as pl
+def read_items(path: str | Path, category_col: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(item ids, categories)`` of the items an item table gives a category
+    (:class:`nextclick.data.items.ItemTable`; ``category_col`` names the category column, else it is
+    found by name). Rows without a category are left out, and counted in the log."""
+    from nextclick.data.items import ItemTable
 
-    path = Path(path)
-    if not path.is_file():
-        raise NextclickError(f"--items {path}: no such file (expected an item table with ItemId and {category_col} columns)")
-    try:
-        if path.suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_csv(path, separator="\t" if path.suffix in (".tsv", ".txt") else ",", infer_schema_length=10_000)
-    except Exception as e:  # an unreadable or malformed file
-        raise NextclickError(f"--items {path}: cannot be read as a table ({type(e).__name__}: {e})") from None
-    missing = [c for c in ("ItemId", category_col) if c not in frame.columns]
-    if missing:
-        raise NextclickError(f"--items {path}: no column {', '.join(missing)} (columns: {', '.join(frame.columns)})")
-    frame = frame.drop_nulls(["ItemId", category_col])
-    return frame.get_column("ItemId").to_numpy(), frame.get_column(category_col).to_numpy()
+    table = ItemTable.read(path, need=("id", "category"), columns={"category": category_col} if category_col else None)
+    cats = table.frame.get_column("category")
+    has = cats.is_not_null().to_numpy()
+    if not has.all():
+        log.warning("item table %s: %d of %d items have no category (left out of the intent-shift figures)",
+                    path, int((~has).sum()), has.size)
+    return table.id_array()[has], cats.to_numpy()[has]
 
 
 def item_categories(vocab: ItemVocab, item_ids: np.ndarray, categories: np.ndarray) -> tuple[np.ndarray, list[str]]:

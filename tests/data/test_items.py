@@ -87,3 +87,17 @@ def test_train_keeps_the_item_table_in_the_artifact(tmp_path: Path) -> None:
     bad = run("train", "pop", "--train", str(clicks), "--out", str(tmp_path / "pop2"), "--items", str(tmp_path / "bad.csv"), ok=False)
     assert_user_error(bad, "bad.csv", "no column for title")
     assert not (tmp_path / "pop2").exists()  # refused before training
+
+
+def test_a_table_of_ids_and_categories_only_for_the_report(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from nextclick.report import read_items
+
+    path = _csv(tmp_path, "ItemId,Aisle,Category\n7,x,1\n12,,2\n30,y,3\n")
+    t = ItemTable.read(path, need=("id", "category"), columns={"category": "Aisle"})
+    assert t.id_array().tolist() == [7, 12, 30] and t.rows([7])[0]["title"] == "7"  # no title: the id
+    ids, cats = read_items(path, "Aisle")
+    assert ids.tolist() == [7, 30] and cats.tolist() == ["x", "y"]
+    assert "1 of 3 items have no category" in caplog.text
+    assert read_items(path)[1].tolist() == ["1", "2", "3"]  # found by name
+    with pytest.raises(NextclickError, match="no column 'Shelf' for the category"):
+        read_items(path, "Shelf")

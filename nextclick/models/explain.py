@@ -6,7 +6,9 @@
   pushes the item up) and ``rank_change = rank_without - rank`` (positive: the item ranks higher
   because of the click). Ranks are conservative (ties count against the item) and, like the
   recommendations, leave out the session's last click when the model does
-  (:attr:`Recommender.repeats_dropped`) -- unless it is the item explained.
+  (:attr:`Recommender.repeats_dropped`) -- unless it is the item explained. Leaving out a
+  session's only known click leaves no click: the model's answer is then its popularity fallback,
+  as the service's would be.
 * **Attention**, for models with self-attention maps (``model.attention``: SASRec): the weights
   with which the last position reads each click, per block, averaged over heads; clicks outside
   the model's window get 0.

@@ -186,11 +186,6 @@ class BERT4RecNet(nn.Module):
             self.item_emb.weight[0].zero_()
             self.pos_emb.weight[0].zero_()
 
-    def set_rng(self, rng: np.random.Generator | None) -> None:
-        for m in self.modules():
-            if isinstance(m, NumpyDropout):
-                m.rng = rng
-
     def loss_batch(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The trainer's hook: its next-click batch (inputs ``x``, targets ``y``, (B, t) aligned)
         -> the Cloze batch of the same sequences' windows of their last T clicks (the last target

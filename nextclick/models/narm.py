@@ -94,9 +94,6 @@ class NARMNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def set_rng(self, rng: np.random.Generator | None) -> None:
-        self.emb_drop.rng = self.ct_drop.rng = rng
-
     def states(self, x: np.ndarray, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """The GRU's states (B, t, H) over each row's real clicks, right-aligned (row b's first
         ``n[b]`` slots), the counts ``n`` (B,), and the embeddings of ``extra`` (or None)."""

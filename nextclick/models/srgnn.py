@@ -173,9 +173,6 @@ class SRGNNNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def set_rng(self, rng: np.random.Generator | None) -> None:
-        self.drop.rng = rng
-
     def gnn_step(self, v: torch.Tensor, g: SessionGraphs) -> torch.Tensor:
         """One gated GNN step (Eq. 1-5) on the vectors (M, d) of the reached nodes (the nodes a
         prefix has not reached have no edge to them, so they are left out)."""

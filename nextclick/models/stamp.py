@@ -81,9 +81,6 @@ class STAMPNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def set_rng(self, rng: np.random.Generator | None) -> None:
-        self.drop.rng = rng
-
     def _embed(self, x: np.ndarray, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         dev = self.item_emb.weight.device
         e, ex = embed_with(self.item_emb, torch.from_numpy(np.ascontiguousarray(x).reshape(-1)).to(dev), extra)

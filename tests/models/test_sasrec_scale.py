@@ -13,7 +13,7 @@ from nextclick.evaluate import evaluate
 from nextclick.models.sasrec import train as sasrec_train
 from nextclick.models.sasrec.config import SASRecConfig
 from nextclick.models.sasrec.model import SASRec
-from nextclick.models.sasrec.net import SASRecNet
+from nextclick.models.sasrec.net import SASRecNet, set_dropout_rng
 from tests.models.test_sasrec import SMALL, cycle_sessions
 
 BIG = 200_000  # items: a (positions x catalogue) float matrix of a batch would hold > 10^7 numbers
@@ -28,7 +28,7 @@ def test_sampled_losses_keep_nothing_catalogue_wide_but_the_table(loss: str, ite
     torch.manual_seed(0)
     net = SASRecNet(BIG, c)
     net.reset_parameters()
-    net.set_rng(np.random.default_rng(1))
+    set_dropout_rng(net, np.random.default_rng(1))
     net.item_emb.sparse = item_optimizer == "sparse_adam"
     net.train()
     x, y = sasrec_train.sequence_batch(train, np.arange(32), c.max_len)

@@ -174,7 +174,8 @@ class SASRec(Recommender):
 
     def _make_net(self) -> torch.nn.Module:
         """The network; the models that share SASRec's trainer give theirs (same interface as
-        :class:`SASRecNet`: ``item_emb``, ``forward``, ``forward_last``, ``reset_parameters``, ``set_rng``)."""
+        :class:`SASRecNet`: ``item_emb``, ``forward``, ``forward_last``, ``reset_parameters``; dropout
+        through :class:`~nextclick.models.sasrec.net.NumpyDropout`, whose masks the trainer seeds)."""
         return SASRecNet(self.n_items_, self.config)
 
     def _fit(self, train: Sessions, valid: Sessions | None) -> None:

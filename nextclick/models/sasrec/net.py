@@ -65,6 +65,14 @@ class NumpyDropout(nn.Module):
         return x * torch.from_numpy(keep).to(x.device)
 
 
+def set_dropout_rng(net: nn.Module, rng: np.random.Generator | None) -> None:
+    """Draw the masks of every :class:`NumpyDropout` in ``net`` from ``rng`` (None: no generator;
+    dropout in training mode then refuses to run)."""
+    for m in net.modules():
+        if isinstance(m, NumpyDropout):
+            m.rng = rng
+
+
 class Block(nn.Module):
     """Causal self-attention + point-wise feed-forward, residuals, dropout, layer norms.
 
@@ -208,11 +216,6 @@ class SASRecNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
             self.pos_emb.weight[0].zero_()
-
-    def set_rng(self, rng: np.random.Generator | None) -> None:
-        for m in self.modules():
-            if isinstance(m, NumpyDropout):
-                m.rng = rng
 
     def forward(self, x: np.ndarray, weights: list | None = None, extra: torch.Tensor | None = None) -> Any:
         """(B, t) left-padded item indices (numpy; t <= T, leading all-padding columns may be cut)

@@ -38,7 +38,7 @@ from nextclick.errors import NextclickError
 from nextclick.models import distributed
 from nextclick.models.sasrec.config import SASRecConfig, neg_sharing
 from nextclick.models.sasrec.losses import SoftmaxWorkspace, bce_loss, ce_loss, gbce_beta, gbce_loss, sampled_ce_loss
-from nextclick.models.sasrec.net import SASRecNet
+from nextclick.models.sasrec.net import SASRecNet, set_dropout_rng
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
     rank, world = distributed.rank_world()
     rng = np.random.default_rng(c.seed)  # batches and negatives
     local = np.random.default_rng([c.seed, 2, rank]) if world > 1 else None  # per-rank negatives
-    net.set_rng(np.random.default_rng([c.seed, 1] if world == 1 else [c.seed, 1, rank]))  # dropout masks
+    set_dropout_rng(net, np.random.default_rng([c.seed, 1] if world == 1 else [c.seed, 1, rank]))  # dropout masks
     usable = np.flatnonzero(train.lengths >= 2)
     if usable.size == 0:
         raise NextclickError(f"{label(net)}: no training sequence has 2 or more clicks (nothing to predict)")
@@ -348,7 +348,7 @@ def train_net(net: SASRecNet, c: SASRecConfig, device: torch.device, n_items: in
             break
     if best_state is not None:
         net.load_state_dict(best_state)
-    net.set_rng(None)
+    set_dropout_rng(net, None)
     net.item_emb.sparse = False
     net.eval()
     return history, best_epoch

@@ -95,6 +95,11 @@ class ItemTable:
         return cls.from_frame(raw, str(path), need, columns)
 
     @classmethod
+    def of_ids(cls, ids: np.ndarray) -> ItemTable:
+        """A table of bare ids (titles are the ids, no category): what is known without a table."""
+        return cls.from_frame(pl.DataFrame({"id": ids}), "the model's item ids", need=("id",))
+
+    @classmethod
     def from_frame(cls, raw: pl.DataFrame, source: str = "item table", need: tuple[str, ...] = REQUIRED,
                    columns: dict[str, str] | None = None) -> ItemTable:
         cols = _pick(Path(source), raw.columns, tuple(dict.fromkeys(("id", *need))), columns)

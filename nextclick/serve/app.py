@@ -242,7 +242,7 @@ def _catalogue_routes(app: FastAPI, s: Settings) -> None:
     @app.get("/v1/categories", response_model=bodies.categories, tags=["catalogue"])
     async def categories(rt: Runtime = Depends(_rt)) -> Response:
         """The item table's categories with their number of items (none without a table)."""
-        return _json({"categories": rt.items.categories() if rt.items is not None else []})
+        return _json({"categories": service.catalogue(rt).categories()})
 
 
 def _lookup_id(rt: Runtime, raw: str) -> Any:

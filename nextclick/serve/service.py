@@ -391,28 +391,20 @@ def model_list(rt: Runtime) -> dict:
     return {"default": rt.name, "models": out}
 
 
-def _plain_items(ids: list[Any]) -> list[dict]:
-    return [{"id": x, "title": str(x), "category": None, "price": None, "image_url": None} for x in ids]
+def catalogue(rt: Runtime) -> ItemTable:
+    """The item table the service shows: the one given, else (built on first use) the default
+    model's item ids alone, whose titles are the ids."""
+    if rt.items is None:
+        rt.items = ItemTable.of_ids(rt.loaded.model.vocab_.ids)
+    return rt.items
 
 
 def find_items(rt: Runtime, q: str | None, category: str | None, limit: int, offset: int) -> dict:
-    """Items of the catalogue whose title or id contains ``q``, in ``category``; without an item
-    table, the default model's item ids (titles are the ids)."""
-    if rt.items is not None:
-        total, rows = rt.items.search(q, category, limit, offset)
-        return {"total": total, "items": rows}
-    if category is not None:
-        return {"total": 0, "items": []}
-    ids = rt.loaded.model.vocab_.ids
-    if q:
-        ids = ids[np.char.find(ids.astype(str), q) >= 0]
-    return {"total": int(ids.size), "items": _plain_items(ids[offset : offset + limit].tolist())}
+    """Items of the catalogue whose title or id contains ``q``, in ``category``."""
+    total, rows = catalogue(rt).search(q, category, limit, offset)
+    return {"total": total, "items": rows}
 
 
 def items_by_id(rt: Runtime, ids: list[Any]) -> dict:
     """The records of ``ids`` in the order asked; ids the catalogue does not hold are left out."""
-    if rt.items is not None:
-        return {"total": None, "items": rt.items.rows(ids)}
-    vocab = rt.loaded.model.vocab_
-    known = vocab.encode(vocab.coerce(ids)) > 0 if ids else np.zeros(0, bool)
-    return {"total": None, "items": _plain_items([x for x, k in zip(ids, known) if k])}
+    return {"total": None, "items": catalogue(rt).rows(ids)}

@@ -101,3 +101,11 @@ def test_a_table_of_ids_and_categories_only_for_the_report(tmp_path: Path, caplo
     assert read_items(path)[1].tolist() == ["1", "2", "3"]  # found by name
     with pytest.raises(NextclickError, match="no column 'Shelf' for the category"):
         read_items(path, "Shelf")
+
+
+def test_without_a_table_the_ids_alone() -> None:
+    t = ItemTable.of_ids(np.array([101, 205, 3007]))
+    assert t.search("0")[0] == 3 and t.search("20")[1] == [
+        {"id": 205, "title": "205", "category": None, "price": None, "image_url": None}]
+    assert [r["id"] for r in t.rows([3007, 1, "205"])] == [3007, 205]
+    assert t.categories() == [] and t.search(category="x") == (0, [])

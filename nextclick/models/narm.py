@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nextclick.errors import NextclickError
+from nextclick.models.prefix_attention import PrefixPairs
 from nextclick.models.sasrec.config import SequenceConfig
 from nextclick.models.sasrec.model import SASRec
 from nextclick.models.sasrec.net import NumpyDropout, embed_with
@@ -94,7 +95,7 @@ class NARMNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def states(self, x: np.ndarray, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def states(self, x: np.ndarray, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, np.ndarray, Any]:
         """The GRU's states (B, t, H) over each row's real clicks, right-aligned (row b's first
         ``n[b]`` slots), the counts ``n`` (B,), and the embeddings of ``extra`` (or None)."""
         dev = self.item_emb.weight.device
@@ -103,37 +104,43 @@ class NARMNet(nn.Module):
         e = self.emb_drop(e.view(*x.shape, -1))
         packed = pack_padded_sequence(e, torch.from_numpy(np.maximum(n, 1)), batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])
-        return h, torch.from_numpy(n).to(dev), ex
+        return h, n, ex
 
-    def attention(self, h: torch.Tensor, n: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """``a`` (B, q, t): the attention of the states at positions ``query`` (B, q) over the
-        states at or before them (right-aligned ``h`` (B, t, H), ``n`` real clicks per row)."""
-        t = h.shape[1]
-        hq = h.gather(1, query[..., None].expand(-1, -1, h.shape[-1]))  # (B, q, H)
-        a = self.v(torch.sigmoid(self.a2(h)[:, None] + self.a1(hq)[:, :, None])).squeeze(-1)  # (B, q, t)
-        j = torch.arange(t, device=h.device)[None, None, :]
-        return a * ((j <= query[..., None]) & (j < n[:, None, None]))
+    def _query(self, h: torch.Tensor, pairs: PrefixPairs, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The queries ``B [c_g; c_l]`` (Q, d) and the attention (P,) of ``pairs`` over the
+        packed states ``h`` (N, H), where ``last`` (Q, H) is each query's state c_g = h_t."""
+        a = pairs.weights(self.a2(h), self.a1(last), self.v)
+        c_l = pairs.pool(a, h)
+        return self.b(self.ct_drop(torch.cat([last, c_l], dim=-1))), a
 
-    def _query(self, h: torch.Tensor, n: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        c_l = self.attention(h, n, query) @ h  # (B, q, H)
-        c_g = h.gather(1, query[..., None].expand(-1, -1, h.shape[-1]))
-        return self.b(self.ct_drop(torch.cat([c_g, c_l], dim=-1)))  # (B, q, d)
+    @staticmethod
+    def _packed(h: torch.Tensor, n: np.ndarray) -> torch.Tensor:
+        """The (N, H) states of the real clicks of right-aligned ``h`` (B, t, H), row by row."""
+        keep = np.arange(h.shape[1])[None, :] < n[:, None]
+        return h[torch.from_numpy(keep).to(h.device)]
+
+    def attention(self, x: np.ndarray) -> torch.Tensor:
+        """(B, t, t): the attention of each position of left-padded ``x`` (B, t) over the states
+        of the clicks (0 on padding and on later clicks)."""
+        h, n, _ = self.states(x)
+        hp = self._packed(h, n)
+        pairs = PrefixPairs.every_prefix(n, h.device)
+        return pairs.dense(self._query(hp, pairs, hp)[1], n, x.shape[1])
 
     def forward(self, x: np.ndarray, weights: list | None = None, extra: torch.Tensor | None = None) -> Any:
         """(B, t) left-padded item indices -> (N, d) queries of the N real positions, row by row
         in position order (each from the clicks at or before it); with ``extra``, also the
         embeddings of those item indices (as :meth:`SASRecNet.forward`)."""
         h, n, ex = self.states(x, extra)
-        B, t = x.shape
-        query = torch.arange(t, device=h.device).expand(B, t)
-        q = self._query(h, n, query)  # (B, t, d), right-aligned
-        out = q[torch.arange(t, device=h.device)[None, :] < n[:, None]]  # (N, d)
+        hp = self._packed(h, n)
+        out = self._query(hp, PrefixPairs.every_prefix(n, h.device), hp)[0]
         return out if extra is None else (out, ex)
 
     def forward_last(self, x: np.ndarray) -> torch.Tensor:
         """Inference: (B, d) queries after the last click of each left-padded row."""
         h, n, _ = self.states(x)
-        return self._query(h, n, (n - 1).clamp(min=0)[:, None])[:, 0]
+        last = h[torch.arange(len(n), device=h.device), torch.from_numpy(np.maximum(n - 1, 0)).to(h.device)]
+        return self._query(self._packed(h, n), PrefixPairs.last(n, h.device), last)[0]
 
 
 class NARM(SASRec):

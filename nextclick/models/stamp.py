@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nextclick.models.prefix_attention import PrefixPairs
 from nextclick.models.sasrec.config import SequenceConfig
 from nextclick.models.sasrec.model import SASRec
 from nextclick.models.sasrec.net import NumpyDropout, embed_with
@@ -81,49 +82,46 @@ class STAMPNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def _embed(self, x: np.ndarray, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _packed(self, x: np.ndarray, extra: torch.Tensor | None) -> tuple[torch.Tensor, np.ndarray, torch.Tensor | None]:
+        """The embeddings (N, d) of the real clicks of left-padded ``x`` (B, t), row by row in
+        position order, each row's click count (B,), and the embeddings of ``extra`` (or None)."""
         dev = self.item_emb.weight.device
-        e, ex = embed_with(self.item_emb, torch.from_numpy(np.ascontiguousarray(x).reshape(-1)).to(dev), extra)
-        return e.view(*x.shape, -1), ex
+        real = x > 0
+        e, ex = embed_with(self.item_emb, torch.from_numpy(np.ascontiguousarray(x[real])).to(dev), extra)
+        return e, real.sum(1), ex
 
-    def attention(self, e: torch.Tensor, real: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """``a`` (B, q, t): the attention of ``q`` query positions over the t clicks of each row;
-        ``e`` (B, t, d) click embeddings (0 at padding), ``real`` (B, t) bool, ``query`` (B, q)
-        the position (0..t-1) each query reads up to (and including)."""
-        B, t, _ = e.shape
-        cnt = real.cumsum(1).clamp(min=1).to(e.dtype)  # clicks up to each position
-        m_s = e.cumsum(1) / cnt[..., None]  # (B, t, d): mean of the clicks so far
-        q_at = query[..., None].expand(-1, -1, e.shape[-1])  # (B, q, d)
-        last, mean = e.gather(1, q_at), m_s.gather(1, q_at)  # x_t and m_s at each query
-        keys = self.w1(e)  # (B, t, d)
-        a = self.w0(torch.sigmoid(keys[:, None] + (self.w2(last) + self.w3(mean))[:, :, None])).squeeze(-1)  # (B, q, t)
-        visible = real[:, None, :] & (torch.arange(t, device=e.device)[None, None, :] <= query[..., None])
-        return a * visible
+    def _query(self, e: torch.Tensor, pairs: PrefixPairs, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The queries ``h_s * h_t`` (Q, d) and the attention (P,) of ``pairs`` over the packed
+        clicks ``e`` (N, d), where ``last`` (Q, d) is each query's last click x_t."""
+        count = torch.bincount(pairs.query, minlength=pairs.n_queries).clamp(min=1).to(e.dtype)
+        mean = pairs.pool(torch.ones_like(pairs.query, dtype=e.dtype), e) / count[:, None]  # m_s
+        a = pairs.weights(self.w1(e), self.w2(last) + self.w3(mean), self.w0)
+        m_a = pairs.pool(a, e)
+        return torch.tanh(self.mlp_s(m_a)) * torch.tanh(self.mlp_t(last)), a
 
-    def _query(self, e: torch.Tensor, real: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        a = self.attention(e, real, query)  # (B, q, t)
-        m_a = a @ e  # (B, q, d)
-        last = e.gather(1, query[..., None].expand(-1, -1, e.shape[-1]))
-        return torch.tanh(self.mlp_s(m_a)) * torch.tanh(self.mlp_t(last))
+    def attention(self, x: np.ndarray) -> torch.Tensor:
+        """(B, t, t): the attention of each position of left-padded ``x`` (B, t) over the clicks
+        (0 on padding and on later clicks)."""
+        e, n, _ = self._packed(x, None)
+        pairs = PrefixPairs.every_prefix(n, e.device)
+        return pairs.dense(self._query(e, pairs, e)[1], n, x.shape[1])
 
     def forward(self, x: np.ndarray, weights: list | None = None, extra: torch.Tensor | None = None) -> Any:
         """(B, t) left-padded item indices -> (N, d) queries of the N real positions, row by row
         in position order (each from the clicks at or before it); with ``extra``, also the
         embeddings of those item indices (as :meth:`SASRecNet.forward`)."""
-        e, ex = self._embed(x, extra)
+        e, n, ex = self._packed(x, extra)
         e = self.drop(e)
-        real = torch.from_numpy(x > 0).to(e.device)
-        B, t = x.shape
-        query = torch.arange(t, device=e.device).expand(B, t)
-        h = self._query(e, real, query)[real]  # (N, d)
+        h = self._query(e, PrefixPairs.every_prefix(n, e.device), e)[0]
         return h if extra is None else (h, ex)
 
     def forward_last(self, x: np.ndarray) -> torch.Tensor:
         """Inference: (B, d) queries at the last slot of each left-padded row."""
-        e, _ = self._embed(x, None)
-        real = torch.from_numpy(x > 0).to(e.device)
-        B, t = x.shape
-        return self._query(e, real, torch.full((B, 1), t - 1, device=e.device))[:, 0]
+        e, n, _ = self._packed(x, None)
+        last = e.new_zeros(len(n), e.shape[-1])  # x_t; 0 for a row with no click
+        has = n > 0
+        last[torch.from_numpy(has).to(e.device)] = e[torch.from_numpy(np.cumsum(n)[has] - 1).to(e.device)]
+        return self._query(e, PrefixPairs.last(n, e.device), last)[0]
 
 
 class STAMP(SASRec):

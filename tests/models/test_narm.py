@@ -34,11 +34,11 @@ def test_right_align_moves_the_clicks_to_the_start() -> None:
 def test_attention_is_zero_on_padding_and_on_later_clicks() -> None:
     m = net()
     x = np.array([[0, 0, 3, 5, 2], [4, 1, 1, 7, 8]])
-    h, n, _ = m.states(x)
-    t = x.shape[1]
-    a = m.attention(h, n, torch.arange(t).expand(2, t))  # (B, query, state), right-aligned
-    j = torch.arange(t)
-    allowed = (j[None, None, :] <= j[None, :, None]) & (j[None, None, :] < n[:, None, None])
+    with torch.no_grad():
+        a = m.attention(x)  # (B, query, click), left-padded as x
+    real = torch.from_numpy(x > 0)
+    j = torch.arange(x.shape[1])
+    allowed = real[:, :, None] & real[:, None, :] & (j[None, None, :] <= j[None, :, None])
     assert torch.all(a[~allowed] == 0) and torch.all(a[allowed] != 0)
 
 

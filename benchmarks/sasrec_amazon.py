@@ -1,4 +1,5 @@
 """SASRec benchmarks: the paper's protocol on amazon-games, and rsc15-100k with the core evaluator.
+``--model`` runs any network on SASRec's trainer (narm, stamp, srgnn, bert4rec) the same way.
 
 amazon-games (Kang & McAuley 2018, Table III: HR@10 = 0.7410, NDCG@10 = 0.5360 with 100 sampled
 negatives): prepares the data (leave-one-out, repeats kept, no filtering -- the same as
@@ -17,6 +18,7 @@ Examples (run from the repository root)::
     python benchmarks/sasrec_amazon.py --loss ce --preset paper_ce --eval-every 1
     python benchmarks/sasrec_amazon.py --dataset rsc15 --param dropout=0.2
     python benchmarks/sasrec_amazon.py --speed 3                          # seconds per epoch only
+    python benchmarks/sasrec_amazon.py --model srgnn --eval-every 1 --patience 3
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ import torch  # noqa: E402
 from nextclick.data.dataset import load_sessions  # noqa: E402
 from nextclick.data.preprocess import PrepareOptions, prepare  # noqa: E402
 from nextclick.evaluate import evaluate  # noqa: E402
+from nextclick.models import get_model_class  # noqa: E402
 from nextclick.models.base import parse_params  # noqa: E402
-from nextclick.models.sasrec.model import SASRec, SASRecConfig  # noqa: E402
+from nextclick.models.sasrec.model import SASRec  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 PAPER = {"hr@10": 0.7410, "ndcg@10": 0.5360}
@@ -53,13 +56,16 @@ def prepare_games(source: Path, out: Path) -> Path:
 
 
 def build(args: argparse.Namespace, **extra) -> SASRec:
-    params = parse_params(SASRecConfig, args.param)
+    cls = get_model_class(args.model)
+    if not issubclass(cls, SASRec):
+        raise SystemExit(f"--model {args.model}: not a network on SASRec's trainer")
+    params = parse_params(cls.Config, args.param)
     params.update(extra)
     if args.loss:
         params["loss"] = args.loss
     if args.threads:
         params["n_threads"] = args.threads
-    return SASRec.from_preset(args.preset, **params)
+    return cls.from_preset(args.preset, **params)
 
 
 def first_reaching(history: list[dict], target: dict[str, float]) -> dict | None:
@@ -106,7 +112,7 @@ def run_games(args: argparse.Namespace) -> dict:
     res = evaluate(model, test, cutoffs=(10, 20), sampled_negatives=100, seed=0)
     m, s = res.metrics, res.sampled
     out = {
-        "loss": model.config.loss, "preset": args.preset, "epochs_run": len(hist), "best_epoch": model.best_epoch_,
+        "model": args.model, "loss": model.config.loss, "preset": args.preset, "epochs_run": len(hist), "best_epoch": model.best_epoch_,
         "epoch_seconds": epoch_s, "fit_wall_seconds": wall,
         "train_seconds_to_paper_valid": reached["train_seconds"] if reached else None,
         "epoch_to_paper_valid": reached["epoch"] if reached else None,
@@ -123,11 +129,11 @@ def run_games(args: argparse.Namespace) -> dict:
     else:
         print("validation never reached the paper's sampled HR@10 / NDCG@10")
     print()
-    print("| loss | preset | epochs (best) | s/epoch | s to paper (valid) | sampled HR@10 | sampled NDCG@10 "
+    print("| model | loss | preset | epochs (best) | s/epoch | s to paper (valid) | sampled HR@10 | sampled NDCG@10 "
           "| full Recall@10 | full NDCG@10 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ttp = f"{out['train_seconds_to_paper_valid']:.0f}" if reached else "not reached"
-    print(f"| {out['loss']} | {args.preset or '-'} | {len(hist)} ({model.best_epoch_}) | {epoch_s:.1f} | {ttp} "
+    print(f"| {args.model} | {out['loss']} | {args.preset or '-'} | {len(hist)} ({model.best_epoch_}) | {epoch_s:.1f} | {ttp} "
           f"| {s['hr@10']:.4f} | {s['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} |")
     if args.refit:
         # protocol variant (not the paper's): a fresh model trained on train + validation clicks for the
@@ -140,7 +146,7 @@ def run_games(args: argparse.Namespace) -> dict:
         out.update({"refit_seconds": time.perf_counter() - t0, "refit_test_sampled_hr@10": s2["hr@10"],
                     "refit_test_sampled_ndcg@10": s2["ndcg@10"], "refit_test_full_recall@10": m2["recall@10"],
                     "refit_test_full_ndcg@10": m2["ndcg@10"]})
-        print(f"| {out['loss']} refit on train+valid | {args.preset or '-'} | {model.best_epoch_} | "
+        print(f"| {args.model} | {out['loss']} refit on train+valid | {args.preset or '-'} | {model.best_epoch_} | "
               f"{out['refit_seconds'] / model.best_epoch_:.1f} | - | {s2['hr@10']:.4f} | {s2['ndcg@10']:.4f} "
               f"| {m2['recall@10']:.4f} | {m2['ndcg@10']:.4f} |")
     print("(sampled = target ranked against 100 uniformly sampled items the user never interacted with, the paper's "
@@ -175,7 +181,7 @@ def run_rsc15(args: argparse.Namespace) -> dict:
     print(f"\nrsc15-100k: epochs chosen on train_tr -> train_valid: {n_epochs}; train_full fit {wall:.0f} s")
     print("| model | loss | epochs | Recall@5 | MRR@5 | Recall@20 | MRR@20 | NDCG@20 | predictions | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| sasrec | {final.config.loss} | {n_epochs} | {m['recall@5']:.4f} | {m['mrr@5']:.4f} | {m['recall@20']:.4f} "
+    print(f"| {args.model} | {final.config.loss} | {n_epochs} | {m['recall@5']:.4f} | {m['mrr@5']:.4f} | {m['recall@20']:.4f} "
           f"| {m['mrr@20']:.4f} | {m['ndcg@20']:.4f} | {m['n_predictions']:,} | {wall:.0f} |")
     return {"epochs": n_epochs, "valid_recall@20": best_valid["recall@20"], "valid_mrr@20": best_valid["mrr@20"],
             **{k: m[k] for k in ("recall@20", "mrr@20", "ndcg@20")}, "fit_seconds": wall,
@@ -184,18 +190,19 @@ def run_rsc15(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="sasrec", help="sasrec or another network on its trainer (narm, stamp, srgnn, bert4rec)")
     ap.add_argument("--dataset", choices=["amazon-games", "rsc15"], default="amazon-games")
     ap.add_argument("--source", help="amazon-games: sequences.txt; rsc15: the rsc15-100k folder (default: ../shared/data)")
     ap.add_argument("--prepared", help="amazon-games: keep the prepared dataset in this directory (default: a temp dir)")
     ap.add_argument("--loss", choices=["bce", "ce", "sampled_ce", "gbce"])
-    ap.add_argument("--preset", default=None, help="SASRec preset, e.g. paper or paper_ce")
+    ap.add_argument("--preset", default=None, help="the model's preset, e.g. SASRec's paper or paper_ce")
     ap.add_argument("--epochs", type=int, default=0, help="maximum epochs (default: the preset's)")
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--patience", type=int, default=4, help="evaluations without improvement before stopping")
     ap.add_argument("--valid-metric", default=None,
                     help="early-stopping metric on the validation split (default: sampled_ndcg@10 / recall@20)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--param", action="append", default=[], help="extra SASRec parameter key=value (repeatable)")
+    ap.add_argument("--param", action="append", default=[], help="extra model parameter key=value (repeatable)")
     ap.add_argument("--refit", action="store_true",
                     help="amazon-games: also retrain on train + validation clicks for the chosen number of epochs "
                          "and test that model (a protocol variant, reported on its own row)")

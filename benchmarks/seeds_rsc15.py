@@ -1,19 +1,24 @@
 """Accuracy over seeds on rsc15-100k (train_full -> test, full ranking): each model trained once
 per seed through the CLI (``nextclick train ... -p seed=S``, then ``nextclick evaluate --json``),
-one table with every run and the mean and standard deviation per model.
+one table with every run and the mean and standard deviation per model. A model is ``name`` or
+``name:preset``; a model without a ``seed`` setting (popularity, rules, the kNN family) is
+deterministic and runs once. ``--jobs`` runs that many fits at a time (one torch thread each).
 
     python benchmarks/seeds_rsc15.py --models narm,stamp,srgnn,bert4rec --seeds 0,1,2
+    python benchmarks/seeds_rsc15.py --jobs 2 --models vstan:tuned_rsc15,narm:tuned_rsc15,sasrec:tuned_rsc15
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,16 +32,27 @@ def nextclick(*args: str) -> str:
     return p.stdout
 
 
-def run(model: str, seed: int, data: Path, work: Path, params: list[str]) -> dict:
-    out = work / f"{model}-{seed}"
+def seeded(model: str) -> bool:
+    """Whether ``model``'s configuration has a ``seed`` (a model without one is deterministic)."""
+    from nextclick.models import get_model_class
+
+    return "seed" in {f.name for f in dataclasses.fields(get_model_class(model).Config)}
+
+
+def run(spec: str, seed: int | None, data: Path, work: Path, params: list[str]) -> dict:
+    model, _, preset = spec.partition(":")
+    out = work / f"{spec.replace(':', '-')}-{seed}"
     extra = [x for p in params for x in ("-p", p)]
+    extra += ["--preset", preset] if preset else []
+    extra += ["-p", f"seed={seed}"] if seed is not None else []
     t = time.perf_counter()
-    nextclick("train", model, "--train", str(data / "train_full.tsv"), "--out", str(out), "-p", f"seed={seed}", *extra)
+    nextclick("train", model, "--train", str(data / "train_full.tsv"), "--out", str(out), *extra)
     fit = time.perf_counter() - t
     res = json.loads(nextclick("evaluate", str(out), "--test", str(data / "test.tsv"), "--json"))
     cfg = json.loads((out / "config.json").read_text())
     curve = cfg.get("training", {}).get("curve", [])
-    return {"model": model, "seed": seed, "fit_s": fit, "epochs": len(curve), **{m: res[m] for m in METRICS}}
+    return {"model": spec, "seed": "-" if seed is None else seed, "fit_s": fit, "epochs": len(curve),
+            **{m: res[m] for m in METRICS}}
 
 
 def main() -> None:
@@ -44,14 +60,22 @@ def main() -> None:
     ap.add_argument("--models", default="narm,stamp,srgnn,bert4rec")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "rsc15-100k"))
-    ap.add_argument("--param", action="append", default=["n_threads=1", "progress=false"], help="key=value for every model")
+    ap.add_argument("--param", action="append", default=[], help="key=value for every seeded model")
+    ap.add_argument("--jobs", type=int, default=1, help="fits at a time")
     args = ap.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                rows.append(run(model, seed, Path(args.data), Path(tmp), args.param))
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    todo = [(spec, seed) for spec in args.models.split(",")
+            for seed in (seeds if seeded(spec.partition(":")[0]) else [None])]
+
+    def one(job: tuple[str, int | None]) -> dict:
+        spec, seed = job
+        params = ["n_threads=1", "progress=false", *args.param] if seed is not None else []
+        row = run(spec, seed, Path(args.data), Path(tmp), params)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        return row
+
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(one, todo))
     print("| model | seed | epochs | fit s | Recall@20 | MRR@20 | NDCG@20 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -64,8 +88,8 @@ def main() -> None:
         cells = []
         for m in METRICS:
             v = [r[m] for r in rs]
-            sd = statistics.stdev(v) if len(v) > 1 else 0.0
-            cells.append(f"{statistics.mean(v):.4f} ({sd:.4f})")
+            sd = f"{statistics.stdev(v):.4f}" if len(v) > 1 else "-"
+            cells.append(f"{statistics.mean(v):.4f} ({sd})")
         print(f"| {model} | {len(rs)} | " + " | ".join(cells) + " |")
 
 

@@ -231,3 +231,33 @@ def test_cli_bad_space_exits_2_without_traceback(dataset: Path, tmp_path: Path) 
     assert "Traceback" not in p.stderr
     assert "--space steps: low=9 is greater than high=1" in p.stderr
     assert not list(tmp_path.iterdir())  # nothing was run or written
+
+
+def test_train_with_the_tuned_parameters(dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from nextclick.cli import app
+
+    res = tune("sr", load_tuning_data(dataset), SR_SPACE, preset="transitions", fixed={"pop_tiebreak": 0.01},
+               n_trials=3, seed=0, out=tmp_path / "t")
+
+    def train(*extra: str) -> tuple[int, str]:
+        r = CliRunner().invoke(app, ["train", *extra, "--train", str(dataset), "--out", str(tmp_path / "m")])
+        if isinstance(r.exception, NextclickError):  # the entry point prints it in one line and exits 2
+            return 2, str(r.exception)
+        return r.exit_code, r.output
+
+    code, out = train("sr", "--tuned", str(tmp_path / "t"), "-p", "steps=3")  # the folder; -p overrides
+    assert code == 0, out
+    config = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
+    assert config == {**config, **res.best_params, "steps": 3}
+    code, out = train("sr", "--tuned", str(tmp_path / "t" / BEST_FILE))
+    assert code == 0 and json.loads((tmp_path / "m" / "config.json").read_text())["config"]["steps"] == res.best_params["steps"]
+    for extra, message in (
+        (["vsknn", "--tuned", str(tmp_path / "t")], "tuned for model 'sr', not 'vsknn'"),
+        (["sr", "--tuned", str(tmp_path / "nope.json")], "nope.json: no such file"),
+        (["sr", "--tuned", str(tmp_path / "t" / TRIALS_FILE)], "not a readable JSON file"),
+        (["sr", "--tuned", str(tmp_path / "t"), "--preset", "transitions"], "--preset or --tuned, not both"),
+    ):
+        code, out = train(*extra)
+        assert code == 2 and message in out, out

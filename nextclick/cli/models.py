@@ -31,6 +31,10 @@ def train(
         Optional[Path], typer.Option("--items", help="Item table (CSV or Parquet: id, title, category, optional price "
                                                       "and image URL) to keep in the artifact, for the service's demo page.")
     ] = None,
+    tuned: Annotated[
+        Optional[Path], typer.Option("--tuned", help="best.json (or its folder) of `nextclick tune MODEL`: train with the "
+                                                      "best trial's parameters (-p overrides them).")
+    ] = None,
 ) -> None:
     """Train MODEL and save it as an artifact directory (JSON config + vocab, safetensors weights).
 
@@ -46,6 +50,12 @@ def train(
 
     klass = get_model_class(model)
     params = parse_params(klass.Config, param or [])
+    if tuned is not None:
+        from nextclick.tune.study import read_best
+
+        if preset is not None:
+            raise NextclickError("train: give --preset or --tuned, not both (best.json holds the preset's values)")
+        params = {**read_best(tuned, model), **params}
     rec = klass.from_preset(preset, **params)
     ranks = int(os.environ.get("WORLD_SIZE", "1"))
     if ranks > 1 and not getattr(rec, "data_parallel", False):

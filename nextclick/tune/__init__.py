@@ -35,7 +35,8 @@ _EXPORTS = {
     **dict.fromkeys(["TuningData", "load_tuning_data"], "nextclick.tune.data"),
     **dict.fromkeys(["METRICS", "ParamSpace", "SearchSpace", "parse_metric", "parse_space"], "nextclick.tune.space"),
     **dict.fromkeys(
-        ["BEST_FILE", "TRIALS_FILE", "TUNE_FORMAT", "TuneResult", "check_arguments", "require_optuna", "tune", "write_trials_csv"],
+        ["BEST_FILE", "TRIALS_FILE", "TUNE_FORMAT", "TuneResult", "check_arguments", "read_best", "require_optuna", "tune",
+         "write_trials_csv"],
         "nextclick.tune.study",
     ),
 }

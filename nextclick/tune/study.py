@@ -354,3 +354,22 @@ def _result(study: Any, direction: str, base: dict[str, Any], out: Path | None) 
         out=out,
         study=study,
     )
+
+
+def read_best(path: str | Path, model: str) -> dict[str, Any]:
+    """The parameters of the best trial in a ``best.json`` written by :func:`tune` for ``model``
+    (its preset's values, the fixed ones and the searched ones, merged), to train the winner with."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / BEST_FILE
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise NextclickError(f"--tuned {p}: no such file (give the best.json, or the folder, of `nextclick tune`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NextclickError(f"--tuned {p}: not a readable JSON file ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != TUNE_FORMAT or not isinstance(doc.get("params"), dict):
+        raise NextclickError(f"--tuned {p}: not a best.json of `nextclick tune` (no format {TUNE_FORMAT!r} with params)")
+    if doc.get("model") != model:
+        raise NextclickError(f"--tuned {p}: tuned for model {doc.get('model')!r}, not {model!r}")
+    return dict(doc["params"])

@@ -430,6 +430,19 @@ def test_training_is_deterministic_given_the_seed(chain_data) -> None:
     assert not np.array_equal(a["item_out"], c["item_out"])
 
 
+def test_validating_during_training_changes_neither_weights_nor_scores(chain_data) -> None:
+    """Each epoch's validation scores with a copy of the output weights; the trained model must
+    score with its final weights, as the same fit without validation does."""
+    kw = dict(n_epochs=3, momentum=0.2)
+    plain = _small(**kw).fit(chain_data.train)
+    validated = _small(**kw).fit(chain_data.train, chain_data.test)
+    assert len(validated.training_["curve"]) == 3 and "valid_mrr@20" in validated.training_["curve"][-1]
+    a, b = plain._state(), validated._state()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    for (sa, *_), (sb, *_) in zip(plain.iter_scores(chain_data.test), validated.iter_scores(chain_data.test)):
+        np.testing.assert_array_equal(sa, sb)
+
+
 def test_nan_loss_raises(chain_data) -> None:
     with pytest.raises(NextclickError, match="loss is nan"):
         _small(learning_rate=1e30, n_epochs=3).fit(chain_data.train)

@@ -160,9 +160,11 @@ class GRU4Rec(Recommender):
                     self.training_["out_of_time"] = {"epoch": ep.index + 1, "events": n_ev}
                 curve.append({"epoch": ep.index + 1, "loss": float(loss), "seconds": float(dt)})
                 if valid is not None and valid.n_predictions():
+                    self._out_cache = None  # the weights moved since the last scoring
                     curve[-1]["valid_recall@20"], curve[-1]["valid_mrr@20"] = self._recall_mrr(valid, 20)
                     msg += " valid Recall@20 {:.4f} MRR@20 {:.4f}".format(curve[-1]["valid_recall@20"], curve[-1]["valid_mrr@20"])
                 log.info(msg)
+        self._out_cache = None  # scoring copies the trained weights, not a validation's snapshot
 
     def _recall_mrr(self, sessions: Sessions, k: int) -> tuple[float, float]:
         """Recall@k and MRR@k over every position of ``sessions`` (conservative ranks): the training log's
@@ -248,7 +250,8 @@ class GRU4Rec(Recommender):
 
         A net being trained keeps the bias as an extra column of ``net_.out``: scoring then uses
         contiguous copies made once per fitted network, so no call depends on how torch handles
-        the strided view. A loaded net's are the loaded arrays themselves (no copy)."""
+        the strided view. Training moves the weights in place, so ``_fit`` drops the copies after
+        each validation and at its end. A loaded net's are the loaded arrays themselves (no copy)."""
         cache = getattr(self, "_out_cache", None)
         if cache is None or cache[0] is not self.net_:
             cache = (self.net_, self.net_.out_w.contiguous(), self.net_.out_b.contiguous())

@@ -1,11 +1,11 @@
 """Accuracy over seeds on rsc15-100k (train_full -> test, full ranking): each model trained once
 per seed through the CLI (``nextclick train ... -p seed=S``, then ``nextclick evaluate --json``),
-one table with every run and the mean and standard deviation per model. A model is ``name`` or
-``name:preset``; a model without a ``seed`` setting (popularity, rules, the kNN family) is
+one table with every run and the mean and standard deviation per model. A model is ``name``,
+``name:preset`` or ``name@DIR`` (trained with ``--tuned DIR``, a ``nextclick tune`` output); a model without a ``seed`` setting (popularity, rules, the kNN family) is
 deterministic and runs once. ``--jobs`` runs that many fits at a time (one torch thread each).
 
     python benchmarks/seeds_rsc15.py --models narm,stamp,srgnn,bert4rec --seeds 0,1,2
-    python benchmarks/seeds_rsc15.py --jobs 2 --models vstan:tuned_rsc15,narm:tuned_rsc15,sasrec:tuned_rsc15
+    python benchmarks/seeds_rsc15.py --jobs 2 --models vstan:tuned_rsc15,narm@runs/tune-nn/narm,sasrec:tuned_rsc15
 """
 
 from __future__ import annotations
@@ -32,18 +32,25 @@ def nextclick(*args: str) -> str:
     return p.stdout
 
 
-def seeded(model: str) -> bool:
-    """Whether ``model``'s configuration has a ``seed`` (a model without one is deterministic)."""
+def settings(model: str) -> set[str]:
+    """The names of ``model``'s hyper-parameters."""
     from nextclick.models import get_model_class
 
-    return "seed" in {f.name for f in dataclasses.fields(get_model_class(model).Config)}
+    return {f.name for f in dataclasses.fields(get_model_class(model).Config)}
+
+
+def seeded(model: str) -> bool:
+    """Whether ``model`` has a ``seed`` (a model without one is deterministic)."""
+    return "seed" in settings(model)
 
 
 def run(spec: str, seed: int | None, data: Path, work: Path, params: list[str]) -> dict:
     model, _, preset = spec.partition(":")
-    out = work / f"{spec.replace(':', '-')}-{seed}"
+    model, _, tuned = model.partition("@")
+    out = work / f"{model}-{abs(hash(spec))}-{seed}"
     extra = [x for p in params for x in ("-p", p)]
     extra += ["--preset", preset] if preset else []
+    extra += ["--tuned", str(ROOT / tuned)] if tuned else []
     extra += ["-p", f"seed={seed}"] if seed is not None else []
     t = time.perf_counter()
     nextclick("train", model, "--train", str(data / "train_full.tsv"), "--out", str(out), *extra)
@@ -60,16 +67,17 @@ def main() -> None:
     ap.add_argument("--models", default="narm,stamp,srgnn,bert4rec")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "rsc15-100k"))
-    ap.add_argument("--param", action="append", default=[], help="key=value for every seeded model")
+    ap.add_argument("--param", action="append", default=[], help="key=value for every model")
     ap.add_argument("--jobs", type=int, default=1, help="fits at a time")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     todo = [(spec, seed) for spec in args.models.split(",")
-            for seed in (seeds if seeded(spec.partition(":")[0]) else [None])]
+            for seed in (seeds if seeded(spec.partition(":")[0].partition("@")[0]) else [None])]
 
     def one(job: tuple[str, int | None]) -> dict:
         spec, seed = job
-        params = ["n_threads=1", "progress=false", *args.param] if seed is not None else []
+        known = settings(spec.partition(":")[0].partition("@")[0])
+        params = [p for p in ("n_threads=1", "progress=false") if p.partition("=")[0] in known] + args.param
         row = run(spec, seed, Path(args.data), Path(tmp), params)
         print(json.dumps(row), file=sys.stderr, flush=True)
         return row

@@ -14,7 +14,8 @@ Training and serving are SASRec's (:mod:`nextclick.models.sasrec`, as for STAMP)
 of a window of the last ``max_len`` clicks predicts its next click in one pass (the GRU and the
 attention at position t read clicks 1..t only), with SASRec's losses, early stopping, hold-out
 and torchrun data parallelism. The GRU runs over each row's real clicks only (packed), so left
-padding changes nothing.
+padding changes nothing, and the attention on the (prefix, state) pairs only
+(:mod:`nextclick.models.prefix_attention`).
 
 Deviations from the paper (Sec. 4.3) and the authors' code:
 

@@ -15,7 +15,9 @@ Training and serving are SASRec's (:mod:`nextclick.models.sasrec`): left-padded 
 last ``max_len`` clicks, a prediction at every position of a window in one pass (the attention
 at position t reads clicks 1..t only, so every prefix of a session is one training example, as
 the paper's augmentation makes it), the same losses, early stopping, hold-out and torchrun
-data parallelism. The class differs from SASRec only in the network.
+data parallelism. The class differs from SASRec only in the network. The attention is computed on
+the (prefix, click) pairs only (:mod:`nextclick.models.prefix_attention`), not on a padded
+(batch x window x window) grid.
 
 Deviations from the paper (Sec. 4) and the authors' code:
 

@@ -1,8 +1,8 @@
 """Accuracy over seeds on rsc15-100k (train_full -> test, full ranking): each model trained once
 per seed through the CLI (``nextclick train ... -p seed=S``, then ``nextclick evaluate --json``),
 one table with every run and the mean and standard deviation per model. A model is ``name``,
-``name:preset`` or ``name@DIR`` (trained with ``--tuned DIR``, a ``nextclick tune`` output); a model without a ``seed`` setting (popularity, rules, the kNN family) is
-deterministic and runs once. ``--jobs`` runs that many fits at a time (one torch thread each).
+``name:preset`` or ``name@DIR`` (trained with ``--tuned DIR``, a ``nextclick tune`` output); a
+model without a ``seed`` setting (popularity, rules, the kNN family) is deterministic and runs once. ``--jobs`` runs that many fits at a time (one torch thread each).
 
     python benchmarks/seeds_rsc15.py --models narm,stamp,srgnn,bert4rec --seeds 0,1,2
     python benchmarks/seeds_rsc15.py --jobs 2 --models vstan:tuned_rsc15,narm@runs/tune-nn/narm,sasrec:tuned_rsc15
@@ -39,14 +39,15 @@ def settings(model: str) -> set[str]:
     return {f.name for f in dataclasses.fields(get_model_class(model).Config)}
 
 
-def seeded(model: str) -> bool:
-    """Whether ``model`` has a ``seed`` (a model without one is deterministic)."""
-    return "seed" in settings(model)
+def parse(spec: str) -> tuple[str, str, str]:
+    """``name[:preset]`` or ``name@DIR`` -> (name, preset or "", tune folder or "")."""
+    model, _, preset = spec.partition(":")
+    model, _, tuned = model.partition("@")
+    return model, preset, tuned
 
 
 def run(spec: str, seed: int | None, data: Path, work: Path, params: list[str]) -> dict:
-    model, _, preset = spec.partition(":")
-    model, _, tuned = model.partition("@")
+    model, preset, tuned = parse(spec)
     out = work / f"{model}-{abs(hash(spec))}-{seed}"
     extra = [x for p in params for x in ("-p", p)]
     extra += ["--preset", preset] if preset else []
@@ -72,11 +73,11 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     todo = [(spec, seed) for spec in args.models.split(",")
-            for seed in (seeds if seeded(spec.partition(":")[0].partition("@")[0]) else [None])]
+            for seed in (seeds if "seed" in settings(parse(spec)[0]) else [None])]
 
     def one(job: tuple[str, int | None]) -> dict:
         spec, seed = job
-        known = settings(spec.partition(":")[0].partition("@")[0])
+        known = settings(parse(spec)[0])
         params = [p for p in ("n_threads=1", "progress=false") if p.partition("=")[0] in known] + args.param
         row = run(spec, seed, Path(args.data), Path(tmp), params)
         print(json.dumps(row), file=sys.stderr, flush=True)

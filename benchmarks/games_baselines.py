@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.sasrec_amazon import SHARED, prepare_games  # noqa: E402
-from nextclick.data.dataset import load_sessions  # noqa: E402
+from benchmarks.sasrec_amazon import SHARED, load_games  # noqa: E402
 from nextclick.evaluate import evaluate  # noqa: E402
 from nextclick.models import get_model_class  # noqa: E402
 
@@ -33,10 +31,7 @@ def main() -> None:
     ap.add_argument("--prepared", help="keep the prepared dataset in this directory (default: a temp dir)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        data = prepare_games(Path(args.source), Path(args.prepared) if args.prepared else Path(tmp) / "games")
-        train, _ = load_sessions(data, "train")
-        test, _ = load_sessions(data, "test", vocab=train.vocab)
+    train, _, test = load_games(args.source, args.prepared)
     print(f"amazon-games: {train.n_sessions:,} training sequences, {test.n_predictions():,} test users", flush=True)
     print("| model | fit s | test HR@10 (sampled) | test NDCG@10 (sampled) | test Recall@10 (full) | test NDCG@10 (full) |")
     print("|---|---|---|---|---|---|")

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 from nextclick.data.dataset import load_sessions  # noqa: E402
 from nextclick.data.preprocess import PrepareOptions, prepare  # noqa: E402
+from nextclick.data.sessions import Sessions  # noqa: E402
 from nextclick.evaluate import evaluate  # noqa: E402
 from nextclick.models import get_model_class  # noqa: E402
 from nextclick.models.base import parse_params  # noqa: E402
@@ -53,6 +54,16 @@ def prepare_games(source: Path, out: Path) -> Path:
         opts = PrepareOptions(split="loo", drop_repeats=False, min_item_support=1, min_session_length=1)
         prepare(source, out, opts)
     return out
+
+
+def load_games(source: str, prepared: str | None) -> tuple[Sessions, Sessions, Sessions]:
+    """amazon-games' train, valid and test splits, prepared into ``prepared`` (kept) or a temp dir."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = prepare_games(Path(source), Path(prepared) if prepared else Path(tmp) / "games")
+        train, _ = load_sessions(data, "train")
+        valid, _ = load_sessions(data, "valid", vocab=train.vocab)
+        test, _ = load_sessions(data, "test", vocab=train.vocab)
+    return train, valid, test
 
 
 def build(args: argparse.Namespace, **extra) -> SASRec:
@@ -77,11 +88,7 @@ def first_reaching(history: list[dict], target: dict[str, float]) -> dict | None
 
 
 def run_games(args: argparse.Namespace) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        data = prepare_games(Path(args.source), Path(args.prepared) if args.prepared else Path(tmp) / "games")
-        train, _ = load_sessions(data, "train")
-        valid, _ = load_sessions(data, "valid", vocab=train.vocab)
-        test, _ = load_sessions(data, "test", vocab=train.vocab)
+    train, valid, test = load_games(args.source, args.prepared)
     print(f"amazon-games: {train.n_sessions:,} training sequences, {train.n_events:,} clicks, "
           f"{train.n_items:,} items; {test.n_predictions():,} test users", flush=True)
     if args.speed:

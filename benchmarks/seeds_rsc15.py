@@ -2,7 +2,8 @@
 per seed through the CLI (``nextclick train ... -p seed=S``, then ``nextclick evaluate --json``),
 one table with every run and the mean and standard deviation per model. A model is ``name``,
 ``name:preset`` or ``name@DIR`` (trained with ``--tuned DIR``, a ``nextclick tune`` output); a
-model without a ``seed`` setting (popularity, rules, the kNN family) is deterministic and runs once. ``--jobs`` runs that many fits at a time (one torch thread each).
+model without a ``seed`` setting (popularity, rules, the kNN family) is deterministic and runs
+once. ``--jobs`` runs that many fits at a time (one torch thread each).
 
     python benchmarks/seeds_rsc15.py --models narm,stamp,srgnn,bert4rec --seeds 0,1,2
     python benchmarks/seeds_rsc15.py --jobs 2 --models vstan:tuned_rsc15,narm@runs/tune-nn/narm,sasrec:tuned_rsc15

@@ -227,8 +227,8 @@ class SRGNN(SASRec):
 
     name = "srgnn"
     Config = SRGNNConfig
-    # the authors' step schedule (see the module docstring for why it is not the default)
     presets: dict[str, dict[str, Any]] = {
+        # the authors' step schedule (see the module docstring for why it is not the default)
         "paper": dict(lr_decay_every=3),
         # the best of 12 TPE trials on rsc15-100k train_tr -> train_valid (MRR@20; the search of
         # benchmarks/tune_rsc15.sh, early stopping with patience 3 on the 10% hold-out), never on test
